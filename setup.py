@@ -1,0 +1,64 @@
+"""threestudio_like: text or one image → textured 3-D asset by score distillation."""
+
+import shutil
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).parent
+
+
+class BuildWithConfigs(build_py):
+    """Ship ``configs/`` inside the package (``threestudio_like/configs``) for non-editable installs."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "threestudio_like" / "configs"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(HERE / "configs", target)
+
+
+setup(
+    name="threestudio_like",
+    version="0.1.0",
+    description="Text/image to textured 3D by score distillation (SDS, VSD, Zero123), CPU-testable",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["threestudio_like", "threestudio_like.*"]),
+    include_package_data=True,
+    package_data={"threestudio_like": ["assets/**/*", "export/viewer/*"]},
+    cmdclass={"build_py": BuildWithConfigs},
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "diffusers>=0.30",
+        "transformers>=4.40",
+        "accelerate",
+        "peft>=0.12",
+        "safetensors",
+        "hydra-core>=1.3",
+        "omegaconf>=2.3",
+        "imageio>=2.30",
+        "imageio-ffmpeg",
+        "trimesh",
+        "xatlas",
+        "PyMCubes",
+        "nerfacc==0.5.3",
+        "tqdm",
+        "scipy",
+    ],
+    extras_require={
+        # CUDA fast paths, built from their upstream sources (need nvcc and a CUDA torch):
+        "cuda": [
+            "tinycudann @ git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch",
+            "nvdiffrast @ git+https://github.com/NVlabs/nvdiffrast/",
+        ],
+        # Segment Anything pulls torchvision (and with it a CUDA torch build):
+        "sam": ["segment-anything", "torchvision"],
+        "dev": ["pytest>=8", "pytest-timeout", "tensorboard"],
+    },
+    entry_points={"console_scripts": ["threestudio-like=threestudio_like.cli:main"]},
+)

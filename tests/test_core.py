@@ -1,0 +1,148 @@
+"""Config validation, schedules, slugs, atomic checkpoints."""
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from threestudio_like.core import checkpoint as ckpt
+from threestudio_like.core.config import merge_component, parse_structured
+from threestudio_like.core.errors import UserError
+from threestudio_like.core.rundir import new_run_dir, slugify
+from threestudio_like.core.schedule import Updateable, schedule_value
+
+
+@dataclass
+class _Cfg:
+    n_levels: int = 16
+    """levels"""
+    scale: float = 1.5
+    """scale"""
+
+
+def test_unknown_key_names_key_and_valid_ones():
+    with pytest.raises(UserError) as e:
+        parse_structured(_Cfg, {"n_level": 3}, "geometry")
+    msg = str(e.value)
+    assert "geometry.n_level" in msg and "did you mean 'n_levels'" in msg and "n_levels, scale" in msg
+
+
+def test_wrong_type_is_user_error_and_defaults_fill():
+    with pytest.raises(UserError, match="geometry"):
+        parse_structured(_Cfg, {"n_levels": "many"}, "geometry")
+    cfg = parse_structured(_Cfg, {"_target_": "x.Y", "scale": 2}, "g")
+    assert cfg.n_levels == 16 and cfg.scale == 2.0
+
+
+def test_merge_component_replace_vs_override():
+    shared = {"_target_": "a.Volume", "n_levels": 16, "radius": 1.0}
+    assert merge_component(shared, {"radius": 2.0}) == {"_target_": "a.Volume", "n_levels": 16, "radius": 2.0}
+    assert merge_component(shared, {"_target_": "a.Mesh", "res": 3}) == {"_target_": "a.Mesh", "res": 3}
+    assert merge_component(None, None) is None
+
+
+@pytest.mark.parametrize(
+    "spec,step,expected",
+    [
+        (0.5, 1000, 0.5),
+        ([100, 0.0, 10.0, 200], 50, 0.0),
+        ([100, 0.0, 10.0, 200], 150, 5.0),
+        ([100, 0.0, 10.0, 200], 250, 10.0),
+        ([0, 64, 128, 100], 50, 96),
+        ({"milestones": [[0, 64], [500, 128], [1000, 256]]}, 499, 64),
+        ({"milestones": [[0, 64], [500, 128], [1000, 256]]}, 500, 128),
+        ({"milestones": [[0, 64], [500, 128], [1000, 256]]}, 5000, 256),
+        ({"start": 0.98, "end": 0.5, "start_step": 0, "end_step": 100, "kind": "cosine"}, 50, 0.74),
+    ],
+)
+def test_schedule_values(spec, step, expected):
+    assert schedule_value(spec, step) == pytest.approx(expected)
+
+
+def test_schedule_errors():
+    for bad in ([1, 2, 3], "x", True, {"start": 1}):
+        with pytest.raises(UserError):
+            schedule_value(bad, 0)
+
+
+def test_update_step_reaches_nested_components():
+    seen = []
+
+    class Leaf(Updateable):
+        def on_update_step(self, epoch, step):
+            seen.append(step)
+
+    class Parent(Updateable, torch.nn.Module):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+            self.plain = Leaf()
+
+    class Root(Updateable, torch.nn.Module):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+            self.child = Parent()
+
+    Root().update_step(0, 7)
+    assert seen == [7]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a red cube", "../../etc/passwd", "a/b\\c", "..", ".", "", "\x00\x01 ctrl", "ünïcødé 立方体", "🚀" * 10, "x" * 500],
+)
+def test_slug_is_safe(text):
+    s = slugify(text)
+    assert s and s not in (".", "..") and len(s) <= 64
+    assert "/" not in s and "\\" not in s and ".." not in s
+    assert all(ch.isprintable() and not ch.isspace() for ch in s)
+
+
+def test_slug_keeps_unicode_letters_and_run_dir_layout(tmp_path):
+    assert slugify("ünïcødé 立方体") == "ünïcødé_立方体"
+    assert slugify("a red cube") == "a_red_cube"
+    a = new_run_dir(tmp_path, "dreamfusion", "a red cube")
+    b = new_run_dir(tmp_path, "dreamfusion", "a red cube")
+    assert a != b and a.parent == tmp_path / "dreamfusion" and a.name.startswith("a_red_cube@")
+    for sub in ("ckpts", "save", "export", "video"):
+        assert (a / sub).is_dir()
+
+
+def test_checkpoint_roundtrip_restores_every_rng(tmp_path):
+    state = ckpt.get_rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    path = ckpt.save_checkpoint(tmp_path / "c.ckpt", {"rng": state, "w": torch.arange(3)})
+    payload = ckpt.load_checkpoint(path)  # weights_only=True inside
+    ckpt.set_rng_state(payload["rng"])
+    got = (random.random(), np.random.rand(), torch.rand(3))
+    assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    path = ckpt.save_checkpoint(tmp_path / "last.ckpt", {"step": 1})
+
+    def dying_save(obj, f):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint(path)["step"] == 1
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temp file left behind
+
+
+def test_corrupt_or_foreign_checkpoint_is_user_error(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="corrupt"):
+        ckpt.load_checkpoint(bad)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(UserError, match="not a threestudio_like checkpoint"):
+        ckpt.load_checkpoint(foreign)
+    with pytest.raises(UserError, match="not found"):
+        ckpt.load_checkpoint(tmp_path / "missing.ckpt")

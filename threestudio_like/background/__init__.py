@@ -1,0 +1,1 @@
+"""Backgrounds: solid, random colour, neural environment map."""

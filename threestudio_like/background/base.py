@@ -1,0 +1,88 @@
+"""Backgrounds: ``background(dirs (B,H,W,3)) -> rgb (B,H,W,3)`` in [0,1], dirs = unit ray directions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..core.config import Configurable
+
+
+class SolidBackground(Configurable, nn.Module):
+    """A constant colour (white by default)."""
+
+    @dataclass
+    class Config:
+        color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+        """RGB in [0,1]."""
+
+    def __init__(self, cfg=None, where: str = "background") -> None:
+        nn.Module.__init__(self)
+        self.parse_config(cfg, where)
+
+    def forward(self, dirs: Tensor) -> Tensor:
+        color = torch.tensor(self.cfg.color, dtype=dirs.dtype, device=dirs.device)
+        return color.expand(*dirs.shape[:-1], 3)
+
+
+class RandomColorBackground(SolidBackground):
+    """While training, with probability ``random_prob`` a view gets a uniform random colour
+    (against the background leaking into the object); otherwise, and in eval, ``color``."""
+
+    @dataclass
+    class Config(SolidBackground.Config):
+        random_prob: float = 0.5
+        """Probability per view of a random colour while training."""
+
+    def forward(self, dirs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        out = super().forward(dirs)
+        if not self.training:
+            return out
+        b = dirs.shape[0]
+        rand = torch.rand(b, 3, generator=generator).to(dirs)
+        use = (torch.rand(b, generator=generator) < self.cfg.random_prob).to(dirs.device)
+        color = torch.where(use[:, None], rand, out[:, 0, 0])
+        return color[:, None, None, :].expand_as(out)
+
+
+class NeuralEnvironmentMap(Configurable, nn.Module):
+    """An MLP of the view direction (frequency-encoded) → sigmoid colour (threestudio's
+    neural-environment-map background). With ``random_aug`` it is replaced by a random solid
+    colour per view with that probability while training."""
+
+    @dataclass
+    class Config:
+        n_frequencies: int = 6
+        """Frequencies of the direction encoding."""
+        n_neurons: int = 32
+        """MLP width."""
+        n_hidden_layers: int = 2
+        """MLP depth."""
+        random_aug: float = 0.0
+        """Probability of a random solid colour per view while training."""
+
+    def __init__(self, cfg=None, where: str = "background") -> None:
+        nn.Module.__init__(self)
+        self.parse_config(cfg, where)
+        from ..ops.encodings import make_encoding
+        from ..ops.mlp import MLP
+
+        c = self.cfg
+        self.encoding = make_encoding({"otype": "Frequency", "n_frequencies": c.n_frequencies}, 3)
+        self.mlp = MLP(self.encoding.n_output_dims, 3,
+                       {"n_neurons": c.n_neurons, "n_hidden_layers": c.n_hidden_layers,
+                        "output_activation": "sigmoid"}, where=f"{where}.mlp")
+
+    def forward(self, dirs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        shape = dirs.shape
+        x = (dirs.reshape(-1, 3) + 1.0) / 2.0
+        out = self.mlp(self.encoding(x)).reshape(*shape[:-1], 3)
+        if self.training and self.cfg.random_aug > 0:
+            b = shape[0]
+            rand = torch.rand(b, 3, generator=generator).to(dirs)[:, None, None, :].expand_as(out)
+            use = (torch.rand(b, generator=generator) < self.cfg.random_aug).to(dirs.device)
+            out = torch.where(use[:, None, None, None], rand, out)
+        return out

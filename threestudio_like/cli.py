@@ -1,0 +1,256 @@
+"""Command line: ``python launch.py [experiment=NAME] [prompt="…"] [key=value …]``.
+
+Single runs compose the config with Hydra's compose API so that every mistake a user can
+make (unknown experiment, unknown key, bad value, empty prompt, missing image or model,
+corrupt checkpoint) prints one ``error:`` line and exits with status 2. ``-m``/``--multirun``
+hands the command line to ``@hydra.main`` so sweeps and launcher plugins (joblib, submitit)
+work as in any Hydra app.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from .core.errors import UserError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+MODES = ("train", "export", "test")
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def config_dir() -> Path:
+    """``$THREESTUDIO_LIKE_CONFIG_DIR``, the checkout's ``configs/``, or the installed copy."""
+    env = os.environ.get("THREESTUDIO_LIKE_CONFIG_DIR")
+    for candidate in (env, PACKAGE_DIR.parent / "configs", PACKAGE_DIR / "configs"):
+        if candidate and (Path(candidate) / "config.yaml").is_file():
+            return Path(candidate).resolve()
+    raise UserError("cannot find the configs directory; set THREESTUDIO_LIKE_CONFIG_DIR")
+
+
+def register_resolvers() -> None:
+    """``${asset:toy-sd}`` → absolute path of a shipped asset."""
+    if not OmegaConf.has_resolver("asset"):
+        OmegaConf.register_new_resolver("asset", lambda name: str(PACKAGE_DIR / "assets" / name))
+
+
+# ---- composing the config ------------------------------------------------------------
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """The run's config from the command-line overrides (or a run dir's config on resume)."""
+    register_resolvers()
+    resume = _find_override(overrides, "resume")
+    if resume not in (None, "null", ""):
+        return _resume_config(Path(resume), [o for o in overrides if not o.startswith("resume=")], resume)
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = list(overrides)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        for _ in range(len(overrides) + 1):
+            try:
+                return compose(config_name="config", overrides=overrides)
+            except HydraException as e:
+                overrides = _retry_with_append(overrides, e)
+    raise UserError("could not compose the config")  # pragma: no cover
+
+
+def _retry_with_append(overrides: list[str], error: Exception) -> list[str]:
+    """Hydra refuses ``a.b=v`` when ``b`` is not in the YAML; allow it when ``b`` is a field of
+    the component at ``a`` (its ``_target_``'s Config), else raise a UserError naming the keys."""
+    msg = str(error)
+    m = re.search(r"Could not override '([^']+)'", msg)
+    if not m:
+        raise UserError(_hydra_message(msg)) from None
+    key = m.group(1)
+    parent_path, _, leaf = key.rpartition(".")
+    fields = _component_fields(overrides, parent_path)
+    if fields is None or leaf not in fields:
+        valid = f"; valid keys: {', '.join(sorted(fields))}" if fields else ""
+        raise UserError(f"unknown config key '{key}'{valid}") from None
+    return [("+" + o) if o.split("=", 1)[0] == key else o for o in overrides]
+
+
+def _component_fields(overrides: list[str], path: str) -> Optional[list[str]]:
+    import dataclasses
+
+    from hydra import compose
+
+    from .core.config import import_target
+
+    if not path:
+        return None
+    safe = [o for o in overrides if "=" in o and not o.lstrip("+~").split("=", 1)[0].startswith(path + ".")]
+    try:
+        cfg = compose(config_name="config", overrides=safe)
+        node = OmegaConf.select(cfg, path)
+    except Exception:
+        return None
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return None
+    try:
+        cls = import_target(node["_target_"])
+    except UserError:
+        return None
+    return [f.name for f in dataclasses.fields(cls.Config)] if hasattr(cls, "Config") else None
+
+
+def _hydra_message(msg: str) -> str:
+    lines = [ln.strip() for ln in msg.strip().splitlines() if ln.strip()]
+    text = " ".join(lines[:2]) if lines else "invalid configuration"
+    if "experiment" in text and ("Could not find" in text or "not found" in text):
+        names = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+        text += f" (experiments: {', '.join(names)})"
+    return text
+
+
+def _find_override(overrides: Sequence[str], key: str) -> Optional[str]:
+    for o in overrides:
+        if o.split("=", 1)[0].lstrip("+") == key:
+            return o.split("=", 1)[1].strip("'\"") if "=" in o else None
+    return None
+
+
+def _resume_config(run_dir: Path, overrides: list[str], raw: str) -> DictConfig:
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"resume={raw}: {cfg_path} not found (resume takes a run directory)")
+    cfg = OmegaConf.load(cfg_path)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # hydra's grammar errors
+        raise UserError(_hydra_message(str(e))) from None
+    for ov in parsed:
+        key = ov.key_or_group
+        if key in ("experiment", "debug"):
+            raise UserError(f"cannot change '{key}' when resuming a run; start a new run instead")
+        OmegaConf.update(cfg, key, ov.value(), merge=True, force_add=True)
+    cfg.resume = str(run_dir)
+    return cfg
+
+
+# ---- validating and running ----------------------------------------------------------
+def validate(cfg: DictConfig) -> None:
+    """Catch user mistakes before anything is written."""
+    from .core.stages import resolve_stage, stage_names
+
+    mode = cfg.get("mode", "train")
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
+    required = list(cfg.get("requires") or [])
+    if "prompt" in required and not str(cfg.get("prompt") or "").strip():
+        raise UserError(f"experiment '{cfg.experiment_name}' needs a text prompt: add prompt=\"a red cube\"")
+    if "image" in required:
+        image = cfg.get("image")
+        if not image:
+            raise UserError(f"experiment '{cfg.experiment_name}' needs an input image: add image=PATH")
+        if not Path(str(image)).is_file():
+            raise UserError(f"image not found: {image}")
+    for name in stage_names(cfg):
+        _validate_stage(resolve_stage(cfg, name), f"stage.{name}")
+
+
+def _validate_stage(stage: dict[str, Any], where: str) -> None:
+    from .core.config import import_target, parse_structured
+    from .core.trainer import DEFAULT_SYSTEM
+
+    cls = import_target(stage.get("_target_", DEFAULT_SYSTEM))
+    parse_structured(cls.Config, stage, where)
+    for comp, sub in stage.items():
+        if isinstance(sub, dict) and "_target_" in sub:
+            comp_cls = import_target(sub["_target_"])
+            if hasattr(comp_cls, "Config"):
+                parse_structured(comp_cls.Config, sub, f"{where}.{comp}")
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_run_dir(cfg: DictConfig) -> Path:
+    from .core.rundir import make_run_dir, new_run_dir
+
+    if cfg.get("resume"):
+        return make_run_dir(cfg.resume)
+    if cfg.get("output_dir"):
+        return make_run_dir(cfg.output_dir)
+    name = str(cfg.get("prompt") or "") or Path(str(cfg.get("image") or "run")).stem
+    return new_run_dir(cfg.get("outputs_root", "outputs"), cfg.experiment_name, name)
+
+
+def write_config(cfg: DictConfig, run_dir: Path) -> None:
+    from .core.atomic import atomic_write_text
+
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def run(cfg: DictConfig) -> Path:
+    """Run one configured experiment; returns the run directory."""
+    from .core.trainer import Trainer
+
+    validate(cfg)
+    seed_everything(int(cfg.get("seed", 0)))
+    run_dir = prepare_run_dir(cfg)
+    if cfg.get("mode", "train") == "train" and not cfg.get("resume"):
+        write_config(cfg, run_dir)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    trainer = Trainer(cfg, run_dir)
+    mode = cfg.get("mode", "train")
+    if mode == "train":
+        system = trainer.fit(resume=bool(cfg.get("resume")), start_stage=cfg.get("start_stage"))
+    else:
+        system = trainer.load_finished()
+    from .systems.finalize import finalize_run
+
+    finalize_run(system, trainer, cfg, run_dir, mode)
+    return run_dir
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("hydra/") for a in argv):
+        return _hydra_main(argv)
+    from .core.trainer import TrainingInterrupted
+
+    try:
+        run(compose_config(argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except TrainingInterrupted as e:
+        print(f"interrupted: checkpoint saved to {e.path}; continue with resume={e.path.parent.parent}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _hydra_main(argv: list[str]) -> int:
+    """Multirun / launcher plugins through ``@hydra.main`` (one job per sweep point)."""
+    import hydra
+
+    register_resolvers()
+
+    @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+    def _task(cfg: DictConfig) -> None:
+        try:
+            run(cfg)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    sys.argv = [sys.argv[0]] + argv
+    _task()
+    return 0

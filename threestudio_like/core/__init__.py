@@ -1,0 +1,1 @@
+"""Config, schedules, run directory, checkpoints, logging and the stage trainer."""

@@ -1,0 +1,60 @@
+"""Training logs: ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+
+class MetricsLogger:
+    """Appends scalars to ``<run>/metrics.jsonl``; mirrors them (and images) to TensorBoard
+    under ``<run>/tb`` when enabled and installed."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = False) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: jsonl only
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
+
+    def log(self, record: dict[str, Any], step: Optional[int] = None) -> None:
+        clean = {k: _plain(v) for k, v in record.items()}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(clean, ensure_ascii=False) + "\n")
+        if self._tb is not None and step is not None:
+            prefix = clean.get("stage", "")
+            for k, v in clean.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self._tb.add_scalar(f"{prefix}/{k}" if prefix else k, v, step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_image(tag, image, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item") and getattr(v, "numel", lambda: 1)() == 1:
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl``."""
+    if not Path(path).exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,296 @@
+"""The stage loop: build each stage's system, train it, checkpoint, hand off to the next.
+
+Checkpoints (``core/checkpoint.py``) live in ``<run>/ckpts/``: ``last.ckpt`` is the latest
+progress of whichever stage is running (written every ``ckpt_every`` steps, at the end of each
+stage and on Ctrl-C); ``<stage>.ckpt`` is a finished stage, from which later stages are rebuilt
+on resume. On CPU a run resumed from ``last.ckpt`` at step k ends with exactly the parameters
+of an uninterrupted run (every RNG state is saved with the step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .config import import_target, parse_structured
+from .errors import UserError
+from .metrics_log import MetricsLogger
+from .stages import resolve_stage, stage_names
+
+DEFAULT_SYSTEM = "threestudio_like.systems.base.ScoreDistillationSystem"
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; a checkpoint was written to ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"interrupted; checkpoint saved to {path}")
+        self.path = path
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"
+    """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``..."""
+    precision: str = "32"
+    """``32``, ``bf16`` or ``16-mixed`` (autocast; CUDA only, fp32 on CPU)."""
+    log_every: int = 10
+    """Write a metrics.jsonl record every N steps."""
+    ckpt_every: int = 200
+    """Write ckpts/last.ckpt every N steps (0 = only at stage ends)."""
+    max_nonfinite_steps: int = 20
+    """Abort after this many consecutive steps with a non-finite loss or gradient."""
+    progress: bool = True
+    """Show a progress bar with loss and it/s."""
+    tensorboard: bool = False
+    """Mirror scalars and validation images to TensorBoard (<run>/tb)."""
+
+
+class Trainer:
+    """Runs the experiment's stages in ``run_dir`` (see module docstring)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.tcfg: TrainerConfig = parse_structured(TrainerConfig, cfg.get("trainer"), "trainer")
+        self.device = _resolve_device(self.tcfg.device)
+        self.names = stage_names(cfg)
+        self.logger = MetricsLogger(self.run_dir, self.tcfg.tensorboard)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "ckpts"
+
+    # ---- public -----------------------------------------------------------------------
+    def build_stage(self, index: int, previous: Any = None) -> Any:
+        """Instantiate stage ``index``'s system (guidance not loaded), on the run's device."""
+        name = self.names[index]
+        stage_cfg = resolve_stage(self.cfg, name)
+        cls = import_target(stage_cfg.pop("_target_", DEFAULT_SYSTEM))
+        system = cls(stage_cfg, where=f"stage.{name}", previous=previous)
+        return system.to(self.device)
+
+    def load_finished(self, upto: Optional[int] = None) -> Any:
+        """Rebuild stages ``0..upto`` (default: all) from their finished checkpoints."""
+        upto = len(self.names) - 1 if upto is None else upto
+        system = None
+        for i in range(upto + 1):
+            system = self.build_stage(i, previous=system)
+            payload = load_checkpoint(self.ckpt_dir / f"{self.names[i]}.ckpt", self.device)
+            system.load_checkpoint_state(payload["state"])
+        return system
+
+    def fit(self, resume: bool = False, start_stage: Optional[str] = None) -> Any:
+        """Train every stage from the start, from ``last.ckpt`` (``resume``), or from ``start_stage``."""
+        start_index, payload = 0, None
+        if start_stage is not None:
+            if start_stage not in self.names:
+                raise UserError(f"start_stage '{start_stage}' is not one of the stages {self.names}")
+            start_index = self.names.index(start_stage)
+        elif resume and (self.ckpt_dir / "last.ckpt").exists():
+            payload = load_checkpoint(self.ckpt_dir / "last.ckpt", self.device)
+            if payload["stage"] not in self.names:
+                raise UserError(f"checkpoint is of stage '{payload['stage']}', not among stages {self.names}")
+            start_index = self.names.index(payload["stage"])
+            if payload.get("stage_done"):
+                start_index, payload = start_index + 1, None
+        previous = self.load_finished(start_index - 1) if start_index > 0 else None
+        system = previous
+        for index in range(start_index, len(self.names)):
+            system = self.build_stage(index, previous=previous)
+            system.setup_guidance()
+            self._train_stage(system, index, payload if index == start_index else None)
+            previous = system
+        self.logger.close()
+        return system
+
+    # ---- one stage --------------------------------------------------------------------
+    def _train_stage(self, system: Any, index: int, payload: Optional[dict[str, Any]]) -> None:
+        name, steps = self.names[index], system.cfg.steps
+        optimizer, scheduler = system.configure_optimizer()
+        run = _StageRun(system, name, index, steps, optimizer, scheduler)
+        if payload is not None:
+            system.load_checkpoint_state(payload["state"])
+            optimizer.load_state_dict(payload["optimizer"])
+            if scheduler is not None and payload.get("scheduler") is not None:
+                scheduler.load_state_dict(payload["scheduler"])
+            run.step = run.step_logged = int(payload["global_step"])
+            set_rng_state(payload["rng"])
+        system.train()
+        bar = _progress(self.tcfg.progress, steps, run.step, name)
+        try:
+            with _StopRequest() as stop:
+                while run.step < steps:
+                    if stop.requested:
+                        raise KeyboardInterrupt
+                    self._step(run, bar)
+        except KeyboardInterrupt:
+            path = self._save(run, done=False)
+            raise TrainingInterrupted(path) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        self.validate(system, name, run.step)
+        self._save(run, done=True)
+
+    def _step(self, run: "_StageRun", bar: Any) -> None:
+        """One optimisation step (skipped when the loss or gradient is not finite)."""
+        system, optimizer = run.system, run.optimizer
+        system.update_step(0, run.step)
+        with self._autocast():
+            out = system.training_step(run.step)
+        loss = out["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            loss.backward()
+            ok = bool(torch.isfinite(_grad_norm(optimizer, system.cfg.clip_grad_norm)))
+        if ok:
+            optimizer.step()
+            run.bad_in_a_row = 0
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            run.bad_in_a_row += 1
+            warnings.warn(f"stage {run.name} step {run.step}: non-finite loss or gradient, step skipped")
+            if run.bad_in_a_row >= self.tcfg.max_nonfinite_steps:
+                raise UserError(
+                    f"training diverged: {run.bad_in_a_row} steps in a row with a non-finite loss or "
+                    f"gradient (stage {run.name}, step {run.step}); lower the learning rate "
+                    f"(stage.{run.name}.optimizer.lr) or the guidance scale"
+                )
+        if run.scheduler is not None:
+            run.scheduler.step()
+        run.step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+        if run.step % max(self.tcfg.log_every, 1) == 0 or run.step == run.steps:
+            self._log(run, out)
+        if system.cfg.val_every and run.step % system.cfg.val_every == 0 and run.step < run.steps:
+            self.validate(system, run.name, run.step)
+        if self.tcfg.ckpt_every and run.step % self.tcfg.ckpt_every == 0 and run.step < run.steps:
+            self._save(run, done=False)
+
+    def _log(self, run: "_StageRun", out: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        rate = (run.step - run.step_logged) / max(now - run.time_logged, 1e-9)
+        run.time_logged, run.step_logged = now, run.step
+        record = {"stage": run.name, "step": run.step, "it_s": rate, "lr": run.optimizer.param_groups[0]["lr"]}
+        record.update({k: float(v.detach()) if hasattr(v, "detach") else float(v) for k, v in out.items()})
+        self.logger.log(record, step=run.step)
+
+    def _save(self, run: "_StageRun", done: bool) -> Path:
+        payload = {
+            "stage_index": run.index,
+            "stage": run.name,
+            "global_step": run.step,
+            "stage_done": done,
+            "state": run.system.checkpoint_state(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+            "rng": get_rng_state(),
+        }
+        path = save_checkpoint(self.ckpt_dir / "last.ckpt", payload)
+        if done:
+            save_checkpoint(self.ckpt_dir / f"{run.name}.ckpt", payload)
+        return path
+
+    def validate(self, system: Any, name: str, step: int) -> Path:
+        """Render the validation orbit; save ``save/<stage>-<step>.png`` (rgb row, normal row)."""
+        import imageio.v3 as iio
+
+        cams = system.data.val_cameras(device=self.device)
+        views = system.render_views(cams)
+        rows = [torch.cat(list(views[k]), dim=1) for k in ("rgb", "normal")]
+        grid = (torch.cat(rows, dim=0).cpu().numpy() * 255).round().astype(np.uint8)
+        path = self.run_dir / "save" / f"{name}-{step:06d}.png"
+        iio.imwrite(path, grid)
+        self.logger.image(f"{name}/val", grid, step)
+        return path
+
+    def _autocast(self) -> Any:
+        p = self.tcfg.precision
+        if p == "32" or self.device.type != "cuda":
+            if p not in ("32", "bf16", "16-mixed"):
+                raise UserError(f"trainer.precision must be 32, bf16 or 16-mixed, got '{p}'")
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+
+@dataclass
+class _StageRun:
+    """Mutable state of the stage being trained."""
+
+    system: Any
+    name: str
+    index: int
+    steps: int
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step: int = 0
+    bad_in_a_row: int = 0
+    step_logged: int = 0
+    time_logged: float = field(default_factory=time.perf_counter)
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) asks the loop to stop at the next step boundary, so the checkpoint holds
+    a consistent step; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _grad_norm(optimizer: torch.optim.Optimizer, clip: Optional[float]) -> torch.Tensor:
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not params:
+        return torch.tensor(0.0)
+    if clip is not None:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={name} but CUDA is not available; use trainer.device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"trainer.device: cannot parse '{name}'") from None
+
+
+def _progress(enabled: bool, total: int, initial: int, name: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, dynamic_ncols=True, leave=False)
+

@@ -1,0 +1,1 @@
+"""Camera sampling and rays."""

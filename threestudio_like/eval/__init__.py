@@ -1,0 +1,1 @@
+"""Metrics: Chamfer, IoU, PSNR, CLIP score, reprojection error."""

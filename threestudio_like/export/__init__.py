@@ -1,0 +1,1 @@
+"""Mesh extraction, UV atlas, texture bake, OBJ/GLB/PLY writers, videos, report."""

@@ -1,0 +1,1 @@
+"""Representations: implicit volume (hash grid / triplane), DMTet, explicit mesh."""

@@ -1,0 +1,1 @@
+"""Materials: raw colour, diffuse shading, PBR."""

@@ -1,0 +1,1 @@
+"""Preprocessing for image-to-3D: segmentation, captioning, depth, recentering."""

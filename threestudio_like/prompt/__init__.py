@@ -1,0 +1,1 @@
+"""Prompt processing: text embeddings, view-dependent prompts, negatives, Perp-Neg."""

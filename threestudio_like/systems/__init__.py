@@ -1,0 +1,1 @@
+"""Systems: one training-step skeleton composed into each method."""

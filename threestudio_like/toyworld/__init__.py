@@ -1,0 +1,1 @@
+"""The embedded default world: toy shapes, dataset, tiny priors and their training."""
