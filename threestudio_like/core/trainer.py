@@ -103,8 +103,9 @@ class Trainer:
             if payload["stage"] not in self.names:
                 raise UserError(f"checkpoint is of stage '{payload['stage']}', not among stages {self.names}")
             start_index = self.names.index(payload["stage"])
-            if payload.get("stage_done"):
-                start_index, payload = start_index + 1, None
+            steps = int(resolve_stage(self.cfg, payload["stage"]).get("steps", 0))
+            if payload.get("stage_done") and payload["global_step"] >= steps:
+                start_index, payload = start_index + 1, None  # finished: go on with the next stage
         previous = self.load_finished(start_index - 1) if start_index > 0 else None
         system = previous
         for index in range(start_index, len(self.names)):
