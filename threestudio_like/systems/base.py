@@ -118,6 +118,9 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
             self.guidance = instantiate(c.guidance, where=f"{self.where}.guidance")
             if hasattr(self.guidance, "to"):
                 self.guidance.to(device)
+            reference = next((t for t in self.terms.values() if hasattr(t, "reference_image")), None)
+            if reference is not None and hasattr(self.guidance, "set_reference"):
+                self.guidance.set_reference(*reference.reference_image())
 
     @property
     def device(self) -> torch.device:
@@ -260,7 +263,7 @@ def _normal_image(render: RenderOutput) -> Tensor:
     """World normals as an image: (n+1)/2 over a white background (B,H,W,3)."""
     if render.normal is None:
         return torch.ones_like(render.rgb)
-    n = (render.normal + 1.0) / 2.0
+    n = (nn.functional.normalize(render.normal, dim=-1) + 1.0) / 2.0  # volume normals are Σw·n
     return n * render.opacity + (1.0 - render.opacity)
 
 

@@ -1,0 +1,68 @@
+"""Loading the input image (and its depth map) of image-to-3D experiments.
+
+``load_rgba(path, (H, W))`` → rgb (1,H,W,3) in [0,1] and mask (1,H,W,1) from the alpha channel
+(an RGBA PNG as made by ``preprocess`` or any segmentation tool); ``load_depth(path, (H, W))``
+→ (1,H,W,1) float from a ``.npy`` array or a 8/16-bit grayscale image. Resizing uses area
+averaging. Problems with the files are :class:`UserError`\\ s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..core.errors import UserError
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """(1,h,w,C) → (1,H,W,C) by area (downsampling) or bilinear (upsampling) interpolation."""
+    if tuple(x.shape[1:3]) == tuple(size):
+        return x
+    chw = x.permute(0, 3, 1, 2)
+    mode = "area" if x.shape[1] >= size[0] and x.shape[2] >= size[1] else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    return torch.nn.functional.interpolate(chw, size=size, mode=mode, **kwargs).permute(0, 2, 3, 1)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H,W,C) float32 in [0,1] (C = 1, 3 or 4)."""
+    import imageio.v3 as iio
+
+    p = Path(str(path))
+    if not p.is_file():
+        raise UserError(f"image not found: {p}")
+    try:
+        arr = iio.imread(p)
+    except Exception as e:  # imageio raises many types for unreadable files
+        raise UserError(f"cannot read image {p}: {e}") from None
+    scale = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype == np.uint8 else 1.0
+    arr = arr.astype(np.float32) / scale
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def load_rgba(path: str | Path, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """RGBA image → (rgb (1,H,W,3), mask (1,H,W,1)); rgb is straight (not premultiplied)."""
+    arr = read_image(path)
+    if arr.shape[-1] != 4:
+        raise UserError(
+            f"image {path} has no alpha channel: give an RGBA PNG with the object segmented "
+            "(background transparent), e.g. from `python -m threestudio_like.preprocess`"
+        )
+    t = _resize(torch.from_numpy(arr)[None], size)
+    return t[..., :3].clamp(0, 1), (t[..., 3:] > 0.5).float()
+
+
+def load_depth(path: str | Path, size: tuple[int, int]) -> Tensor:
+    """Depth or disparity map (.npy, or grayscale image) → (1,H,W,1) float."""
+    p = Path(str(path))
+    if p.suffix == ".npy":
+        if not p.is_file():
+            raise UserError(f"depth map not found: {p}")
+        arr = np.load(p).astype(np.float32)
+        arr = arr[..., None] if arr.ndim == 2 else arr[..., :1]
+    else:
+        arr = read_image(p)[..., :1]
+    return _resize(torch.from_numpy(np.ascontiguousarray(arr))[None], size)
