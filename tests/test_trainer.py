@@ -101,3 +101,10 @@ def test_unknown_loss_weight_is_an_error(tmp_path):
     cfg["loss"] = {}
     with pytest.raises(UserError, match="no weight for the loss term 'fit'"):
         _train(tmp_path, "noweight", cfg)
+
+
+def test_guidance_is_not_a_submodule_and_stays_out_of_checkpoints(tmp_path):
+    system, run_dir = _train(tmp_path, "g", fake_experiment(steps_a=1, steps_b=0))
+    assert system.guidance is not None
+    assert all(not k.startswith("guidance") for k in system.state_dict())
+    assert system.guidance not in list(system.modules())

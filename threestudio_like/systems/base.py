@@ -110,17 +110,14 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
     def setup_guidance(self) -> None:
         """Load the guidance and the prompt embeddings (heavy; only for stages that train)."""
         c = self.cfg
-        device = self.device
-        if c.prompt_processor is not None:
-            processor = instantiate(c.prompt_processor, where=f"{self.where}.prompt_processor")
-            self.prompt = processor.embeddings(device=device) if hasattr(processor, "embeddings") else processor()
-        if c.guidance is not None:
-            self.guidance = instantiate(c.guidance, where=f"{self.where}.guidance")
-            if hasattr(self.guidance, "to"):
-                self.guidance.to(device)
-            reference = next((t for t in self.terms.values() if hasattr(t, "reference_image")), None)
-            if reference is not None and hasattr(self.guidance, "set_reference"):
-                self.guidance.set_reference(*reference.reference_image())
+        reference = next((t for t in self.terms.values() if hasattr(t, "reference_image")), None)
+        guidance, prompt = build_guidance(c.guidance, c.prompt_processor, self.device, reference, self.where)
+        # plain attributes, not submodules: checkpoints must not hold the frozen pretrained weights
+        object.__setattr__(self, "guidance", guidance)
+        object.__setattr__(self, "prompt", prompt)
+        for term in self.terms.values():
+            if hasattr(term, "setup_guidance"):
+                term.setup_guidance(self.device, reference)
 
     @property
     def device(self) -> torch.device:
@@ -257,6 +254,23 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         finally:
             self.train(was_training)
         return {k: torch.cat(v, 0).clamp(0, 1) for k, v in out.items()}
+
+
+def build_guidance(guidance_cfg: Optional[dict], prompt_cfg: Optional[dict], device: torch.device,
+                   reference: Any, where: str) -> tuple[Any, Any]:
+    """Instantiate a guidance (and its prompt embeddings) on ``device``; hand it the input image
+    when it conditions on one (``set_reference(rgb, elevation_deg, azimuth_deg, distance)``)."""
+    prompt = None
+    if prompt_cfg is not None:
+        processor = instantiate(prompt_cfg, where=f"{where}.prompt_processor")
+        prompt = processor(device=device)
+    if guidance_cfg is None:
+        return None, prompt
+    guidance = instantiate(guidance_cfg, where=f"{where}.guidance")
+    guidance.to(device)
+    if reference is not None and hasattr(guidance, "set_reference"):
+        guidance.set_reference(*reference.reference_image())
+    return guidance, prompt
 
 
 def _normal_image(render: RenderOutput) -> Tensor:
