@@ -1,0 +1,149 @@
+"""Six views as a reconstruction target: Zero123++'s tiled output (or any 6 images a user brings).
+
+Zero123++ (v1.1) turns one image into six 320² views tiled in a 3×2 grid (960 tall × 640 wide),
+read left to right, top to bottom. Their cameras have *absolute* elevations alternating
+30°, −20° and azimuths 30° + 60°·k relative to the input view (v1.2: 20°, −10°).
+
+* :func:`zero123pp_cameras` builds those six cameras in our convention (``data/cameras.py``);
+* :func:`split_grid` cuts a tiled image into its views;
+* :class:`MultiViewReconstructionLoss` compares renders at the six cameras with the tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core.config import Configurable
+from ..core.errors import UserError
+from ..data.cameras import CameraBatch, make_cameras
+
+ZERO123PP_ELEVATIONS_V11 = (30.0, -20.0)
+"""Zero123++ v1.1 absolute elevations (degrees), alternating over the six views."""
+ZERO123PP_ELEVATIONS_V12 = (20.0, -10.0)
+"""Zero123++ v1.2 absolute elevations (degrees)."""
+
+
+def zero123pp_poses(input_azimuth_deg: float = 0.0,
+                    elevations_deg: Sequence[float] = ZERO123PP_ELEVATIONS_V11) -> tuple[Tensor, Tensor]:
+    """(6,) elevations and (6,) azimuths in degrees, in grid order (row-major, 3 rows × 2 cols).
+
+    View k: elevation ``elevations_deg[k % 2]``, azimuth ``input_azimuth + 30 + 60·k``
+    wrapped to [0, 360).
+    """
+    k = torch.arange(6, dtype=torch.float64)
+    elevation = torch.tensor([elevations_deg[i % 2] for i in range(6)], dtype=torch.float64)
+    azimuth = (input_azimuth_deg + 30.0 + 60.0 * k) % 360.0
+    return elevation, azimuth
+
+
+def zero123pp_cameras(distance: float, fovy_deg: float, height: int, width: int,
+                      input_azimuth_deg: float = 0.0,
+                      elevations_deg: Sequence[float] = ZERO123PP_ELEVATIONS_V11,
+                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> CameraBatch:
+    """The six Zero123++ cameras (B=6, grid order) at ``distance`` with vertical FOV ``fovy_deg``.
+
+    ``input_azimuth_deg`` is the azimuth of the input image's camera in our world (0 = front,
+    +X). Zero123++ v1.1 renders use a 30° FOV; pick ``distance`` so the object fills the view
+    as in the tiles.
+    """
+    elevation, azimuth = zero123pp_poses(input_azimuth_deg, elevations_deg)
+    kw = dict(dtype=dtype, device=device)
+    return make_cameras(elevation.to(**kw), azimuth.to(**kw), torch.full((6,), float(distance), **kw),
+                        torch.full((6,), float(fovy_deg), **kw), height, width)
+
+
+def split_grid(image: Tensor, rows: int = 3, cols: int = 2) -> Tensor:
+    """A tiled image (H, W, C) → (rows·cols, H/rows, W/cols, C), tiles in row-major order."""
+    if image.ndim != 3:
+        raise UserError(f"split_grid expects one (H, W, C) image, got shape {tuple(image.shape)}")
+    h, w, c = image.shape
+    if h % rows or w % cols:
+        raise UserError(
+            f"a {rows}×{cols} view grid needs height divisible by {rows} and width by {cols}, got {h}×{w}; "
+            "pass the uncropped grid image (Zero123++: 960×640)"
+        )
+    th, tw = h // rows, w // cols
+    return image.reshape(rows, th, cols, tw, c).permute(0, 2, 1, 3, 4).reshape(rows * cols, th, tw, c)
+
+
+def load_view_grid(path: str, rows: int = 3, cols: int = 2) -> tuple[Tensor, Optional[Tensor]]:
+    """Read a tiled image file → (views (N,h,w,3) in [0,1], masks (N,h,w,1) from alpha or None)."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    try:
+        array = iio.imread(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read the multi-view grid image '{path}': {e}") from None
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    scale = 65535.0 if array.dtype == np.uint16 else 255.0
+    tiles = split_grid(torch.from_numpy(array.astype(np.float32) / scale), rows, cols)
+    if tiles.shape[-1] == 4:
+        return tiles[..., :3].contiguous(), tiles[..., 3:].contiguous()
+    return tiles[..., :3].contiguous(), None
+
+
+class MultiViewReconstructionLoss(Configurable, nn.Module):
+    """Photometric loss between renders at the six cameras and six target views.
+
+    ``forward(rgb (N,H,W,3), target (N,h,w,3), mask (N,h,w,1) | None, opacity (N,H,W,1) | None)``
+    → ``{"mv_rgb": …, ["mv_mask": …]}``. Targets and masks are resized (area/bilinear) to the
+    render size. With a mask the RGB term covers only object pixels (``masked_rgb: true``) or the
+    target composited over ``background``; with a mask and ``opacity`` a mask term is added.
+    """
+
+    @dataclass
+    class Config:
+        kind: str = "l2"
+        """``l2`` (MSE) or ``l1``."""
+        masked_rgb: bool = True
+        """With a mask: compare only object pixels (False: composite the target over ``background``)."""
+        background: Optional[list] = None
+        """[r, g, b] the target is composited over when ``masked_rgb`` is False (default white)."""
+        lambda_mask: float = 0.0
+        """Weight of the opacity-vs-mask MSE term (0 = off)."""
+
+    def __init__(self, cfg: Any = None, where: str = "multiview_loss") -> None:
+        nn.Module.__init__(self)
+        self.parse_config(cfg, where)
+        if self.cfg.kind not in ("l1", "l2"):
+            raise UserError(f"{where}.kind must be 'l1' or 'l2', got '{self.cfg.kind}'")
+
+    def _per_pixel(self, a: Tensor, b: Tensor) -> Tensor:
+        return (a - b) ** 2 if self.cfg.kind == "l2" else (a - b).abs()
+
+    def forward(self, rgb: Tensor, target: Tensor, mask: Optional[Tensor] = None,
+                opacity: Optional[Tensor] = None) -> dict[str, Tensor]:
+        if rgb.shape[0] != target.shape[0]:
+            raise UserError(f"got {rgb.shape[0]} renders for {target.shape[0]} target views; they must match")
+        size = rgb.shape[1:3]
+        target = _resize(target.to(rgb), size)
+        mask = None if mask is None else _resize(mask.to(rgb), size)
+        if mask is None:
+            out = {"mv_rgb": self._per_pixel(rgb, target).mean()}
+        elif self.cfg.masked_rgb:
+            per = self._per_pixel(rgb, target) * mask
+            out = {"mv_rgb": per.sum() / (mask.sum() * rgb.shape[-1]).clamp_min(1e-8)}
+        else:
+            bg = torch.tensor(self.cfg.background or [1.0, 1.0, 1.0], dtype=rgb.dtype, device=rgb.device)
+            out = {"mv_rgb": self._per_pixel(rgb, target * mask + bg * (1 - mask)).mean()}
+        if self.cfg.lambda_mask and mask is not None and opacity is not None:
+            out["mv_mask"] = self.cfg.lambda_mask * F.mse_loss(opacity, mask)
+        return out
+
+
+def _resize(images: Tensor, size: Sequence[int]) -> Tensor:
+    """(N,h,w,C) → (N,H,W,C): area when shrinking, bilinear when enlarging, identity if equal."""
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    x = images.permute(0, 3, 1, 2)
+    shrink = images.shape[1] >= size[0] and images.shape[2] >= size[1]
+    x = F.interpolate(x, size=tuple(size), mode="area") if shrink else \
+        F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return x.permute(0, 2, 3, 1)
