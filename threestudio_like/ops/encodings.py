@@ -1,0 +1,102 @@
+"""Input encodings for coordinate networks and the ``make_encoding`` factory.
+
+* :class:`FrequencyEncoding` — NeRF positional encoding in tiny-cuda-nn's ``Frequency`` layout;
+* :class:`~threestudio_like.ops.hash_encoding.HashGridEncoding` — Instant-NGP hash grid;
+* :class:`ProgressiveBandHashGrid` — hash grid whose fine levels are switched on during training
+  (threestudio's coarse-to-fine schedule).
+
+Every encoding maps ``(..., n_input_dims)`` to ``(..., n_output_dims)`` and has ``n_output_dims``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..core.config import Configurable, to_container
+from ..core.errors import UserError
+from ..core.schedule import Updateable
+from .hash_encoding import HashGridEncoding
+
+
+class FrequencyEncoding(Configurable, nn.Module):
+    """``x -> [x?, sin(2^k π x_d), cos(2^k π x_d) for d, k]`` (NeRF positional encoding).
+
+    Layout after the optional raw input: dimension-major, then frequency, then (sin, cos) —
+    tcnn's ``Frequency`` encoding. ``(..., D) -> (..., D * (2 * n_frequencies + include_input))``.
+    """
+
+    @dataclass
+    class Config:
+        n_frequencies: int = 6
+        """Number of octaves k = 0 .. n_frequencies - 1."""
+        include_input: bool = False
+        """Prepend the raw input (NeRF does; tcnn's Frequency encoding does not)."""
+
+    def __init__(self, cfg=None, n_input_dims: int = 3, where: str = "encoding") -> None:
+        nn.Module.__init__(self)
+        self.parse_config(cfg, where)
+        if self.cfg.n_frequencies < 0:
+            raise UserError(f"{where}.n_frequencies: must be >= 0, got {self.cfg.n_frequencies}")
+        self.n_input_dims = n_input_dims
+        self.n_output_dims = n_input_dims * (2 * self.cfg.n_frequencies + int(self.cfg.include_input))
+        freqs = math.pi * 2.0 ** torch.arange(self.cfg.n_frequencies, dtype=torch.float32)
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        angles = x[..., :, None] * self.freqs.to(x)  # (..., D, K)
+        enc = torch.stack((torch.sin(angles), torch.cos(angles)), dim=-1).flatten(-3)  # (..., D*K*2)
+        return torch.cat((x, enc), dim=-1) if self.cfg.include_input else enc
+
+
+class ProgressiveBandHashGrid(HashGridEncoding, Updateable):
+    """Hash grid whose levels ``>= current_level`` output zero (and get no gradient).
+
+    ``current_level = min(start_level + max(step - start_step, 0) // update_steps, n_levels)``,
+    updated by ``on_update_step`` (threestudio's ``ProgressiveBandHashGrid``). Same parameters and
+    state-dict keys as :class:`HashGridEncoding`, so either loads the other's checkpoint.
+    """
+
+    @dataclass
+    class Config(HashGridEncoding.Config):
+        start_level: int = 4
+        """Levels active from the start."""
+        start_step: int = 0
+        """Training step at which further levels start to switch on."""
+        update_steps: int = 500
+        """Steps between switching on one more level."""
+
+    def __init__(self, cfg=None, n_input_dims: int = 3, where: str = "encoding") -> None:
+        super().__init__(cfg, n_input_dims, where)
+        if self.cfg.update_steps < 1:
+            raise UserError(f"{where}.update_steps: must be >= 1, got {self.cfg.update_steps}")
+        self.current_level = min(max(self.cfg.start_level, 0), self.cfg.n_levels)
+
+    def on_update_step(self, epoch: int, global_step: int) -> None:
+        c = self.cfg
+        self.current_level = min(c.start_level + max(global_step - c.start_step, 0) // c.update_steps, c.n_levels)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(x, n_active_levels=self.current_level)
+
+
+ENCODINGS: dict[str, type[nn.Module]] = {
+    "HashGrid": HashGridEncoding,
+    "ProgressiveBandHashGrid": ProgressiveBandHashGrid,
+    "Frequency": FrequencyEncoding,
+}
+
+
+def make_encoding(cfg: Mapping[str, Any], n_input_dims: int, where: str = "encoding") -> nn.Module:
+    """Build the encoding named by ``cfg["otype"]`` (HashGrid | ProgressiveBandHashGrid |
+    Frequency); the other keys are that class's ``Config`` fields. The result has
+    ``n_output_dims`` and maps ``(..., n_input_dims)`` to ``(..., n_output_dims)``."""
+    data = dict(to_container(cfg) or {})
+    otype = data.pop("otype", None)
+    if otype not in ENCODINGS:
+        raise UserError(f"{where}.otype: '{otype}' is not one of {', '.join(ENCODINGS)}")
+    return ENCODINGS[otype](data, n_input_dims=n_input_dims, where=where)
