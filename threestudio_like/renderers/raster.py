@@ -50,8 +50,8 @@ class RasterRenderer(Configurable, Updateable, nn.Module):
         v_clip = torch.einsum("bij,vj->bvi", cameras.mvp.to(v_hom), v_hom).contiguous()
         rast, _ = r.rasterize(v_clip, faces, (h, w))
         mask = rast[..., 3:] > 0
-        position, _ = r.interpolate(mesh.v_pos[None].expand(b, -1, -1).contiguous(), rast, faces)
-        normal, _ = r.interpolate(mesh.vertex_normals()[None].expand(b, -1, -1).contiguous(), rast, faces)
+        position, _ = r.interpolate(mesh.v_pos, rast, faces)
+        normal, _ = r.interpolate(mesh.vertex_normals(), rast, faces)
         normal = nn.functional.normalize(normal, dim=-1) * mask
 
         sel = mask[..., 0]
@@ -63,10 +63,10 @@ class RasterRenderer(Configurable, Updateable, nn.Module):
         fg = material(feats, viewdirs, normal[sel], light, pts, shading)
         bg = background(cameras.rays_d)
         fg_img = torch.zeros_like(bg).index_put((sel,), fg.to(bg.dtype)) if pts.numel() else torch.zeros_like(bg)
-        rgb = torch.lerp(bg, fg_img, mask.to(bg.dtype))
         opacity = mask.to(bg.dtype)
-        if self.cfg.antialias:
-            rgb = r.antialias(rgb.contiguous(), rast, v_clip, faces)
-            opacity = r.antialias(opacity.contiguous(), rast, v_clip, faces)
+        rgb = torch.lerp(bg, fg_img, opacity)
+        if self.cfg.antialias:  # one call for colour and mask
+            both = r.antialias(torch.cat([rgb, opacity], dim=-1).contiguous(), rast, v_clip, faces)
+            rgb, opacity = both[..., :3], both[..., 3:]
         depth = (position - cam_pos).norm(dim=-1, keepdim=True) * mask
         return RenderOutput(rgb=rgb, opacity=opacity, depth=depth, normal=normal, extras={"mesh": mesh})
