@@ -28,7 +28,8 @@ data: {height: 4, width: 4, batch_size: 2, eval_height: 4, eval_width: 4, n_val_
 loss: {fit: 1.0}
 optimizer: {lr: 0.05}
 trainer: {progress: false, log_every: 1, ckpt_every: 0}
-export: {enabled: false, video_views: 2}
+export: {enabled: false}
+video: {n_views: 2}
 stage:
   a: {steps: 5}
   b: {steps: 3, geometry_init: previous}

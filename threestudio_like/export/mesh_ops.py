@@ -1,0 +1,241 @@
+"""Mesh cleanup before export: weld, drop degenerate faces, remove floaters, decimate, orient.
+
+All functions take and return a :class:`~threestudio_like.geometry.base.Mesh` (``v_pos`` (V,3),
+``t_pos_idx`` (F,3)); the work is done in numpy/scipy on the CPU and the result comes back on the
+input's device and dtype. UV atlases are not carried through (cleanup runs before unwrapping).
+
+- :func:`weld_vertices` merges vertices closer than a tolerance, so that a triangle soup becomes
+  connected (components are found through shared vertices).
+- :func:`remove_degenerate_faces` drops faces with a repeated vertex or zero area and unused
+  vertices.
+- :func:`remove_small_components` removes floaters: vertex-connected components with fewer than
+  ``min_faces`` faces or less than ``min_area_fraction`` of the total area. The largest component
+  (by area) is always kept, so a non-empty mesh never comes out empty.
+- :func:`decimate` reduces the face count to at most ``target_faces`` by vertex clustering on a
+  grid (bisection on the cell size). Pure numpy; coarser than quadric edge collapse.
+- :func:`orient_outward` makes the winding consistent across each edge-connected patch (faces
+  sharing an edge traverse it in opposite directions), then flips every patch whose signed volume
+  about the mesh centroid is negative, so face normals (right-hand rule) point outward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import breadth_first_order, connected_components
+from torch import Tensor
+
+from ..geometry.base import Mesh
+
+
+@dataclass
+class CleanupStats:
+    """What :func:`clean_mesh` did: counts before/after and per step."""
+
+    faces_in: int
+    faces_out: int
+    vertices_out: int
+    components_removed: int
+    faces_removed_as_floaters: int
+    patches_flipped: int
+
+
+def _to_numpy(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    return (mesh.v_pos.detach().cpu().double().numpy(),
+            mesh.t_pos_idx.detach().cpu().long().numpy())
+
+
+def _to_mesh(v: np.ndarray, f: np.ndarray, like: Mesh) -> Mesh:
+    ref: Tensor = like.v_pos
+    return Mesh(v_pos=ref.new_tensor(v.astype(np.float64)).to(ref.dtype),
+                t_pos_idx=like.t_pos_idx.new_tensor(f.astype(np.int64)).long())
+
+
+def _compact(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop unreferenced vertices and renumber the faces."""
+    used = np.zeros(len(v), dtype=bool)
+    used[f.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    return v[used], remap[f].reshape(-1, 3)
+
+
+def _face_areas(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    p = v[f]
+    return 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+
+
+def weld_vertices(mesh: Mesh, tolerance: float = 1e-7) -> Mesh:
+    """Merge vertices that fall in the same cell of a grid of ``tolerance`` × bbox diagonal."""
+    v, f = _to_numpy(mesh)
+    if len(f) == 0:
+        return mesh
+    diag = float(np.linalg.norm(v.max(0) - v.min(0))) or 1.0
+    keys = np.round((v - v.min(0)) / (tolerance * diag)).astype(np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    v_new, f_new = _compact(v[first], inverse.reshape(-1)[f])
+    return _to_mesh(v_new, f_new, mesh)
+
+
+def remove_degenerate_faces(mesh: Mesh) -> Mesh:
+    """Drop faces with a repeated vertex index or zero area, then unreferenced vertices."""
+    v, f = _to_numpy(mesh)
+    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
+    keep &= _face_areas(v, f) > 0
+    v_new, f_new = _compact(v, f[keep])
+    return _to_mesh(v_new, f_new, mesh)
+
+
+def vertex_components(n_vertices: int, f: np.ndarray) -> tuple[int, np.ndarray]:
+    """(number of components, per-face component label) for components joined by shared vertices."""
+    rows = np.concatenate([f[:, 0], f[:, 1]])
+    cols = np.concatenate([f[:, 1], f[:, 2]])
+    graph = sp.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n_vertices,) * 2)
+    n, labels = connected_components(graph, directed=False)
+    return n, labels[f[:, 0]]
+
+
+def remove_small_components(mesh: Mesh, min_faces: int = 0,
+                            min_area_fraction: float = 0.0) -> tuple[Mesh, int]:
+    """Remove components with < ``min_faces`` faces or < ``min_area_fraction`` of the total area.
+
+    Returns ``(mesh, number of components removed)``. The largest component by area is kept
+    whatever the thresholds.
+    """
+    v, f = _to_numpy(mesh)
+    if len(f) == 0:
+        return mesh, 0
+    n, label = vertex_components(len(v), f)
+    faces = np.bincount(label, minlength=n)
+    area = np.bincount(label, weights=_face_areas(v, f), minlength=n)
+    keep = (faces >= min_faces) & (area >= min_area_fraction * area.sum())
+    keep[np.argmax(area)] = True
+    v_new, f_new = _compact(v, f[keep[label]])
+    return _to_mesh(v_new, f_new, mesh), int(n - keep.sum())
+
+
+def decimate(mesh: Mesh, target_faces: int, iterations: int = 24) -> Mesh:
+    """At most ``target_faces`` faces by vertex clustering; unchanged if already below target.
+
+    Vertices are snapped to the cells of a cubic grid and each cell's vertices are replaced by
+    their mean; faces that collapse (two corners in one cell) or repeat are dropped. The cell
+    size is bisected (log scale) to get the largest face count ≤ ``target_faces``.
+    """
+    v, f = _to_numpy(mesh)
+    if target_faces <= 0 or len(f) <= target_faces:
+        return mesh
+    lo_v, extent = v.min(0), float((v.max(0) - v.min(0)).max()) or 1.0
+
+    def cluster(cell: float) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.floor((v - lo_v) / cell).astype(np.int64)
+        _, inverse = np.unique(keys, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        counts = np.bincount(inverse)
+        centres = np.stack([np.bincount(inverse, weights=v[:, k]) for k in range(3)], 1) / counts[:, None]
+        g = inverse[f]
+        g = g[(g[:, 0] != g[:, 1]) & (g[:, 1] != g[:, 2]) & (g[:, 0] != g[:, 2])]
+        _, first = np.unique(np.sort(g, axis=1), axis=0, return_index=True)
+        return _compact(centres, g[np.sort(first)])
+
+    # Cell size `hi` always meets the target (one cell → no faces); `lo` never does.
+    lo, hi = extent * 1e-6, extent * 2.0
+    best = cluster(hi)
+    for _ in range(iterations):
+        mid = float(np.sqrt(lo * hi))
+        cand = cluster(mid)
+        if len(cand[1]) <= target_faces:
+            hi, best = mid, cand
+        else:
+            lo = mid
+    return _to_mesh(best[0], best[1], mesh)
+
+
+def orient_outward(mesh: Mesh) -> tuple[Mesh, int]:
+    """Consistent winding per edge-connected patch, each patch's signed volume > 0.
+
+    Returns ``(mesh, number of patches flipped as a whole)``. Faces are only re-ordered
+    (``(a, b, c)`` → ``(a, c, b)``), never removed. Edges shared by more than two faces do not
+    connect patches; on a non-orientable patch some edges stay inconsistent.
+    """
+    v, f = _to_numpy(mesh)
+    n_f = len(f)
+    if n_f == 0:
+        return mesh, 0
+    # Manifold edges: directed half-edges grouped by their undirected key.
+    a = f.reshape(-1)
+    b = f[:, [1, 2, 0]].reshape(-1)
+    face = np.repeat(np.arange(n_f), 3)
+    key = np.minimum(a, b) * (len(v) + 1) + np.maximum(a, b)
+    order = np.argsort(key, kind="stable")
+    key_s = key[order]
+    starts = np.flatnonzero(np.r_[True, key_s[1:] != key_s[:-1]])
+    sizes = np.diff(np.r_[starts, len(key_s)])
+    pair = starts[sizes == 2]
+    e0, e1 = order[pair], order[pair + 1]
+    f0, f1 = face[e0], face[e1]
+    flip_rel = (a[e0] == a[e1]).astype(np.int8)  # same direction → one of the two must flip
+    valid = f0 != f1
+    f0, f1, flip_rel = f0[valid], f1[valid], flip_rel[valid]
+
+    # Spanning forest from a virtual root (index n_f) linked to one face per patch.
+    graph = sp.coo_matrix((np.ones(len(f0)), (f0, f1)), shape=(n_f, n_f)).tocsr()
+    n_patch, patch = connected_components(graph, directed=False)
+    seeds = np.unique(patch, return_index=True)[1]
+    rows = np.concatenate([f0, f1, np.full(len(seeds), n_f)])
+    cols = np.concatenate([f1, f0, seeds])
+    forest = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_f + 1,) * 2).tocsr()
+    _, pred = breadth_first_order(forest, n_f, directed=True, return_predecessors=True)
+    parent = pred[:n_f]
+    # Relative flip of each face with respect to its parent, looked up by pair key.
+    pair_key = np.concatenate([f0 * (n_f + 1) + f1, f1 * (n_f + 1) + f0])
+    pair_flip = np.concatenate([flip_rel, flip_rel])
+    srt = np.argsort(pair_key)
+    pair_key, pair_flip = pair_key[srt], pair_flip[srt]
+    parity = np.zeros(n_f + 1, dtype=np.int8)
+    has_face_parent = (parent >= 0) & (parent < n_f)
+    q = np.flatnonzero(has_face_parent) * (n_f + 1) + parent[has_face_parent]
+    parity[np.flatnonzero(has_face_parent)] = pair_flip[np.searchsorted(pair_key, q)]
+    # Accumulate parity along the path to the root by pointer jumping.
+    up = np.r_[np.where(has_face_parent, parent, n_f), n_f]
+    while np.any(up[:n_f] != n_f):
+        parity = parity ^ parity[up]
+        up = up[up]
+    flip = parity[:n_f].astype(bool)
+    f = np.where(flip[:, None], f[:, [0, 2, 1]], f)
+
+    # Whole-patch flips by signed volume about the area-weighted centroid of the mesh.
+    p = v[f]
+    areas = _face_areas(v, f)
+    origin = (p.mean(1) * areas[:, None]).sum(0) / max(areas.sum(), 1e-30)
+    p = p - origin
+    vol = np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])) / 6.0
+    patch_vol = np.bincount(patch, weights=vol, minlength=n_patch)
+    inverted = patch_vol < 0
+    f = np.where(inverted[patch][:, None], f[:, [0, 2, 1]], f)
+    return _to_mesh(v, f, mesh), int(inverted.sum())
+
+
+def signed_volume(mesh: Mesh) -> float:
+    """Signed volume of a closed mesh (positive when faces wind counter-clockwise seen from outside)."""
+    v, f = _to_numpy(mesh)
+    p = v[f]
+    return float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0)
+
+
+def clean_mesh(mesh: Mesh, min_component_faces: int = 0, min_component_area_fraction: float = 0.0,
+               decimate_target: int = 0, orient: bool = True) -> tuple[Mesh, CleanupStats]:
+    """Weld → drop degenerate faces → remove floaters → decimate → orient outward."""
+    faces_in = mesh.num_faces
+    out = remove_degenerate_faces(weld_vertices(mesh))
+    before = out.num_faces
+    out, n_removed = remove_small_components(out, min_component_faces, min_component_area_fraction)
+    floater_faces = before - out.num_faces
+    if decimate_target > 0:
+        out = remove_degenerate_faces(decimate(out, decimate_target))
+    flipped = 0
+    if orient:
+        out, flipped = orient_outward(out)
+    return out, CleanupStats(faces_in=faces_in, faces_out=out.num_faces, vertices_out=out.num_vertices,
+                             components_removed=n_removed, faces_removed_as_floaters=floater_faces,
+                             patches_flipped=flipped)
