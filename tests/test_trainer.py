@@ -108,3 +108,17 @@ def test_guidance_is_not_a_submodule_and_stays_out_of_checkpoints(tmp_path):
     assert system.guidance is not None
     assert all(not k.startswith("guidance") for k in system.state_dict())
     assert system.guidance not in list(system.modules())
+
+
+def test_tensorboard_mirrors_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir = _train(tmp_path, "tb", fake_experiment(steps_a=3, steps_b=0, tensorboard=True))
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["stage"] == "a"]
+    events = acc.Scalars("a/loss_fit")
+    assert [e.step for e in events] == [1, 2, 3]
+    assert [e.value for e in events] == pytest.approx([r["loss_fit"] for r in records])
+    assert acc.Tags()["images"]  # validation renders
