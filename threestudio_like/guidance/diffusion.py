@@ -1,0 +1,108 @@
+"""Pieces shared by the score-distillation guidances (SDS, VSD, Zero123).
+
+Notation: ``alphas`` is ᾱ_t (the scheduler's ``alphas_cumprod`` at each view's timestep, (B,)),
+``z`` the clean latents (B,C,h,w), ``z_t = √ᾱ_t z + √(1−ᾱ_t) ε``.
+
+* :func:`timestep_range` / :func:`sample_timesteps` — t ~ U[t_min, t_max], one per view;
+* :func:`weighting_factor` — w(t);
+* :func:`to_epsilon` — ε from an ε-, v- or x₀-predicting model;
+* :func:`classifier_free_guidance`, :func:`perp_neg_guidance` — combine noise predictions;
+* :func:`sds_loss` — the loss whose gradient with respect to ``z`` is ``grad / B``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..core.errors import UserError
+
+WEIGHTINGS = ("sds", "uniform", "fantasia3d", "sigma2")
+"""w(t): ``sds`` 1−ᾱ (DreamFusion), ``uniform`` 1, ``fantasia3d`` √ᾱ(1−ᾱ), ``sigma2`` (1−ᾱ)/ᾱ."""
+
+
+def check_weighting(name: str, where: str) -> None:
+    if name not in WEIGHTINGS:
+        raise UserError(f"{where}.weighting must be one of {', '.join(WEIGHTINGS)}; got '{name}'")
+
+
+def timestep_range(num_train_timesteps: int, min_percent: float, max_percent: float) -> tuple[int, int]:
+    """Inclusive (t_min, t_max) from fractions of the training timesteps, clamped to
+    ``0 ≤ t_min ≤ t_max ≤ T−1``."""
+    n = int(num_train_timesteps)
+    lo = min(max(int(n * float(min_percent)), 0), n - 1)
+    hi = min(max(int(n * float(max_percent)), lo), n - 1)
+    return lo, hi
+
+
+def sample_timesteps(batch: int, lo: int, hi: int, device: torch.device | str | None = None,
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+    """(B,) int64 timesteps uniform on the integers ``lo..hi`` (both included)."""
+    return torch.randint(lo, hi + 1, (batch,), generator=generator, device=device, dtype=torch.long)
+
+
+def weighting_factor(name: str, alphas: Tensor) -> Tensor:
+    """w(t) for ᾱ_t (B,) → (B,) (see :data:`WEIGHTINGS`)."""
+    if name == "sds":
+        return 1.0 - alphas
+    if name == "uniform":
+        return torch.ones_like(alphas)
+    if name == "fantasia3d":
+        return alphas.sqrt() * (1.0 - alphas)
+    if name == "sigma2":
+        return (1.0 - alphas) / alphas
+    raise UserError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got '{name}'")
+
+
+def to_epsilon(output: Tensor, noisy: Tensor, alphas: Tensor, prediction_type: str) -> Tensor:
+    """The noise ε implied by a model output at ``z_t`` (``noisy``).
+
+    ``epsilon``: as is; ``v_prediction`` (v = √ᾱ ε − √(1−ᾱ) z): ε = √ᾱ v + √(1−ᾱ) z_t;
+    ``sample`` (x₀): ε = (z_t − √ᾱ x₀) / √(1−ᾱ).
+    """
+    a = alphas.view(-1, *([1] * (output.ndim - 1))).to(output)
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return a.sqrt() * output + (1.0 - a).sqrt() * noisy
+    if prediction_type == "sample":
+        return (noisy - a.sqrt() * output) / (1.0 - a).sqrt()
+    raise UserError(f"unsupported scheduler prediction_type '{prediction_type}' "
+                    "(epsilon, v_prediction or sample)")
+
+
+def classifier_free_guidance(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
+    """ε̂ = ε_uncond + s (ε_cond − ε_uncond)."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def perpendicular_component(x: Tensor, y: Tensor) -> Tensor:
+    """Per batch element, the part of ``x`` orthogonal to ``y`` (both (B,…))."""
+    xf, yf = x.flatten(1), y.flatten(1)
+    coef = (xf * yf).sum(1) / (yf * yf).sum(1).clamp_min(1e-12)
+    return x - coef.view(-1, *([1] * (x.ndim - 1))) * y
+
+
+def perp_neg_guidance(eps_pos: Tensor, eps_uncond: Tensor, eps_neg: Tensor, neg_weights: Tensor,
+                      scale: float) -> Tensor:
+    """Perp-Neg (Armandpour et al. 2023): ε̂ = ε_u + s (e_pos + Σ_k w_k (e_k)^⊥e_pos).
+
+    ``eps_pos``, ``eps_uncond`` (B,…); ``eps_neg`` (B,K,…) for K negative prompts;
+    ``neg_weights`` (B,K) — negative numbers push away from the negative prompts;
+    e_pos = ε_pos − ε_u, e_k = ε_neg,k − ε_u, ⊥ = component perpendicular to e_pos.
+    """
+    e_pos = eps_pos - eps_uncond
+    total = e_pos
+    for k in range(eps_neg.shape[1]):
+        e_k = eps_neg[:, k] - eps_uncond
+        w = neg_weights[:, k].view(-1, *([1] * (e_pos.ndim - 1))).to(e_pos)
+        total = total + w * perpendicular_component(e_k, e_pos)
+    return eps_uncond + scale * total
+
+
+def sds_loss(latents: Tensor, grad: Tensor) -> Tensor:
+    """½‖z − (z − grad).detach()‖² / B (sum over elements): ∂loss/∂z = grad / B."""
+    target = (latents - grad).detach()
+    return 0.5 * (latents - target).pow(2).sum() / latents.shape[0]
