@@ -16,7 +16,7 @@ from threestudio_like.guidance.diffusion import (
 )
 from threestudio_like.guidance.sds import ScoreDistillationGuidance
 from threestudio_like.prompt.processor import PromptProcessor
-from tiny_models import make_tiny_sd
+from threestudio_like.toyworld.tiny_models import make_tiny_sd
 
 PROMPT = "a red cube"
 

@@ -11,7 +11,7 @@ import torch
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.vsd import VariationalScoreDistillation
 from threestudio_like.prompt.processor import PromptProcessor
-from tiny_models import make_tiny_sd
+from threestudio_like.toyworld.tiny_models import make_tiny_sd
 
 PROMPT = "a red cube"
 

@@ -164,11 +164,13 @@ def _validate_stage(stage: dict[str, Any], where: str) -> None:
 
     cls = import_target(stage.get("_target_", DEFAULT_SYSTEM))
     parse_structured(cls.Config, stage, where)
-    for comp, sub in stage.items():
+    components = [(f"{where}.{k}", v) for k, v in stage.items()]
+    components += [(f"{where}.terms.{k}", v) for k, v in (stage.get("terms") or {}).items()]
+    for path, sub in components:
         if isinstance(sub, dict) and "_target_" in sub:
             comp_cls = import_target(sub["_target_"])
             if hasattr(comp_cls, "Config"):
-                parse_structured(comp_cls.Config, sub, f"{where}.{comp}")
+                parse_structured(comp_cls.Config, sub, path)
 
 
 def seed_everything(seed: int) -> None:

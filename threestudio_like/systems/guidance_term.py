@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 from torch import Tensor
 
+from ..core.errors import UserError
 from .base import _normal_image, build_guidance
 from .regularizers import LossTerm
 
@@ -25,8 +26,8 @@ class GuidanceTerm(LossTerm):
 
     @dataclass
     class Config:
-        guidance: dict = None  # type: ignore[assignment]
-        """Guidance component (``_target_`` + its config)."""
+        guidance: Optional[dict] = None
+        """Guidance component (``_target_`` + its config); required."""
         prompt_processor: Optional[dict] = None
         """Prompt processor for text guidance (null for image-conditioned ones)."""
         input: str = "rgb"
@@ -34,6 +35,8 @@ class GuidanceTerm(LossTerm):
 
     def __init__(self, cfg: Any = None, where: str = "terms.guidance", name: str = "guidance") -> None:
         super().__init__(cfg, where, name)
+        if self.cfg.guidance is None:
+            raise UserError(f"{where}.guidance: a guidance term needs a guidance config with a _target_")
         self.where = where
         object.__setattr__(self, "_guidance", None)
         object.__setattr__(self, "_prompt", None)
