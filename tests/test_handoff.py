@@ -21,3 +21,28 @@ def test_progressive_band_level_is_carried_into_the_next_stage():
     assert torch.allclose(vol(pts).features, dm(pts).features, atol=1e-6)
     dm.update_step(0, 10)
     assert dm.encoding.current_level == 5  # and it keeps unmasking on the same schedule
+
+
+def test_magic3d_refine_stage_starts_from_the_coarse_nerf(tmp_path):
+    """System level (issue 7): after the coarse stage, the refine stage's DMTet mesh matches the
+    NeRF's isosurface and its texture field gives the NeRF's colours on that surface."""
+    from omegaconf import OmegaConf
+
+    from test_geometry_surface import voxel_iou
+    from threestudio_like.cli import compose_config, seed_everything
+    from threestudio_like.core.rundir import make_run_dir
+    from threestudio_like.core.trainer import Trainer
+
+    cfg = compose_config(["experiment=magic3d", "debug=smoke", "prompt=a red cube"])
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    cfg.stages = ["coarse"]
+    seed_everything(0)
+    trainer = Trainer(cfg, make_run_dir(tmp_path / "run"))
+    coarse = trainer.fit()
+    trainer.names = ["coarse", "refine"]
+    refine = trainer.build_stage(1, previous=coarse)
+    nerf_mesh, dmtet_mesh = coarse.geometry.isosurface(), refine.geometry.mesh()
+    assert voxel_iou(nerf_mesh, dmtet_mesh) > 0.85
+    with torch.no_grad():
+        pts = dmtet_mesh.v_pos[::7]
+        assert torch.allclose(coarse.geometry(pts).features, refine.geometry(pts).features, atol=1e-5)
