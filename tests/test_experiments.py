@@ -49,3 +49,24 @@ def test_experiment_smoke_end_to_end(experiment, tmp_path):
         assert (run / "ckpts" / f"{stage}.ckpt").is_file()
     assert (run / "video" / "turntable.mp4").is_file()
     assert (run / "export" / "model.obj").is_file() and (run / "export" / "model.glb").is_file()
+
+
+@pytest.mark.slow
+def test_mode_export_and_test_reuse_a_finished_run(tmp_path):
+    assert run_cli("experiment=dreamfusion", "debug=smoke", "prompt=a red cube", "output_dir=run",
+                   cwd=tmp_path).returncode == 0
+    run = tmp_path / "run"
+    (run / "export" / "model.glb").unlink()
+    (run / "video" / "turntable.mp4").unlink()
+    p = run_cli("resume=run", "mode=export", "export.texture_size=32", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import imageio.v3 as iio
+
+    assert (run / "export" / "model.glb").is_file()
+    assert iio.imread(run / "export" / "model_albedo.png").shape[:2] == (32, 32)
+    assert not (run / "video" / "turntable.mp4").exists()
+    p = run_cli("resume=run", "mode=test", "video.n_views=3", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import imageio.v2 as imageio
+
+    assert imageio.get_reader(run / "video" / "turntable.mp4", format="FFMPEG").count_frames() == 3
