@@ -17,7 +17,7 @@ that rasterized images (nvdiffrast or its twin) also have row 0 at the top, matc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 import torch

@@ -12,7 +12,7 @@ Notation: ``alphas`` is ᾱ_t (the scheduler's ``alphas_cumprod`` at each view's
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -100,6 +100,28 @@ def perp_neg_guidance(eps_pos: Tensor, eps_uncond: Tensor, eps_neg: Tensor, neg_
         w = neg_weights[:, k].view(-1, *([1] * (e_pos.ndim - 1))).to(e_pos)
         total = total + w * perpendicular_component(e_k, e_pos)
     return eps_uncond + scale * total
+
+
+def add_noise(latents: Tensor, scheduler: Any, step_range: tuple[int, int], noise: Optional[Tensor] = None,
+              timesteps: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(timesteps (B,), noise ε, z_t) with t uniform in ``step_range`` and ε ~ N(0, I) unless
+    given (tests pass them); ``z_t = √ᾱ_t z + √(1−ᾱ_t) ε`` on the detached latents."""
+    if timesteps is None:
+        timesteps = sample_timesteps(latents.shape[0], *step_range, device=latents.device)
+    timesteps = timesteps.to(latents.device).long()
+    noise = torch.randn_like(latents) if noise is None else noise.to(latents)
+    with torch.no_grad():
+        noisy = scheduler.add_noise(latents.detach(), noise, timesteps)
+    return timesteps, noise, noisy
+
+
+def distillation_gradient(direction: Tensor, alphas: Tensor, weighting: str, clip: Optional[float]) -> Tensor:
+    """``w(t)·direction`` (direction = ε̂ − ε for SDS, ε_pretrained − ε_lora for VSD), clamped to
+    ``±clip`` when given, non-finite values zeroed. ``alphas``: ᾱ_t (B,)."""
+    grad = weighting_factor(weighting, alphas).view(-1, *([1] * (direction.ndim - 1))) * direction
+    if clip is not None:
+        grad = grad.clamp(-clip, clip)
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def sds_loss(latents: Tensor, grad: Tensor) -> Tensor:

@@ -27,8 +27,7 @@ from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
 from .base import GuidanceOutput
 from .diffusion import (
-    check_weighting, classifier_free_guidance, perp_neg_guidance, sample_timesteps, sds_loss, timestep_range,
-    weighting_factor,
+    add_noise, check_weighting, classifier_free_guidance, distillation_gradient, perp_neg_guidance, sds_loss, timestep_range,
 )
 from .pretrained import DiffusionPrior, load_diffusion_prior
 
@@ -88,6 +87,9 @@ class ScoreDistillationGuidance(Configurable, Updateable, nn.Module):
     def on_update_step(self, epoch: int, global_step: int) -> None:
         self._step = global_step
 
+    def _grad_clip(self) -> Optional[float]:
+        return None if self.cfg.grad_clip is None else float(schedule_value(self.cfg.grad_clip, self._step))
+
     def step_range(self) -> tuple[int, int]:
         """Inclusive (t_min, t_max) at the current training step."""
         return timestep_range(self.prior.num_train_timesteps, schedule_value(self.cfg.min_step_percent, self._step),
@@ -103,23 +105,14 @@ class ScoreDistillationGuidance(Configurable, Updateable, nn.Module):
         prior = self.prior
         # 1. latents of the renders (differentiable)
         latents = prior.encode(rgb, rgb_as_latents or self.cfg.rgb_as_latents)
-        b = latents.shape[0]
         # 2. timesteps and noise
-        if timesteps is None:
-            timesteps = sample_timesteps(b, *self.step_range(), device=latents.device)
-        timesteps = timesteps.to(latents.device).long()
-        noise = torch.randn_like(latents) if noise is None else noise.to(latents)
+        timesteps, noise, noisy = add_noise(latents, prior.scheduler, self.step_range(), noise, timesteps)
+        # 3. guided noise prediction
         with torch.no_grad():
-            noisy = prior.scheduler.add_noise(latents.detach(), noise, timesteps)
-            # 3. guided noise prediction
             eps = self.guided_noise(noisy, timesteps, prompt, cameras)
         # 4. the SDS gradient and the loss whose gradient it is
         alphas = prior.alphas_cumprod.to(latents.device)[timesteps]
-        grad = weighting_factor(self.cfg.weighting, alphas).view(-1, 1, 1, 1) * (eps - noise)
-        if self.cfg.grad_clip is not None:
-            clip = float(schedule_value(self.cfg.grad_clip, self._step))
-            grad = grad.clamp(-clip, clip)
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        grad = distillation_gradient(eps - noise, alphas, self.cfg.weighting, self._grad_clip())
         return GuidanceOutput(loss=sds_loss(latents, grad), name="sds", grad_norm=grad.norm().detach(),
                               timesteps=timesteps)
 

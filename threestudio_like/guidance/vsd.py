@@ -43,7 +43,7 @@ from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
 from .base import GuidanceOutput
 from .diffusion import (
-    check_weighting, classifier_free_guidance, sample_timesteps, sds_loss, timestep_range, weighting_factor,
+    add_noise, check_weighting, classifier_free_guidance, distillation_gradient, sample_timesteps, sds_loss, timestep_range,
 )
 from .pretrained import DiffusionPrior, load_diffusion_prior
 
@@ -269,23 +269,15 @@ class VariationalScoreDistillation(Configurable, Updateable, nn.Module):
         prior = self.prior
         # 1. latents, timesteps, noise
         latents = prior.encode(rgb, rgb_as_latents or self.cfg.rgb_as_latents)
-        b = latents.shape[0]
-        if timesteps is None:
-            timesteps = sample_timesteps(b, *self.step_range(), device=latents.device)
-        timesteps = timesteps.to(latents.device).long()
-        noise = torch.randn_like(latents) if noise is None else noise.to(latents)
+        timesteps, noise, noisy = add_noise(latents, prior.scheduler, self.step_range(), noise, timesteps)
         # 2. the two scores
         with torch.no_grad():
-            noisy = prior.scheduler.add_noise(latents.detach(), noise, timesteps)
             eps_pretrained = self.pretrained_noise(noisy, timesteps, prompt, cameras)
             eps_lora = self.lora_noise(noisy, timesteps, prompt, cameras)
         # 3. the VSD gradient and the loss whose gradient it is
         alphas = prior.alphas_cumprod.to(latents.device)[timesteps]
-        grad = weighting_factor(self.cfg.weighting, alphas).view(-1, 1, 1, 1) * (eps_pretrained - eps_lora)
-        if self.cfg.grad_clip is not None:
-            clip = float(schedule_value(self.cfg.grad_clip, self._step))
-            grad = grad.clamp(-clip, clip)
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        clip = None if self.cfg.grad_clip is None else float(schedule_value(self.cfg.grad_clip, self._step))
+        grad = distillation_gradient(eps_pretrained - eps_lora, alphas, self.cfg.weighting, clip)
         extras: dict[str, Tensor] = {}
         # 4. fit the LoRA to the current renders
         if self.training:

@@ -26,7 +26,7 @@ from ..core.schedule import Updateable, schedule_value
 from ..data.cameras import CameraBatch
 from .base import GuidanceOutput
 from .clip import load_image
-from .diffusion import sample_timesteps, sds_loss, weighting_factor
+from .diffusion import add_noise, distillation_gradient, sds_loss, timestep_range
 from .zero123_pipeline import POSE_EMBEDDINGS, Zero123Pipeline, relative_pose
 
 
@@ -130,11 +130,9 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
         self._step = global_step
 
     def step_range(self) -> tuple[int, int]:
-        """(min_step, max_step) at the current training step."""
-        n = self.num_train_timesteps
-        lo = int(n * float(schedule_value(self.cfg.min_step_percent, self._step)))
-        hi = int(n * float(schedule_value(self.cfg.max_step_percent, self._step)))
-        return lo, max(lo, min(hi, n - 1))
+        """Inclusive (t_min, t_max) at the current training step."""
+        return timestep_range(self.num_train_timesteps, schedule_value(self.cfg.min_step_percent, self._step),
+                              schedule_value(self.cfg.max_step_percent, self._step))
 
     # ---- the guidance ------------------------------------------------------------------------
     def forward(self, rgb: Tensor, cameras: CameraBatch, prompt: Any = None, noise: Optional[Tensor] = None,
@@ -146,27 +144,18 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
         if pipe.scheduler.config.prediction_type != "epsilon":
             raise UserError("Zero123 guidance needs an epsilon-prediction checkpoint "
                             f"(this one predicts '{pipe.scheduler.config.prediction_type}')")
-        b = rgb.shape[0]
         # 1. latents of the renders (differentiable)
         latents = pipe.encode_latents(rgb.permute(0, 3, 1, 2).to(pipe.dtype)).float()
         # 2. timesteps and noise
-        if timesteps is None:
-            lo, hi = self.step_range()
-            timesteps = sample_timesteps(b, lo, hi, device=latents.device)
-        timesteps = timesteps.to(latents.device).long()
-        noise = torch.randn_like(latents) if noise is None else noise.to(latents)
+        timesteps, noise, noisy = add_noise(latents, pipe.scheduler, self.step_range(), noise, timesteps)
+        # 3. view-conditioned noise prediction with CFG
         with torch.no_grad():
-            noisy = pipe.scheduler.add_noise(latents, noise, timesteps)
-            # 3. view-conditioned noise prediction with CFG
             context = pipe.conditioning(ref["embedding"], self.poses(cameras).to(latents.device))
             scale = float(schedule_value(self.cfg.guidance_scale, self._step))
             eps = pipe.predict_noise(noisy, timesteps, context, ref["latent"], scale).float()
         # 4. SDS gradient and the loss whose gradient it is
         alphas = pipe.scheduler.alphas_cumprod.to(latents.device)[timesteps]
-        grad = weighting_factor(self.cfg.weighting, alphas).view(-1, 1, 1, 1) * (eps - noise)
-        if self.cfg.grad_clip is not None:
-            clip = float(schedule_value(self.cfg.grad_clip, self._step))
-            grad = grad.clamp(-clip, clip)
-        grad = torch.nan_to_num(grad)
+        clip = None if self.cfg.grad_clip is None else float(schedule_value(self.cfg.grad_clip, self._step))
+        grad = distillation_gradient(eps - noise, alphas, self.cfg.weighting, clip)
         return GuidanceOutput(loss=sds_loss(latents, grad), name="sds", grad_norm=grad.norm().detach(),
                               timesteps=timesteps)

@@ -45,7 +45,7 @@ def make_tiny_sd_components(pixel_space: bool = False, camera_conditioned: bool 
     """``StableDiffusionPipeline`` components: tokenizer (from ``tokenizer_dir``), 2-layer CLIP
     text encoder (hidden 32), UNet (channels (8, 16), 1 layer/block, sample 16 pixel-space / 8
     latent), DDPM scheduler (SD's scaled-linear betas), tiny VAE (×2 down) unless pixel space."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
