@@ -16,8 +16,11 @@ FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on the meta 
 compute; the same count on every device). Projected GPU step time = FLOPs / (40% × peak bf16
 dense: A100 312 TFLOP/s, H100 989 TFLOP/s). CPU wall time is the median of ``--repeats`` steps.
 
-Each guidance is one :class:`GuidanceEntry` in :data:`GUIDANCES`; another guidance (Zero123)
-adds an entry whose ``setup(size, device)`` returns a zero-argument step function.
+* ``zero123-xl`` — Zero123-XL: 8-channel SD1.x UNet at 32² latents (256² renders), CLIP
+                  ViT-L/14 image encoder, SD VAE (Zero123 guidance only).
+
+Each guidance is one :class:`GuidanceEntry` in :data:`GUIDANCES` whose ``setup(size, device,
+batch)`` returns a zero-argument step function.
 
 Usage: ``python benchmarks/bench_guidance.py [--repeats 5] [--batch 1] [--time-sd21]``.
 """
@@ -146,11 +149,61 @@ class GuidanceEntry:
     sizes: tuple[str, ...] = ("toy", "tiny", "sd21-base")
 
 
+ZERO123_XL = dict(  # zero123-xl: SD1.x UNet with 8 input channels at 32² latents (256² renders),
+    # CLIP ViT-L/14 image encoder (768-d embedding), SD VAE
+    unet=dict(sample_size=32, in_channels=8, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+              layers_per_block=2, cross_attention_dim=768, attention_head_dim=8, **SD_UNET_BLOCKS),
+    vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+             up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
+             latent_channels=4, layers_per_block=2, sample_size=256),
+    vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                image_size=224, patch_size=14, projection_dim=768),
+    render=256,
+)
+
+
+def zero123_step(size: str, device: str, batch: int) -> Callable[[], None]:
+    """setup for Zero123: the guidance on a random pipeline (``tiny`` = the smoke model, pixel
+    space 8²; ``zero123-xl`` = real shapes); the reference is encoded once outside the step."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from threestudio_like.guidance import zero123 as mod
+    from threestudio_like.guidance.zero123_pipeline import CCProjection, Zero123Pipeline
+    from threestudio_like.toyworld.tiny_models import make_tiny_zero123_components
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        if size == "tiny":
+            parts, render = make_tiny_zero123_components(pixel_space=True), 8
+        else:
+            x = ZERO123_XL
+            parts = dict(unet=UNet2DConditionModel(**x["unet"]), vae=AutoencoderKL(**x["vae"]),
+                         image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**x["vision"])),
+                         scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+                         cc_projection=CCProjection(embedding_dim=768, additional_embeddings=4))
+            render = x["render"]
+    pipe = Zero123Pipeline(**parts)
+    with mock.patch.object(mod.Zero123Pipeline, "from_pretrained", lambda *a, **k: pipe):
+        guidance = mod.Zero123Guidance({"pretrained_model_name_or_path": "random", "half_precision": False})
+    guidance.pipe.to(torch.device(device), torch.float32)
+    guidance.set_reference(torch.rand(1, render, render, 3, device=device), 0.0, 0.0, 3.2)
+    cams = make_cameras(torch.full((batch,), 15.0), torch.linspace(-180, 180, batch + 1)[:batch],
+                        torch.full((batch,), 3.2), torch.full((batch,), 20.0), 8, 8)
+
+    def step() -> None:
+        rgb = torch.rand(batch, render, render, 3, device=device, requires_grad=True)
+        guidance(rgb=rgb, cameras=cams).loss.backward()
+
+    return step
+
+
 GUIDANCES: list[GuidanceEntry] = [
     GuidanceEntry("sds", text_guidance_step("threestudio_like.guidance.sds", "ScoreDistillationGuidance",
                                             dict(guidance_scale=100.0))),
     GuidanceEntry("vsd", text_guidance_step("threestudio_like.guidance.vsd", "VariationalScoreDistillation",
                                             dict(guidance_scale=7.5))),
+    GuidanceEntry("zero123", zero123_step, sizes=("tiny", "zero123-xl")),
 ]
 
 
@@ -174,7 +227,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1, help="views per step")
-    parser.add_argument("--time-sd21", action="store_true", help="also time one sd21-base step on CPU (slow)")
+    parser.add_argument("--time-sd21", action="store_true",
+                        help="also time one real-size step (sd21-base, zero123-xl) on CPU (slow)")
     args = parser.parse_args()
     result: dict = {"threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()[0], "batch": args.batch,
                     "utilisation_assumed": UTILISATION, "peak_tflops_bf16": PEAK_TFLOPS, "guidances": {}}
@@ -185,8 +239,9 @@ def main() -> None:
             row = {"gflops_per_step": round(flops / 1e9, 4)}
             row.update({f"projected_ms_{gpu}": round(1e3 * flops / (UTILISATION * peak * 1e12), 3)
                         for gpu, peak in PEAK_TFLOPS.items()})
-            if size != "sd21-base" or args.time_sd21:
-                seconds = time_step(entry.setup(size, "cpu", args.batch), 1 if size == "sd21-base" else args.repeats)
+            real_size = size in ("sd21-base", "zero123-xl")
+            if not real_size or args.time_sd21:
+                seconds = time_step(entry.setup(size, "cpu", args.batch), 1 if real_size else args.repeats)
                 row["cpu_ms_per_step"] = round(1e3 * seconds, 2)
                 row["cpu_gflop_per_s"] = round(flops / seconds / 1e9, 2)
             rows[size] = row
