@@ -12,15 +12,48 @@ Notation: ``alphas`` is ᾱ_t (the scheduler's ``alphas_cumprod`` at each view's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
 from ..core.errors import UserError
+from ..core.schedule import schedule_value
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "sigma2")
 """w(t): ``sds`` 1−ᾱ (DreamFusion), ``uniform`` 1, ``fantasia3d`` √ᾱ(1−ᾱ), ``sigma2`` (1−ᾱ)/ᾱ."""
+
+
+@dataclass
+class DistillationConfig:
+    """Fields every score-distillation guidance shares (SDS, VSD, Zero123); each guidance's
+    ``Config`` extends it and sets its own ``pretrained_model_name_or_path``/``guidance_scale``."""
+
+    pretrained_model_name_or_path: str = ""
+    """Diffusers pipeline directory or hub id (resolved from the local HF cache only)."""
+    guidance_scale: Any = 100.0
+    """Classifier-free guidance scale; number or schedule."""
+    min_step_percent: Any = 0.02
+    """Lower bound of t as a fraction of the training timesteps; number or schedule."""
+    max_step_percent: Any = 0.98
+    """Upper bound of t; number or schedule (anneal it down over training)."""
+    weighting: str = "sds"
+    """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ)."""
+    grad_clip: Any = None
+    """Clamp the gradient element-wise to ±value (null = off); number or schedule."""
+    half_precision: bool = True
+    """fp16 weights on CUDA (always fp32 on CPU)."""
+
+
+def scheduled_step_range(cfg: DistillationConfig, num_train_timesteps: int, step: int) -> tuple[int, int]:
+    """Inclusive (t_min, t_max) of ``cfg``'s (possibly scheduled) bounds at training ``step``."""
+    return timestep_range(num_train_timesteps, schedule_value(cfg.min_step_percent, step),
+                          schedule_value(cfg.max_step_percent, step))
+
+
+def scheduled_grad_clip(cfg: DistillationConfig, step: int) -> Optional[float]:
+    return None if cfg.grad_clip is None else float(schedule_value(cfg.grad_clip, step))
 
 
 def check_weighting(name: str, where: str) -> None:

@@ -27,7 +27,7 @@ from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
 from .base import GuidanceOutput
 from .diffusion import (
-    add_noise, check_weighting, classifier_free_guidance, distillation_gradient, perp_neg_guidance, sds_loss, timestep_range,
+    DistillationConfig, add_noise, check_weighting, classifier_free_guidance, distillation_gradient, perp_neg_guidance, scheduled_grad_clip, scheduled_step_range, sds_loss,
 )
 from .pretrained import DiffusionPrior, load_diffusion_prior
 
@@ -40,23 +40,13 @@ class ScoreDistillationGuidance(Configurable, Updateable, nn.Module):
     """
 
     @dataclass
-    class Config:
+    class Config(DistillationConfig):
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
         """Diffusers pipeline directory or hub id (resolved from the local HF cache only)."""
         guidance_scale: Any = 100.0
         """Classifier-free guidance scale (DreamFusion uses 100); number or schedule."""
-        min_step_percent: Any = 0.02
-        """Lower bound of t as a fraction of the training timesteps; number or schedule."""
-        max_step_percent: Any = 0.98
-        """Upper bound of t; number or schedule (anneal it down over training)."""
-        weighting: str = "sds"
-        """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ)."""
-        grad_clip: Any = None
-        """Clamp the gradient element-wise to ±value (null = off); number or schedule."""
         rgb_as_latents: bool = False
         """The render's channels are latents (Latent-NeRF): resized to the UNet size, no VAE."""
-        half_precision: bool = True
-        """fp16 weights on CUDA (always fp32 on CPU)."""
         use_perp_neg: bool = False
         """Perp-Neg against multi-face results (also on when the prompt processor enables it)."""
         enable_memory_efficient_attention: bool = False
@@ -87,13 +77,9 @@ class ScoreDistillationGuidance(Configurable, Updateable, nn.Module):
     def on_update_step(self, epoch: int, global_step: int) -> None:
         self._step = global_step
 
-    def _grad_clip(self) -> Optional[float]:
-        return None if self.cfg.grad_clip is None else float(schedule_value(self.cfg.grad_clip, self._step))
-
     def step_range(self) -> tuple[int, int]:
         """Inclusive (t_min, t_max) at the current training step."""
-        return timestep_range(self.prior.num_train_timesteps, schedule_value(self.cfg.min_step_percent, self._step),
-                              schedule_value(self.cfg.max_step_percent, self._step))
+        return scheduled_step_range(self.cfg, self.prior.num_train_timesteps, self._step)
 
     # ---- the guidance ------------------------------------------------------------------------
     def forward(self, rgb: Tensor, prompt: PromptEmbeddings, cameras: CameraBatch, rgb_as_latents: bool = False,
@@ -112,7 +98,8 @@ class ScoreDistillationGuidance(Configurable, Updateable, nn.Module):
             eps = self.guided_noise(noisy, timesteps, prompt, cameras)
         # 4. the SDS gradient and the loss whose gradient it is
         alphas = prior.alphas_cumprod.to(latents.device)[timesteps]
-        grad = distillation_gradient(eps - noise, alphas, self.cfg.weighting, self._grad_clip())
+        clip = scheduled_grad_clip(self.cfg, self._step)
+        grad = distillation_gradient(eps - noise, alphas, self.cfg.weighting, clip)
         return GuidanceOutput(loss=sds_loss(latents, grad), name="sds", grad_norm=grad.norm().detach(),
                               timesteps=timesteps)
 

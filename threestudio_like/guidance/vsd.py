@@ -43,7 +43,7 @@ from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
 from .base import GuidanceOutput
 from .diffusion import (
-    add_noise, check_weighting, classifier_free_guidance, distillation_gradient, sample_timesteps, sds_loss, timestep_range,
+    DistillationConfig, add_noise, check_weighting, classifier_free_guidance, distillation_gradient, sample_timesteps, scheduled_grad_clip, scheduled_step_range, sds_loss,
 )
 from .pretrained import DiffusionPrior, load_diffusion_prior
 
@@ -71,21 +71,13 @@ class VariationalScoreDistillation(Configurable, Updateable, nn.Module):
     """``__call__(rgb (B,H,W,3) in [0,1], prompt, cameras) -> GuidanceOutput(name="vsd")``."""
 
     @dataclass
-    class Config:
+    class Config(DistillationConfig):
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
         """Diffusers pipeline directory or hub id (resolved from the local HF cache only)."""
         guidance_scale: Any = 7.5
         """CFG scale of the pretrained branch (ProlificDreamer: 7.5); number or schedule."""
         guidance_scale_lora: float = 1.0
         """CFG of the LoRA branch over a zeroed camera (1 = camera-conditioned prediction only)."""
-        min_step_percent: Any = 0.02
-        """Lower bound of t as a fraction of the training timesteps; number or schedule."""
-        max_step_percent: Any = 0.98
-        """Upper bound of t; number or schedule (anneal it down over training)."""
-        weighting: str = "sds"
-        """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ)."""
-        grad_clip: Any = None
-        """Clamp the gradient element-wise to ±value (null = off); number or schedule."""
         rgb_as_latents: bool = False
         """The render's channels are latents: resized to the UNet size, no VAE."""
         half_precision: bool = True
@@ -175,8 +167,7 @@ class VariationalScoreDistillation(Configurable, Updateable, nn.Module):
 
     def step_range(self) -> tuple[int, int]:
         """Inclusive (t_min, t_max) at the current training step."""
-        return timestep_range(self.prior.num_train_timesteps, schedule_value(self.cfg.min_step_percent, self._step),
-                              schedule_value(self.cfg.max_step_percent, self._step))
+        return scheduled_step_range(self.cfg, self.prior.num_train_timesteps, self._step)
 
     # ---- the two branches --------------------------------------------------------------------
     @contextmanager
@@ -276,7 +267,7 @@ class VariationalScoreDistillation(Configurable, Updateable, nn.Module):
             eps_lora = self.lora_noise(noisy, timesteps, prompt, cameras)
         # 3. the VSD gradient and the loss whose gradient it is
         alphas = prior.alphas_cumprod.to(latents.device)[timesteps]
-        clip = None if self.cfg.grad_clip is None else float(schedule_value(self.cfg.grad_clip, self._step))
+        clip = scheduled_grad_clip(self.cfg, self._step)
         grad = distillation_gradient(eps_pretrained - eps_lora, alphas, self.cfg.weighting, clip)
         extras: dict[str, Tensor] = {}
         # 4. fit the LoRA to the current renders

@@ -26,7 +26,9 @@ from ..core.schedule import Updateable, schedule_value
 from ..data.cameras import CameraBatch
 from .base import GuidanceOutput
 from .clip import load_image
-from .diffusion import add_noise, distillation_gradient, sds_loss, timestep_range
+from .diffusion import (
+    DistillationConfig, add_noise, distillation_gradient, scheduled_grad_clip, scheduled_step_range, sds_loss,
+)
 from .zero123_pipeline import POSE_EMBEDDINGS, Zero123Pipeline, relative_pose
 
 
@@ -38,19 +40,11 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
     """
 
     @dataclass
-    class Config:
+    class Config(DistillationConfig):
         pretrained_model_name_or_path: str = "kxic/zero123-xl-diffusers"
         """Local directory or hub id (local HF cache only) of a diffusers-format Zero123 checkpoint."""
         guidance_scale: Any = 3.0
         """CFG scale (Zero123 uses 3–5); number or schedule."""
-        min_step_percent: Any = 0.02
-        """Lower bound of t as a fraction of the training timesteps; number or schedule."""
-        max_step_percent: Any = 0.98
-        """Upper bound of t; number or schedule (anneal it down over training)."""
-        weighting: str = "sds"
-        """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ)."""
-        grad_clip: Any = None
-        """Clamp the gradient element-wise to ±value (null = off); number or schedule."""
         pose_embedding: str = "auto"
         """``zero123`` (Δradius last), ``stable_zero123`` (reference polar last) or ``auto``
         (``stable_zero123`` when the model name contains 'stable')."""
@@ -62,8 +56,6 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
         """Azimuth of the reference camera (degrees)."""
         reference_distance: float = 3.8
         """Distance of the reference camera (same units as the data's camera distances)."""
-        half_precision: bool = True
-        """fp16 weights when moved to CUDA (fp32 on CPU)."""
 
     def __init__(self, cfg: Any = None, where: str = "guidance") -> None:
         nn.Module.__init__(self)
@@ -131,8 +123,7 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
 
     def step_range(self) -> tuple[int, int]:
         """Inclusive (t_min, t_max) at the current training step."""
-        return timestep_range(self.num_train_timesteps, schedule_value(self.cfg.min_step_percent, self._step),
-                              schedule_value(self.cfg.max_step_percent, self._step))
+        return scheduled_step_range(self.cfg, self.num_train_timesteps, self._step)
 
     # ---- the guidance ------------------------------------------------------------------------
     def forward(self, rgb: Tensor, cameras: CameraBatch, prompt: Any = None, noise: Optional[Tensor] = None,
@@ -155,7 +146,7 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
             eps = pipe.predict_noise(noisy, timesteps, context, ref["latent"], scale).float()
         # 4. SDS gradient and the loss whose gradient it is
         alphas = pipe.scheduler.alphas_cumprod.to(latents.device)[timesteps]
-        clip = None if self.cfg.grad_clip is None else float(schedule_value(self.cfg.grad_clip, self._step))
+        clip = scheduled_grad_clip(self.cfg, self._step)
         grad = distillation_gradient(eps - noise, alphas, self.cfg.weighting, clip)
         return GuidanceOutput(loss=sds_loss(latents, grad), name="sds", grad_norm=grad.norm().detach(),
                               timesteps=timesteps)
