@@ -17,18 +17,7 @@ SMALL_GRID = {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2, "lo
               "base_resolution": 4, "per_level_scale": 2.0}
 
 
-def winding_number(points: torch.Tensor, v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """Generalised winding number (solid angles, Van Oosterom & Strackee): ~1 inside a closed
-    outward-oriented mesh, ~0 outside."""
-    tri = v.double()[f]
-    out = []
-    for p in points.double().split(256):
-        a, b, c = (tri[None, :, k] - p[:, None] for k in range(3))
-        la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
-        det = (a * torch.linalg.cross(b, c, dim=-1)).sum(-1)
-        den = la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
-        out.append((2 * torch.atan2(det, den)).sum(-1) / (4 * math.pi))
-    return torch.cat(out)
+from threestudio_like.eval.shape_metrics import winding_number  # noqa: E402
 
 
 def voxel_iou(mesh_a, mesh_b, n=14, extent=0.95) -> float:

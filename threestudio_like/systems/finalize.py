@@ -18,6 +18,8 @@ def finalize_run(system: Any, trainer: Any, cfg: DictConfig, run_dir: Path, mode
     video_cfg = dict(to_container(cfg.get("video")) or {})
     if mode in ("train", "export") and export_cfg.pop("enabled", True):
         export_run(system, Path(run_dir) / "export", export_cfg)
+    if mode in ("train", "export"):
+        score_toy_prompt(system, trainer, str(cfg.get("prompt") or ""))
     if mode in ("train", "test") and video_cfg.get("enabled", True):
         render_turntable(system, Path(run_dir), int(video_cfg.get("n_views", 30)), float(video_cfg.get("fps", 15)))
     if mode in ("train", "export"):
@@ -48,6 +50,32 @@ def export_run(system: Any, out_dir: Path, export_cfg: dict) -> dict[str, Path]:
                            empty_hint=hint)
     finally:
         system.train(was_training)
+
+
+@torch.no_grad()
+def score_toy_prompt(system: Any, trainer: Any, prompt: str) -> None:
+    """When the prompt names a toy shape, score the final surface against it (metrics.jsonl
+    record with ``stage: "eval"``, and one summary line on stderr)."""
+    import sys
+
+    from ..toyworld.scoring import score_mesh
+    from ..toyworld.shapes import parse_prompt
+
+    if parse_prompt(prompt) is None:
+        return
+    geometry, material = system.geometry, system.material
+    system.eval()
+    try:
+        mesh = geometry.isosurface()
+        scores = score_mesh(mesh, prompt, lambda p: material.appearance(geometry(p.to(system.device)).features)["albedo"])
+    finally:
+        system.train()
+    if scores is None:
+        return
+    trainer.logger.log({"stage": "eval", **scores})
+    print(f"toy-world score: IoU {scores['iou']:.3f} vs {scores['toy_shape']} (best other "
+          f"{scores['best_other_shape']} {scores['iou_best_other']:.3f}), Chamfer {scores['chamfer']:.3f}"
+          + (f", colour error {scores['color_error']:.3f}" if "color_error" in scores else ""), file=sys.stderr)
 
 
 def render_turntable(system: Any, run_dir: Path, n_views: int, fps: float) -> Path:

@@ -1,0 +1,68 @@
+"""Toy shapes (analytic SDFs) and the ground-truth metrics, against closed forms."""
+
+import math
+
+import pytest
+import torch
+
+from threestudio_like.eval.shape_metrics import chamfer_distance, mesh_inside, sample_surface, volumetric_iou
+from threestudio_like.toyworld.scoring import score_mesh, shape_mesh
+from threestudio_like.toyworld.shapes import SHAPES, parse_prompt
+
+
+@pytest.mark.parametrize(
+    "name,inside,outside",
+    [
+        ("sphere", [0, 0, 0.44], [0, 0, 0.46]),
+        ("cube", [0.34, 0.34, 0.34], [0.36, 0, 0]),
+        ("cylinder", [0.29, 0, 0.39], [0, 0, 0.41]),
+        ("cone", [0, 0, 0.44], [0.3, 0, 0.2]),     # apex inside; off the slanted side outside
+        ("torus", [0.32, 0, 0], [0, 0, 0]),         # the hole is empty
+        ("mug", [-0.47, 0, 0], [0.47, 0, 0]),       # handle behind (−X), nothing in front
+    ],
+)
+def test_sdf_signs_on_hand_picked_points(name, inside, outside):
+    s = SHAPES[name]
+    assert s.inside(torch.tensor([inside])).item() and not s.inside(torch.tensor([outside])).item()
+
+
+def test_sdf_distances_are_exact_where_known():
+    p = torch.tensor([[0.0, 0, 0.0], [0.8, 0, 0], [0, 0, -0.5]])
+    assert torch.allclose(SHAPES["sphere"].sdf(p), torch.tensor([-0.45, 0.35, 0.05]), atol=1e-6)
+    assert torch.allclose(SHAPES["cube"].sdf(p), torch.tensor([-0.35, 0.45, 0.15]), atol=1e-6)
+    # cone: a point straight below the base centre is at distance to the base plane
+    assert SHAPES["cone"].sdf(torch.tensor([[0.0, 0, -0.6]])).item() == pytest.approx(0.2, abs=1e-6)
+
+
+def test_iou_of_sphere_mesh_and_of_two_spheres():
+    mesh = shape_mesh(SHAPES["sphere"], resolution=48)
+    assert volumetric_iou(mesh_inside(mesh), SHAPES["sphere"].inside, resolution=24) > 0.97
+    big = lambda p: p.norm(dim=-1) < 0.8  # noqa: E731
+    small = lambda p: p.norm(dim=-1) < 0.4  # noqa: E731
+    assert volumetric_iou(small, big, resolution=48) == pytest.approx((0.4 / 0.8) ** 3, rel=0.05)
+
+
+def test_chamfer_of_concentric_spheres_is_their_gap():
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(3000, 3, generator=g), dim=-1) * 0.5
+    b = torch.nn.functional.normalize(torch.randn(3000, 3, generator=g), dim=-1) * 0.6
+    assert chamfer_distance(a, b) == pytest.approx(0.1, abs=0.01)
+    mesh = shape_mesh(SHAPES["sphere"], resolution=48)
+    pts = sample_surface(mesh, 2000, g)
+    assert pts.norm(dim=-1).sub(0.45).abs().max() < 0.02
+    assert chamfer_distance(pts, sample_surface(mesh, 2000, g)) < 0.03
+
+
+def test_score_prefers_the_prompted_shape_and_reads_colour():
+    mesh = shape_mesh(SHAPES["cube"], resolution=40)
+    red = torch.tensor([0.85, 0.15, 0.15])
+    s = score_mesh(mesh, "a red cube, side view", lambda p: red.expand(len(p), 3), resolution=24)
+    assert s["toy_shape"] == "cube" and s["iou"] > 0.9 and s["iou_margin"] > 0.1
+    assert s["chamfer"] < 0.03 and s["color_error"] == pytest.approx(0.0, abs=1e-6)
+    assert score_mesh(mesh, "a hamburger") is None
+
+
+def test_parse_prompt():
+    shape, color = parse_prompt("A Blue Torus, overhead view")
+    assert shape.name == "torus" and color == "blue"
+    assert parse_prompt("a cat") is None

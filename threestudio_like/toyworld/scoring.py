@@ -1,0 +1,56 @@
+"""Ground-truth scoring of a run whose prompt names a toy shape ("a blue sphere").
+
+``score_mesh(mesh, prompt, albedo_fn)`` → the volumetric IoU against the prompted shape and
+against every other toy shape (the prompted one should win by a margin), the Chamfer distance to
+the prompted shape's surface, and the colour error of the mean surface albedo against the
+prompted colour. None when the prompt names no toy shape.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..eval.shape_metrics import chamfer_distance, mesh_inside, sample_surface, volumetric_iou
+from ..geometry.base import Mesh
+from ..ops.marching_cubes import marching_cubes
+from .shapes import COLORS, SHAPES, ToyShape, parse_prompt
+
+
+def shape_mesh(shape: ToyShape, resolution: int = 64, extent: float = 1.0) -> Mesh:
+    """Marching-cubes mesh of the shape's zero level set."""
+    axis = torch.linspace(-extent, extent, resolution)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    values = -shape.sdf(grid).reshape(resolution, resolution, resolution)  # > 0 inside
+    return marching_cubes(values, 0.0, [-extent] * 3, [extent] * 3)
+
+
+@torch.no_grad()
+def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], Tensor]] = None,
+               resolution: int = 24, extent: float = 1.0, n_surface: int = 4000) -> Optional[dict]:
+    parsed = parse_prompt(prompt)
+    if parsed is None or mesh.num_faces == 0:
+        return None
+    shape, color = parsed
+    inside = mesh_inside(mesh)
+    ious = {name: volumetric_iou(inside, s.inside, resolution, extent) for name, s in SHAPES.items()}
+    others = {k: v for k, v in ious.items() if k != shape.name}
+    best_other = max(others, key=others.get)
+    g = torch.Generator().manual_seed(0)
+    surface = sample_surface(mesh, n_surface, g)
+    out = {
+        "toy_shape": shape.name,
+        "iou": ious[shape.name],
+        "iou_best_other": others[best_other],
+        "best_other_shape": best_other,
+        "iou_margin": ious[shape.name] - others[best_other],
+        "chamfer": chamfer_distance(surface, sample_surface(shape_mesh(shape), n_surface, g)),
+        **{f"iou_{k}": v for k, v in ious.items()},
+    }
+    if color is not None and albedo_fn is not None:
+        mean = albedo_fn(surface).float().mean(0)
+        out["color"] = color
+        out["color_error"] = float((mean.cpu() - torch.tensor(COLORS[color])).norm())
+    return out
