@@ -70,3 +70,22 @@ def test_mode_export_and_test_reuse_a_finished_run(tmp_path):
     import imageio.v2 as imageio
 
     assert imageio.get_reader(run / "video" / "turntable.mp4", format="FFMPEG").count_frames() == 3
+
+
+@pytest.mark.slow
+def test_zero123_with_a_six_view_grid_target(tmp_path):
+    """Zero123++-style grids plug in as one extra term (README's command)."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    grid = np.zeros((3 * 16, 2 * 16, 4), np.uint8)
+    grid[..., :3], grid[4:12, 4:12, 3] = 200, 255
+    iio.imwrite(tmp_path / "grid.png", grid)
+    args = _inputs("zero123", tmp_path) + [
+        "+terms.mv._target_=threestudio_like.systems.multiview_term.MultiViewTerm",
+        f"+terms.mv.grid={tmp_path / 'grid.png'}", "+terms.mv.height=16", "+terms.mv.width=16",
+        "+loss.mv_rgb=10.0", "+loss.mv_mask=1.0", "stages=[nerf]"]
+    p = run_cli("experiment=zero123", "debug=smoke", *args, "output_dir=run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["loss_mv_rgb"] > 0 and "loss_mv_mask" in record
