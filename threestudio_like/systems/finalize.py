@@ -13,12 +13,12 @@ from ..core.config import to_container
 
 
 def finalize_run(system: Any, trainer: Any, cfg: DictConfig, run_dir: Path, mode: str) -> None:
-    """``train``: export + turntable + report; ``export``: export + report; ``test``: turntable."""
+    """``train``: export (+ toy-world score) + turntable + report; ``export``: export + report;
+    ``test``: turntable."""
     export_cfg = dict(to_container(cfg.get("export")) or {})
     video_cfg = dict(to_container(cfg.get("video")) or {})
     if mode in ("train", "export") and export_cfg.pop("enabled", True):
         export_run(system, Path(run_dir) / "export", export_cfg)
-    if mode in ("train", "export"):
         score_toy_prompt(system, trainer, str(cfg.get("prompt") or ""))
     if mode in ("train", "test") and video_cfg.get("enabled", True):
         render_turntable(system, Path(run_dir), int(video_cfg.get("n_views", 30)), float(video_cfg.get("fps", 15)))
