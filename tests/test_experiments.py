@@ -42,13 +42,16 @@ def test_experiment_smoke_end_to_end(experiment, tmp_path):
     p = run_cli(f"experiment={experiment}", "debug=smoke", *args, "output_dir=run", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-4000:]
     run = tmp_path / "run"
-    cfg_stages = [json.loads(ln)["stage"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    stages = list(dict.fromkeys(cfg_stages))
+    records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    stages = list(dict.fromkeys(r["stage"] for r in records if r["stage"] != "eval"))
     assert stages, "no training step logged"
     for stage in stages:
         assert (run / "ckpts" / f"{stage}.ckpt").is_file()
     assert (run / "video" / "turntable.mp4").is_file()
     assert (run / "export" / "model.obj").is_file() and (run / "export" / "model.glb").is_file()
+    if "prompt=a red cube" in args:  # toy prompts are scored against the true shape
+        score = [r for r in records if r["stage"] == "eval"][-1]
+        assert score["toy_shape"] == "cube" and 0.0 <= score["iou"] <= 1.0 and score["color"] == "red"
 
 
 @pytest.mark.slow

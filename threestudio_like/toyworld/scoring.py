@@ -13,7 +13,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..eval.shape_metrics import chamfer_distance, mesh_inside, sample_surface, volumetric_iou
+from ..eval.shape_metrics import chamfer_distance, grid_points, mesh_inside, sample_surface, volumetric_iou
+from ..export.mesh_ops import clean_mesh
 from ..geometry.base import Mesh
 from ..ops.marching_cubes import marching_cubes
 from .shapes import COLORS, SHAPES, ToyShape, parse_prompt
@@ -29,13 +30,18 @@ def shape_mesh(shape: ToyShape, resolution: int = 64, extent: float = 1.0) -> Me
 
 @torch.no_grad()
 def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], Tensor]] = None,
-               resolution: int = 24, extent: float = 1.0, n_surface: int = 4000) -> Optional[dict]:
+               resolution: int = 24, extent: float = 1.0, n_surface: int = 4000,
+               max_faces: int = 3000) -> Optional[dict]:
+    """Scores of ``mesh`` (see module docstring). The inside test (winding numbers, cost
+    ∝ grid points × faces) runs on a copy decimated to ``max_faces``, cleaned and oriented."""
     parsed = parse_prompt(prompt)
     if parsed is None or mesh.num_faces == 0:
         return None
     shape, color = parsed
-    inside = mesh_inside(mesh)
-    ious = {name: volumetric_iou(inside, s.inside, resolution, extent) for name, s in SHAPES.items()}
+    coarse, _ = clean_mesh(Mesh(mesh.v_pos.detach().cpu().float(), mesh.t_pos_idx.cpu()), decimate_target=max_faces)
+    points = grid_points(resolution, extent)
+    occupied = mesh_inside(coarse)(points)  # computed once, compared with every shape
+    ious = {name: volumetric_iou(lambda p: occupied, s.inside, resolution, extent) for name, s in SHAPES.items()}
     others = {k: v for k, v in ious.items() if k != shape.name}
     best_other = max(others, key=others.get)
     g = torch.Generator().manual_seed(0)
