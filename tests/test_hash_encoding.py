@@ -8,6 +8,7 @@ import torch
 
 from threestudio_like.core.errors import UserError
 from threestudio_like.ops.encodings import ProgressiveBandHashGrid
+from threestudio_like.ops import hash_encoding
 from threestudio_like.ops.hash_encoding import HashGridEncoding, level_corners
 
 PRIMES = (1, 2654435761, 805459861)
@@ -126,7 +127,10 @@ def test_point_on_vertex_returns_that_vertex_feature(log2_size):
     {"n_features_per_level": 1, "log2_hashmap_size": 14},
     {"n_features_per_level": 4, "log2_hashmap_size": 12, "n_levels": 6},
 ])
-def test_twin_output_and_param_gradient_match_naive_reference(cfg):
+@pytest.mark.parametrize("cache_bytes", [None, 0])  # corners kept for backward / recomputed
+def test_twin_output_and_param_gradient_match_naive_reference(cfg, cache_bytes, monkeypatch):
+    if cache_bytes is not None:
+        monkeypatch.setattr(hash_encoding, "CORNER_CACHE_BYTES", cache_bytes)
     torch.manual_seed(0)
     enc = HashGridEncoding({"implementation": "torch", **cfg})
     with torch.no_grad():

@@ -81,7 +81,8 @@ def _cap(value: Any, cap: int) -> Any:
 
 
 def _overlay(component: dict[str, Any], overlay: dict[str, Any]) -> None:
-    """Set overlay fields that the component's Config declares (others are skipped)."""
+    """Set overlay fields that the component's Config declares (others are skipped); inside a
+    dict-valued field, only keys that dict already has."""
     target = component.get("_target_")
     try:
         cls = import_target(target) if target else None
@@ -91,6 +92,7 @@ def _overlay(component: dict[str, Any], overlay: dict[str, Any]) -> None:
     for key, value in overlay.items():
         if key in valid:
             if isinstance(value, dict) and isinstance(component.get(key), dict):
-                component[key] = {**component[key], **value}
+                # a nested dict (an encoding config) only gets the keys it already has
+                component[key] = {**component[key], **{k: v for k, v in value.items() if k in component[key]}}
             else:
                 component[key] = value

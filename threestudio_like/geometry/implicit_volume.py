@@ -67,15 +67,17 @@ def contract_to_unit(points: Tensor, radius: float) -> Tensor:
 
 def make_field_encoding(cfg: Any, n_input_dims: int = 3, where: str = "encoding") -> nn.Module:
     """:func:`~threestudio_like.ops.encodings.make_encoding`, plus ``otype: Triplane``
-    (:class:`~threestudio_like.geometry.triplane.TriplaneEncoding`, 3-D input only)."""
+    (:class:`~threestudio_like.geometry.triplane.TriplaneEncoding`) and ``otype: DenseGrid``
+    (:class:`~threestudio_like.geometry.dense_grid.DenseGridEncoding`), 3-D input only."""
     data = dict(to_container(cfg) or {})
-    if data.get("otype") == "Triplane":
+    if data.get("otype") in ("Triplane", "DenseGrid"):
+        from .dense_grid import DenseGridEncoding
         from .triplane import TriplaneEncoding
 
-        data.pop("otype")
+        otype = data.pop("otype")
         if n_input_dims != 3:
-            raise UserError(f"{where}: a Triplane encoding takes 3-D points, got {n_input_dims}-D")
-        return TriplaneEncoding(data, where=where)
+            raise UserError(f"{where}: a {otype} encoding takes 3-D points, got {n_input_dims}-D")
+        return (TriplaneEncoding if otype == "Triplane" else DenseGridEncoding)(data, where=where)
     return make_encoding(data, n_input_dims, where=where)
 
 
@@ -249,7 +251,7 @@ class ImplicitVolume(VolumeGeometry):
     class Config(VolumeGeometry.Config):
         pos_encoding_config: Optional[Dict[str, Any]] = None
         """Encoding of the contracted point: otype HashGrid | ProgressiveBandHashGrid | Frequency
-        | Triplane and that encoding's fields; None (or no otype) = the Instant-NGP hash grid."""
+        | Triplane | DenseGrid and that encoding's fields; None (or no otype) = the Instant-NGP hash grid."""
 
     def encoding_config(self) -> Dict[str, Any]:
         return encoding_config_or_default(self.cfg.pos_encoding_config)

@@ -24,8 +24,9 @@ moves between the pure-torch twin below and the tcnn backend unchanged. What is 
   (``frac^2 (3 - 2 frac)``); init uniform in ``[-1e-4, 1e-4]`` (tcnn: same range, its own RNG).
 
 The torch twin is a custom autograd function that runs level by level (each level's table stays
-in cache), computes the 8 corner indices and weights, gathers, and in backward recomputes them
-and ``scatter_add_``\\ s ``weight * grad`` into the flat parameter gradient. It gives no gradient
+in cache), computes the 8 corner indices and weights, gathers, and in backward reuses them (kept
+up to :data:`CORNER_CACHE_BYTES`, recomputed beyond) and ``scatter_add_``\\ s ``weight * grad``
+into the flat parameter gradient. It gives no gradient
 with respect to ``x``. With ``input_grad: true`` the encoding instead runs a plain differentiable
 torch expression of the same interpolation, so autograd yields the exact (analytic) derivative
 ``d out / d x = scale * d interp / d frac`` — and second derivatives, needed for normals from
@@ -50,6 +51,9 @@ COHERENT_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437,
 #: tiny-cuda-nn's ``MAX_BASES``: largest resolution whose row-major index fits in uint32, per D.
 MAX_DENSE_RESOLUTION = (0x0, 0xFFFFFFFF, 0xFFFF, 0x659, 0xFF, 0x54, 0x28, 0x17)
 _UINT32 = 0xFFFFFFFF
+CORNER_CACHE_BYTES = 256 * 2**20
+"""Forward keeps each level's corner indices and weights for backward (instead of recomputing
+them) while they fit in this many bytes (12 bytes per point, level and corner)."""
 INTERPOLATIONS = ("linear", "smoothstep")
 IMPLEMENTATIONS = ("auto", "torch", "tcnn")
 
@@ -145,7 +149,7 @@ def _entry_view(params: Tensor, n_features: int) -> Tensor:
 
 
 class _HashGridFunction(torch.autograd.Function):
-    """Level-by-level gather forward; backward recomputes corners and ``scatter_add_``\\ s
+    """Level-by-level gather forward; backward reuses (or recomputes) the corners and ``scatter_add_``\\ s
     ``weight * grad`` into the parameter gradient. No gradient with respect to ``x``."""
 
     @staticmethod
@@ -156,14 +160,19 @@ class _HashGridFunction(torch.autograd.Function):
         table = _entry_view(params, n_features)
         out = x.new_empty(len(levels), x.shape[0], n_features)  # level-major while filling
         out[n_active:] = 0
+        keep = params.requires_grad and x.shape[0] * n_active * 2 ** x.shape[1] * 12 <= CORNER_CACHE_BYTES
+        corners = []
         for i, level in enumerate(levels[:n_active]):
             index, weight = level_corners(xt, level, smoothstep, inside)
+            if keep:
+                corners.append((index.to(torch.int64), weight))
             entries = table[level.offset: level.offset + level.size].index_select(0, index.view(-1))
             entries = entries.view(*index.shape, *table.shape[1:])
             weight = weight.to(entries.dtype)
             value = (entries * (weight if table.dim() == 1 else weight[..., None])).sum(0)
             out[i] = (value if n_features == 1 else torch.view_as_real(value)).view(-1, n_features)
         ctx.save_for_backward(xt)
+        ctx.corners = corners
         ctx.n_params, ctx.inside = params.numel(), inside
         ctx.levels, ctx.n_features, ctx.smoothstep, ctx.n_active = levels, n_features, smoothstep, n_active
         return out.transpose(0, 1).reshape(x.shape[0], -1)
@@ -180,7 +189,7 @@ class _HashGridFunction(torch.autograd.Function):
         # or broadcast operands are several times slower)
         grad_out = grad_out.reshape(xt.shape[1], len(ctx.levels), n_f).transpose(0, 1).contiguous()
         for i, level in enumerate(ctx.levels[: ctx.n_active]):
-            index, weight = level_corners(xt, level, ctx.smoothstep, ctx.inside)
+            index, weight = ctx.corners[i] if ctx.corners else level_corners(xt, level, ctx.smoothstep, ctx.inside)
             g = grad_out[i]
             if n_f == 1:
                 src = weight * g[:, 0]
@@ -188,7 +197,7 @@ class _HashGridFunction(torch.autograd.Function):
                 src = weight.to(grad_table.dtype) * torch.view_as_complex(g)
             else:
                 src = weight.to(grad_table.dtype)[..., None] * torch.view_as_complex(g.view(-1, width, 2))
-            index = index.to(torch.int64)
+            index = index.to(torch.int64)  # no-op for cached corners
             if width > 1:
                 index = index[..., None] * width + torch.arange(width, device=index.device)
             start = level.offset * width

@@ -1,5 +1,5 @@
 """What a run does after its stages: export the textured mesh, render the turntable, write
-the report (and, for toy-world prompts, score the result against the known shape)."""
+the report (and, for toy-world prompts or toy renders, score the result against the known shape)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def finalize_run(system: Any, trainer: Any, cfg: DictConfig, run_dir: Path, mode
     video_cfg = dict(to_container(cfg.get("video")) or {})
     if mode in ("train", "export") and export_cfg.pop("enabled", True):
         export_run(system, Path(run_dir) / "export", export_cfg)
-        score_toy_prompt(system, trainer, str(cfg.get("prompt") or ""))
+        score_toy_prompt(system, trainer, toy_description(cfg))
     if mode in ("train", "test") and video_cfg.get("enabled", True):
         render_turntable(system, Path(run_dir), int(video_cfg.get("n_views", 30)), float(video_cfg.get("fps", 15)))
     if mode in ("train", "export"):
@@ -50,6 +50,14 @@ def export_run(system: Any, out_dir: Path, export_cfg: dict) -> dict[str, Path]:
                            empty_hint=hint)
     finally:
         system.train(was_training)
+
+
+def toy_description(cfg: DictConfig) -> str:
+    """What the toy-world scorer parses: the prompt, else the input image's file name
+    (``red_cube.png`` → ``"red cube"``, the shipped toy renders are named so)."""
+    if cfg.get("prompt"):
+        return str(cfg.get("prompt"))
+    return Path(str(cfg.get("image") or "")).stem.replace("_", " ")
 
 
 @torch.no_grad()

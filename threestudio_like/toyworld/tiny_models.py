@@ -46,16 +46,13 @@ def make_tiny_sd_components(pixel_space: bool = False, camera_conditioned: bool 
     text encoder (hidden 32), UNet (channels (8, 16), 1 layer/block, sample 16 pixel-space / 8
     latent), DDPM scheduler (SD's scaled-linear betas), tiny VAE (×2 down) unless pixel space."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
+
+    from .priors import clip_text_model
 
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=TEXT_DIM,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
+    text_encoder = clip_text_model(tokenizer, TEXT_DIM, MAX_TOKENS)
     channels = 3 if pixel_space else 4
     camera = dict(class_embed_type="projection", projection_class_embeddings_input_dim=16) if camera_conditioned else {}
     unet = UNet2DConditionModel(

@@ -1,0 +1,109 @@
+"""The toy world's dataset, tokenizer, prior architectures and training scripts (a few steps
+each, through the same from_pretrained paths the guidances use)."""
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from threestudio_like.data.cameras import make_cameras
+from threestudio_like.geometry.dense_grid import DenseGridEncoding, sample_grid
+from threestudio_like.toyworld import train_sd, train_zero123
+from threestudio_like.toyworld.dataset import SD_CAMERAS, ToyDatasetConfig, caption, make_dataset, render_toy
+from threestudio_like.toyworld.priors import VOCABULARY, write_word_tokenizer
+from threestudio_like.toyworld.train_zero123 import same_class_partner
+
+
+def test_word_tokenizer_makes_each_word_one_token(tmp_path):
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_word_tokenizer(str(tmp_path / "tok")))
+    for word in VOCABULARY:
+        ids = tok(word).input_ids
+        assert tok.convert_ids_to_tokens(ids) == ["<|startoftext|>", f"{word}</w>", "<|endoftext|>"]
+    # unknown words are spelled out, not dropped
+    assert tok.convert_ids_to_tokens(tok("hat").input_ids)[1:-1] == ["h", "a", "t</w>"]
+
+
+def test_sphere_render_matches_the_projected_disc():
+    """Pinhole camera at distance d looking at a sphere of radius r: the silhouette is a disc of
+    angular radius asin(r/d); its image radius is tan(asin(r/d)) / tan(fovy/2) · H/2 pixels."""
+    d, fovy, h = 2.0, 45.0, 64
+    cams = make_cameras(torch.tensor([15.0]), torch.tensor([30.0]), torch.tensor([d]), torch.tensor([fovy]), h, h)
+    _, alpha = render_toy("sphere", "red", cams, shading="albedo")
+    radius_px = math.tan(math.asin(0.45 / d)) / math.tan(math.radians(fovy / 2)) * h / 2
+    assert alpha.sum().item() == pytest.approx(math.pi * radius_px ** 2, rel=0.03)
+
+
+def test_dataset_is_deterministic_and_captioned_by_the_view_rule():
+    cfg = ToyDatasetConfig(n_images=24, chunk=4, size=16, supersample=1, seed=3)
+    a, b = make_dataset(cfg), make_dataset(cfg)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["images"].shape == (24, 16, 16, 3) and a["images"].dtype == torch.uint8
+    assert len(set(zip(a["shape"].tolist(), a["color"].tolist()))) == 6  # 6 chunks, 6 different classes
+    assert caption(1, 0, 10.0, 5.0, with_view=True) == "a red cube, front view"
+    assert caption(1, 0, 70.0, 5.0, with_view=True) == "a red cube, overhead view"
+    assert caption(4, 2, 0.0, 170.0, with_view=False) == "a blue torus"
+
+
+def test_default_experiment_samples_the_cameras_the_prior_was_trained_on(repo_root):
+    data = yaml.safe_load((repo_root / "configs/data/random_cameras.yaml").read_text())
+    data.update(yaml.safe_load((repo_root / "configs/experiment/default.yaml").read_text())["data"])
+    for key, value in SD_CAMERAS.items():
+        assert data[key] == value, key
+
+
+def test_same_class_partner_stays_in_class():
+    classes = torch.tensor([0, 1, 0, 2, 1, 0, 2])
+    idx = torch.arange(7).repeat(20)
+    partner = same_class_partner(classes, idx, torch.Generator().manual_seed(0))
+    assert torch.equal(classes[partner], classes[idx])
+    assert len(set(partner[idx == 0].tolist())) == 3  # every member of class 0 gets drawn
+
+
+def test_dense_grid_equals_grid_sample_and_is_twice_differentiable():
+    enc = DenseGridEncoding({"resolution": 5, "n_channels": 3}).double()
+    u = torch.rand(50, 3, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.grid_sample(
+        enc.grid.permute(3, 2, 1, 0)[None], (u * 2 - 1)[None, None, None], align_corners=True)[0, :, 0, 0].T
+    assert torch.allclose(enc(u), ref, atol=1e-10)
+    (g,) = torch.autograd.grad(enc(u).sum(), u, create_graph=True)
+    g.square().sum().backward()  # analytic normals train: gradient of the gradient reaches the grid
+    assert enc.grid.grad is not None and enc.grid.grad.abs().sum() > 0
+    assert torch.allclose(sample_grid(enc.grid, torch.zeros(1, 3, dtype=torch.float64)), enc.grid[0, 0, 0][None])
+
+
+@pytest.mark.slow
+def test_train_sd_few_steps_resumes_and_loads_as_stable_diffusion(tmp_path):
+    from threestudio_like.guidance.pretrained import load_diffusion_prior
+    from threestudio_like.prompt.processor import PromptProcessor
+
+    out, work = str(tmp_path / "toy-sd"), str(tmp_path / "work")
+    args = ["--work-dir", work, "--out", out, "--n-images", "48", "--batch-size", "4", "--checkpoint-every", "2"]
+    assert train_sd.main(args + ["--steps", "2"])["steps"] == 2
+    assert train_sd.main(args + ["--steps", "4"])["steps"] == 4  # resumed from the saved state
+    prior = load_diffusion_prior(out)
+    assert prior.vae is None and prior.camera_conditioned and prior.sample_size == 32
+    emb = PromptProcessor({"pretrained_model_name_or_path": out, "prompt": "a red cube", "cache_dir": ""})()
+    cams = make_cameras(torch.tensor([15.0, 30.0]), torch.tensor([0.0, 90.0]), torch.tensor([2.0, 2.0]),
+                        torch.tensor([45.0, 45.0]), 32, 32)
+    images = train_sd.sample(out, ["a red cube", "a blue sphere, side view"], cams.c2w, steps=3)
+    assert images.shape == (2, 32, 32, 3) and 0 <= images.min() and images.max() <= 1
+    assert emb.cond.shape == (1, 16, 64)
+
+
+@pytest.mark.slow
+def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
+    from threestudio_like.guidance.zero123 import Zero123Guidance
+
+    out = str(tmp_path / "toy-zero123")
+    args = ["--work-dir", str(tmp_path / "work"), "--out", out, "--n-images", "48", "--batch-size", "4",
+            "--steps", "2", "--checkpoint-every", "2"]
+    assert train_zero123.main(args)["steps"] == 2
+    guidance = Zero123Guidance({"pretrained_model_name_or_path": out})
+    guidance.set_reference(torch.rand(1, 32, 32, 3), 15.0, 0.0, 1.8)
+    cams = make_cameras(torch.tensor([15.0]), torch.tensor([90.0]), torch.tensor([1.8]), torch.tensor([45.0]), 32, 32)
+    rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
+    guidance(rgb, cams).loss.backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0

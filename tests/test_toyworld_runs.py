@@ -1,0 +1,41 @@
+"""Shortened toy runs through the CLI with the shipped toy priors must recover the shape: a
+text-to-3D default run the prompted torus, a toy image-to-3D run the pictured cone. Their IoU
+against the true shape must be well above what the initial density blob scores (torus 0.27, cone
+0.31; random occupancy ≤ 0.05 — benchmarks/bench_toy_baseline.py) and above every other toy
+shape's by a margin."""
+
+import json
+
+import pytest
+
+from test_experiments import ROOT, run_cli
+
+BLOB_TORUS_IOU = 0.27
+
+
+@pytest.mark.slow
+def test_shortened_default_recovers_the_torus(tmp_path):
+    p = run_cli("prompt=a red torus", "stage.coarse.steps=300", "stage.refine.steps=20", "video.enabled=false",
+                "output_dir=run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    score = next(r for r in records if r["stage"] == "eval")
+    assert score["toy_shape"] == "torus" and score["color"] == "red"
+    assert score["iou"] >= BLOB_TORUS_IOU + 0.2, score
+    assert score["iou_margin"] >= 0.1, score
+    assert score["color_error"] < 0.3, score
+
+
+BLOB_CONE_IOU = 0.31
+
+
+@pytest.mark.slow
+def test_shortened_toy_image_to_3d_recovers_the_cone(tmp_path):
+    p = run_cli("experiment=toy_zero123", "image=" + str(ROOT / "threestudio_like/assets/toy-images/yellow_cone.png"),
+                "stage.coarse.steps=200", "stage.refine.steps=10", "video.enabled=false", "output_dir=run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    score = next(r for r in records if r["stage"] == "eval")
+    assert score["toy_shape"] == "cone" and score["color"] == "yellow"  # read from the file name
+    assert score["iou"] >= BLOB_CONE_IOU + 0.25, score
+    assert score["iou_margin"] >= 0.1, score

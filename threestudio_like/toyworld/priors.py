@@ -1,0 +1,132 @@
+"""Architectures of the toy-world priors, in the real diffusers/transformers formats.
+
+* :func:`build_toy_sd` — a pixel-space Stable Diffusion pipeline (no VAE): a word-level
+  ``CLIPTokenizer`` (:func:`write_word_tokenizer`), a 2-layer ``CLIPTextModel`` (hidden 64), a
+  ``UNet2DConditionModel`` at 32² with channels (16, 32, 64), cross-attention only at 8² and in
+  the middle block, and a camera class embedding (``class_embed_type="projection"``: the UNet
+  takes ``class_labels = c2w.reshape(B, 16)``, as VSD's LoRA does), DDPM linear schedule.
+* :func:`build_toy_zero123` — a pixel-space Zero123 pipeline: the same UNet with 6 input
+  channels (noisy image + reference image), a 2-layer ``CLIPVisionModelWithProjection`` at 32²,
+  the camera projection (64 + 4 → 64), DDIM with the same betas.
+
+The training scripts (``train_sd.py``, ``train_zero123.py``) fit them on the toy dataset and
+``save_pretrained`` them into ``assets/toy-sd`` / ``assets/toy-zero123``; the guidances load them
+with the same ``from_pretrained`` code as Stable Diffusion 2.1 / zero123-xl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+
+import torch
+
+from .shapes import COLORS, SHAPES
+
+IMAGE_SIZE = 32
+"""Side of the toy images and of the priors' pixel-space samples."""
+TEXT_DIM = 64
+"""Hidden size of the toy text/image encoders = the UNets' cross-attention dim."""
+MAX_TOKENS = 16
+"""Tokenizer ``model_max_length``: "a yellow cylinder, overhead view" is 8 tokens with BOS/EOS."""
+CAMERA_DIM = 16
+"""Camera class-label size: the flattened 4×4 camera-to-world matrix."""
+VOCABULARY = ("a", "an", "the", "view", "front", "side", "back", "overhead", *COLORS, *SHAPES)
+"""Words the toy tokenizer knows as single tokens (others are spelled out letter by letter)."""
+
+
+def unet_config(in_channels: int, out_channels: int, cross_attention_dim: int, camera: bool) -> dict:
+    """The toy UNet (``UNet2DConditionModel`` kwargs)."""
+    extra = dict(class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_DIM) if camera else {}
+    return dict(
+        sample_size=IMAGE_SIZE, in_channels=in_channels, out_channels=out_channels,
+        block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, **extra,
+    )
+
+
+def scheduler_config() -> dict:
+    """DDPM's linear β schedule (1e-4 → 0.02, 1000 steps), ε-prediction, x̂₀ clipped to [−1, 1] when
+    sampling (pixel space; ``StableDiffusionPipeline`` resets the flag it saves, so ``train_sd.sample``
+    sets it again)."""
+    return dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                prediction_type="epsilon", clip_sample=True, steps_offset=1)
+
+
+def write_word_tokenizer(path: str, words: Iterable[str] = VOCABULARY, max_tokens: int = MAX_TOKENS) -> str:
+    """Save a real ``CLIPTokenizer`` to ``path`` whose BPE merges build each of ``words`` into one
+    token (``"cube" → cube</w>``); letters, digits and ',' are tokens too, so any other word is
+    spelled out. Every intermediate merge result is in the vocabulary (the fast tokenizer needs it)."""
+    from transformers import CLIPTokenizer
+
+    os.makedirs(path, exist_ok=True)
+    symbols = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)] + [","]
+    vocab = ["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols]
+    merges: list[str] = []
+    for word in sorted(words, key=len, reverse=True):  # long words first: their merges win ties
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        left = pieces[0]
+        for right in pieces[1:]:
+            merge = f"{left} {right}"
+            left = left + right
+            if merge not in merges:
+                merges.append(merge)
+            if left not in vocab:
+                vocab.append(left)
+    vocab_file, merges_file = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
+    with open(vocab_file, "w") as f:
+        json.dump({t: i for i, t in enumerate(vocab)}, f)
+    with open(merges_file, "w") as f:
+        f.write("#version: 0.2\n" + "".join(m + "\n" for m in merges))
+    CLIPTokenizer(vocab_file, merges_file, model_max_length=max_tokens).save_pretrained(path)
+    return path
+
+
+def clip_text_model(tokenizer, hidden: int, max_tokens: int):
+    """A 2-layer, 4-head ``CLIPTextModel`` of width ``hidden`` for ``tokenizer`` (random weights)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=max_tokens, projection_dim=hidden,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+
+
+def build_toy_sd(tokenizer_dir: str, seed: int = 0) -> dict:
+    """Untrained ``StableDiffusionPipeline`` components (``vae=None``: pixel space)."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    text_encoder = clip_text_model(tokenizer, TEXT_DIM, MAX_TOKENS)
+    unet = UNet2DConditionModel(**unet_config(3, 3, TEXT_DIM, camera=True))
+    return dict(vae=None, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                scheduler=DDPMScheduler(**scheduler_config()))
+
+
+def build_toy_zero123(seed: int = 0) -> dict:
+    """Untrained ``Zero123Pipeline`` components (``vae=None``: pixel space)."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from ..guidance.zero123_pipeline import CCProjection
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**unet_config(6, 3, TEXT_DIM, camera=False))
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=4, projection_dim=TEXT_DIM,
+    ))
+    feature_extractor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                              crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    cfg = {k: v for k, v in scheduler_config().items() if k != "prediction_type"}
+    scheduler = DDIMScheduler(**cfg, prediction_type="epsilon", set_alpha_to_one=False)
+    return dict(vae=None, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
+                cc_projection=CCProjection(embedding_dim=TEXT_DIM, additional_embeddings=4),
+                feature_extractor=feature_extractor)

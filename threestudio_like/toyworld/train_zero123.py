@@ -1,0 +1,87 @@
+"""Train the toy view-conditioned prior: ``python -m threestudio_like.toyworld.train_zero123``.
+
+Renders the toy dataset with the image-to-3D cameras (:data:`.dataset.ZERO123_CAMERAS`, unlit
+albedo — the shading of the image-to-3D system and of its reference image), and trains the
+pixel-space Zero123 model of :func:`.priors.build_toy_zero123` on pairs of views of the same
+(shape, colour): the UNet sees ``[noisy target; reference image]`` and the context
+``cc_projection([CLIP(reference), pose(target relative to reference)])``
+(:func:`~threestudio_like.guidance.zero123_pipeline.relative_pose`); ``--drop-prob`` of the pairs
+drop both (zero context, zero reference) for classifier-free guidance, exactly the unconditional
+input of :meth:`Zero123Pipeline.predict_noise`. Saves the EMA weights with ``save_pretrained``
+into ``--out`` (default: the package's ``assets/toy-zero123``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..guidance.zero123_pipeline import Zero123Pipeline, relative_pose
+from .dataset import ZERO123_CAMERAS, ToyDatasetConfig, make_dataset
+from .priors import build_toy_zero123
+from .shapes import COLORS
+from .train_sd import ASSETS, save_pipeline_atomically
+from .training import prepare, train, train_parser
+
+
+def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
+    """For each index in ``idx`` a uniformly drawn index with the same class (itself possible)."""
+    order = torch.argsort(classes, stable=True)
+    counts = torch.bincount(classes)
+    starts = torch.cumsum(counts, 0) - counts
+    k = classes[idx]
+    offset = (torch.rand(idx.shape[0], generator=gen) * counts[k]).long().clamp(max=counts[k] - 1)
+    return order[starts[k] + offset]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-zero123"), n_images=12000)
+    parser.add_argument("--drop-prob", type=float, default=0.1, help="unconditional pairs (for CFG)")
+    args = parser.parse_args(argv)
+    cfg, data = prepare(args, "zero123", lambda n, seed: make_dataset(
+        ToyDatasetConfig(n_images=n, cameras=dict(ZERO123_CAMERAS), albedo_prob=1.0, seed=seed), progress=True))
+    parts = build_toy_zero123(seed=cfg.seed)
+    pipe = Zero123Pipeline(**parts)
+    scheduler = parts["scheduler"]
+    modules = nn.ModuleDict({k: parts[k] for k in ("unet", "image_encoder", "cc_projection")})
+    images, n = data["images"], data["images"].shape[0]
+    classes = data["shape"] * len(COLORS) + data["color"]
+    alphas = scheduler.alphas_cumprod.float()
+
+    def loss_fn(gen: torch.Generator) -> Tensor:
+        b = cfg.batch_size
+        idx = torch.randint(0, n, (b,), generator=gen)
+        ref = same_class_partner(classes, idx, gen)
+        target = images[idx].permute(0, 3, 1, 2).float() / 255.0
+        reference = images[ref].permute(0, 3, 1, 2).float() / 255.0
+        pose = relative_pose(data["elevation"][idx], data["azimuth"][idx], data["distance"][idx],
+                             data["elevation"][ref], data["azimuth"][ref], data["distance"][ref])
+        context = pipe.conditioning(pipe.encode_image_embedding(reference), pose)
+        ref_latent = pipe.encode_reference_latent(reference)
+        keep = (torch.rand(b, generator=gen) >= args.drop_prob).float()
+        context, ref_latent = context * keep.view(b, 1, 1), ref_latent * keep.view(b, 1, 1, 1)
+        x0 = target * 2.0 - 1.0
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = alphas[t].view(b, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        eps = modules["unet"](torch.cat([noisy, ref_latent], 1), t, encoder_hidden_states=context).sample
+        return F.mse_loss(eps, noise)
+
+    def export(ema: nn.ModuleDict) -> None:
+        out = Zero123Pipeline(vae=None, image_encoder=ema["image_encoder"], unet=ema["unet"], scheduler=scheduler,
+                              cc_projection=ema["cc_projection"], feature_extractor=parts["feature_extractor"])
+        save_pipeline_atomically(out, args.out)
+
+    summary = train(modules, loss_fn, cfg, args.work_dir, export)
+    summary.update(out=args.out, n_images=n)
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

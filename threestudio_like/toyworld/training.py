@@ -1,0 +1,137 @@
+"""The denoiser training loop shared by ``train_sd`` and ``train_zero123``.
+
+ε-prediction DDPM training: ``loss = ‖ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, cond) − ε‖²`` with t uniform,
+AdamW with linear warm-up then cosine decay, an exponential moving average (EMA) of the weights
+(the EMA is what gets saved), gradient-norm clipping at 1. The state (weights, EMA, optimizer,
+step, RNG) is saved atomically to ``<work_dir>/state.pt`` every ``checkpoint_every`` steps and at
+the end, and a run resumes from it; ``export(ema_modules)`` writes the pipeline whenever the state
+is saved, so an interrupted run still leaves a usable prior (and rerunning a finished run
+re-exports it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..core.atomic import atomic_write
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 8000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.998
+    checkpoint_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+
+
+def train_parser(description: str, out: str, n_images: int, defaults: TrainConfig = TrainConfig()) -> argparse.ArgumentParser:
+    """``--steps --batch-size --lr --checkpoint-every --log-every --seed --threads --n-images
+    --work-dir --out`` (a training script adds its own on top)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--log-every", type=int, default=defaults.log_every)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--n-images", type=int, default=n_images, help="renders in the dataset")
+    parser.add_argument("--work-dir", required=True, help="dataset cache, training state, log")
+    parser.add_argument("--out", default=out, help="where the pipeline is saved (save_pretrained)")
+    return parser
+
+
+def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], dict]) -> tuple[TrainConfig, dict]:
+    """Set the threads; the :class:`TrainConfig` of ``args`` and the dataset
+    ``dataset(n_images, seed)``, cached as ``<work_dir>/<name>-data-<n>-<seed>.pt`` (rendered once)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed)
+    os.makedirs(args.work_dir, exist_ok=True)
+    path = os.path.join(args.work_dir, f"{name}-data-{args.n_images}-{cfg.seed}.pt")
+    if os.path.isfile(path):
+        return cfg, torch.load(path, weights_only=True)
+    t0 = time.time()
+    data = dataset(args.n_images, cfg.seed)
+    atomic_write(path, lambda fh: torch.save(data, fh))
+    print(json.dumps({"dataset": path, "images": int(data["images"].shape[0]),
+                      "render_s": round(time.time() - t0, 1)}), flush=True)
+    return cfg, data
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.05 at ``cfg.steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    p = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def train(modules: nn.ModuleDict, loss_fn: Callable[[torch.Generator], Tensor], cfg: TrainConfig,
+          work_dir: str, export: Callable[[nn.ModuleDict], None]) -> dict:
+    """Run (or resume) training of ``modules`` on ``loss_fn(generator) -> scalar``; returns a summary."""
+    os.makedirs(work_dir, exist_ok=True)
+    state_path, log_path = os.path.join(work_dir, "state.pt"), os.path.join(work_dir, "train_log.jsonl")
+    ema = copy.deepcopy(modules).requires_grad_(False)
+    params = [p for p in modules.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step, elapsed = 0, 0.0
+    if os.path.isfile(state_path):
+        state = torch.load(state_path, weights_only=False)
+        modules.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step, elapsed = state["step"], state.get("elapsed", 0.0)
+        print(json.dumps({"resumed_at_step": step}), flush=True)
+
+    def save() -> None:
+        state = {"model": modules.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                 "generator": generator.get_state(), "step": step, "elapsed": time.time() - t_start}
+        atomic_write(state_path, lambda fh: torch.save(state, fh))
+        export(ema)
+
+    modules.train()
+    running, t_start = None, time.time() - elapsed
+    while step < cfg.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, cfg)
+        loss = loss_fn(generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), modules.parameters()):
+                e.lerp_(p, 1.0 - decay)
+        value = loss.item()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            record = {"step": step, "loss": round(value, 5), "loss_ema": round(running, 5),
+                      "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - t_start, 1)}
+            print(json.dumps(record), flush=True)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save()
+    save()  # also re-exports a finished state with the current code
+    return {"steps": step, "loss_ema": running, "train_s": round(time.time() - t_start, 1)}
