@@ -11,10 +11,10 @@ from threestudio_like.toyworld.train_sd import ASSETS, sample
 CAMERA = dict(elevation=20.0, azimuth=30.0, distance=2.0, fovy=42.0)
 
 
-def _cameras(n: int, size: int = 32, azimuth: float = CAMERA["azimuth"]):
+def _cameras(n: int):
     c = CAMERA
-    return make_cameras(torch.full((n,), c["elevation"]), torch.full((n,), azimuth), torch.full((n,), c["distance"]),
-                        torch.full((n,), c["fovy"]), size, size)
+    return make_cameras(torch.full((n,), c["elevation"]), torch.full((n,), c["azimuth"]), torch.full((n,), c["distance"]),
+                        torch.full((n,), c["fovy"]), 32, 32)
 
 
 @pytest.mark.slow

@@ -118,8 +118,7 @@ def make_dataset(cfg: ToyDatasetConfig, progress: bool = False) -> dict[str, Ten
         out["distance"].append(cams.distance.float())
         if progress and (i + 1) % 50 == 0:
             print(f"rendered {(i + 1) * cfg.chunk}/{n_chunks * cfg.chunk}", flush=True)
-    data = {k: torch.cat(v)[: cfg.n_images] for k, v in out.items()}
-    return data
+    return {k: torch.cat(v)[: cfg.n_images] for k, v in out.items()}
 
 
 def caption(shape_index: int, color_index: int, elevation: float, azimuth: float, with_view: bool) -> str:

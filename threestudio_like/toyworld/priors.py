@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Iterable
 
 import torch
 
 from .shapes import COLORS, SHAPES
 
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+"""The package's shipped assets (toy-sd, toy-zero123, toy-images, the tiny smoke models)."""
 IMAGE_SIZE = 32
 """Side of the toy images and of the priors' pixel-space samples."""
 TEXT_DIM = 64

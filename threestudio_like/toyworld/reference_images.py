@@ -16,6 +16,7 @@ import torch
 
 from ..data.cameras import make_cameras
 from .dataset import render_toy
+from .priors import ASSETS
 
 REFERENCE_CAMERA = dict(elevation_deg=15.0, azimuth_deg=0.0, distance=1.8, fovy_deg=45.0)
 """The input view of the toy image-to-3D runs (its distance/FOV are the Zero123 dataset's)."""
@@ -47,9 +48,10 @@ def write_reference_images(out_dir: str | Path, size: int = 128, supersample: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets" / "toy-images"))
+    parser.add_argument("--out", default=str(ASSETS / "toy-images"))
     parser.add_argument("--size", type=int, default=128)
-    for path in write_reference_images(parser.parse_args().out, parser.parse_args().size):
+    args = parser.parse_args()
+    for path in write_reference_images(args.out, args.size):
         print(path)
 
 

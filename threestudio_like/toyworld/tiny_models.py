@@ -9,9 +9,7 @@ Deterministic for a given seed; each builds and saves in well under a second.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import string
 from pathlib import Path
 
 import torch
@@ -27,17 +25,9 @@ ZERO123_EMBED_DIM = 16
 def write_letter_tokenizer(path: str, max_tokens: int = MAX_TOKENS) -> None:
     """A real ``CLIPTokenizer`` saved to ``path`` whose vocabulary is letters, digits and ',':
     with no merges every word is spelled out (``"cube" → c u b e</w>``)."""
-    from transformers import CLIPTokenizer
+    from .priors import write_word_tokenizer
 
-    os.makedirs(path, exist_ok=True)
-    symbols = list(string.ascii_lowercase + string.digits + ",")
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + symbols + [s + "</w>" for s in symbols]
-    vocab_file, merges_file = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
-    with open(vocab_file, "w") as f:
-        json.dump({t: i for i, t in enumerate(tokens)}, f)
-    with open(merges_file, "w") as f:
-        f.write("#version: 0.2\n")
-    CLIPTokenizer(vocab_file, merges_file, model_max_length=max_tokens).save_pretrained(path)
+    write_word_tokenizer(path, words=(), max_tokens=max_tokens)
 
 
 def make_tiny_sd_components(pixel_space: bool = False, camera_conditioned: bool = False,

@@ -13,20 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..prompt.views import VIEWS, view_names
+from ..prompt.views import VIEWS, view_names, view_prompt
 from .dataset import SD_CAMERAS, ToyDatasetConfig, caption, make_dataset
-from .priors import build_toy_sd, write_word_tokenizer
+from .priors import ASSETS, build_toy_sd, write_word_tokenizer
 from .shapes import COLORS, SHAPES
-from .training import prepare, train, train_parser
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from .training import noised, prepare, train, train_parser
 
 
 def save_pipeline_atomically(pipe, out: str) -> None:
@@ -48,7 +45,7 @@ class CaptionTable:
         for s in range(len(SHAPES)):
             for c in range(self.n_colors):
                 texts.append(caption(s, c, 0.0, 0.0, with_view=False))
-                texts += [f"{texts[-1]}, {v} view" for v in VIEWS]
+                texts += [view_prompt(texts[-1], v) for v in VIEWS]
         texts.append("")
         self.texts = texts
         self.ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
@@ -73,16 +70,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     views = torch.tensor([VIEWS.index(v) for v in view_names(data["elevation"], data["azimuth"])])
     images, c2w, n = data["images"], data["c2w"].reshape(-1, 16), data["images"].shape[0]
     modules = nn.ModuleDict({"unet": parts["unet"], "text_encoder": parts["text_encoder"]})
-    alphas = scheduler.alphas_cumprod.float()
 
     def loss_fn(gen: torch.Generator) -> Tensor:
         b = cfg.batch_size
         idx = torch.randint(0, n, (b,), generator=gen)
-        x0 = images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        a = alphas[t].view(b, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        t, noise, noisy = noised(images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0, scheduler, gen)
         rows = table.rows(data["shape"][idx], data["color"][idx], views[idx],
                           torch.rand(b, generator=gen) < args.view_prob, torch.rand(b, generator=gen) < args.drop_prob)
         text = modules["text_encoder"](table.ids[rows])[0]

@@ -22,10 +22,10 @@ from torch import Tensor, nn
 
 from ..guidance.zero123_pipeline import Zero123Pipeline, relative_pose
 from .dataset import ZERO123_CAMERAS, ToyDatasetConfig, make_dataset
-from .priors import build_toy_zero123
+from .priors import ASSETS, build_toy_zero123
 from .shapes import COLORS
-from .train_sd import ASSETS, save_pipeline_atomically
-from .training import prepare, train, train_parser
+from .train_sd import save_pipeline_atomically
+from .training import noised, prepare, train, train_parser
 
 
 def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
@@ -50,7 +50,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     modules = nn.ModuleDict({k: parts[k] for k in ("unet", "image_encoder", "cc_projection")})
     images, n = data["images"], data["images"].shape[0]
     classes = data["shape"] * len(COLORS) + data["color"]
-    alphas = scheduler.alphas_cumprod.float()
 
     def loss_fn(gen: torch.Generator) -> Tensor:
         b = cfg.batch_size
@@ -64,11 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         ref_latent = pipe.encode_reference_latent(reference)
         keep = (torch.rand(b, generator=gen) >= args.drop_prob).float()
         context, ref_latent = context * keep.view(b, 1, 1), ref_latent * keep.view(b, 1, 1, 1)
-        x0 = target * 2.0 - 1.0
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        a = alphas[t].view(b, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        t, noise, noisy = noised(target * 2.0 - 1.0, scheduler, gen)
         eps = modules["unet"](torch.cat([noisy, ref_latent], 1), t, encoder_hidden_states=context).sample
         return F.mse_loss(eps, noise)
 

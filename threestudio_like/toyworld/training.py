@@ -75,6 +75,14 @@ def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], d
     return cfg, data
 
 
+def noised(x0: Tensor, scheduler, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """(t, ε, x_t): a uniform timestep per sample, Gaussian noise and the scheduler's forward
+    process ``x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε``."""
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    return t, noise, scheduler.add_noise(x0, noise, t)
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to 1, then cosine decay to 0.05 at ``cfg.steps``."""
     if step < cfg.warmup_steps:
