@@ -36,7 +36,8 @@ def run_one(args: list[str], out_dir: Path, threads: int) -> dict:
         return {"args": args, "error": proc.stderr.strip().splitlines()[-1:], "seconds": seconds}
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     score = next(r for r in records if r.get("stage") == "eval")
-    keep = ("toy_shape", "iou", "best_other_shape", "iou_best_other", "iou_margin", "chamfer", "color", "color_error")
+    keep = ("toy_shape", "iou", "best_other_shape", "iou_best_other", "iou_margin", "chamfer", "color", "color_error",
+            "color_nearest")
     return {"args": args, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.items() if k in keep},
             "seconds": seconds}
 
@@ -48,6 +49,7 @@ def main() -> None:
                         help="toy render names (assets/toy-images/<name>.png) for experiment=toy_zero123")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--keep", default=None, help="keep the run directories under this folder (run0, run1, …)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run (after --)")
     a = parser.parse_args()
     if a.images:
@@ -56,8 +58,9 @@ def main() -> None:
     else:
         runs = [[f"prompt={p}", *a.overrides] for p in (a.prompts or SHAPES)]
     with tempfile.TemporaryDirectory() as tmp:
+        base = Path(a.keep or tmp)
         with ThreadPoolExecutor(a.jobs) as pool:
-            results = list(pool.map(lambda ir: run_one(ir[1], Path(tmp) / f"run{ir[0]}", a.threads), enumerate(runs)))
+            results = list(pool.map(lambda ir: run_one(ir[1], base / f"run{ir[0]}", a.threads), enumerate(runs)))
     ok = [r for r in results if "iou" in r]
     summary = {"runs": len(results), "failed": len(results) - len(ok)}
     if ok:

@@ -1,6 +1,5 @@
 """Toy shapes (analytic SDFs) and the ground-truth metrics, against closed forms."""
 
-import math
 
 import pytest
 import torch
@@ -59,6 +58,11 @@ def test_score_prefers_the_prompted_shape_and_reads_colour():
     s = score_mesh(mesh, "a red cube, side view", lambda p: red.expand(len(p), 3), resolution=24)
     assert s["toy_shape"] == "cube" and s["iou"] > 0.9 and s["iou_margin"] > 0.1
     assert s["chamfer"] < 0.03 and s["color_error"] == pytest.approx(0.0, abs=1e-6)
+    assert s["color_nearest"] == "red"
+    dark_blue = torch.tensor([0.05, 0.1, 0.4])  # far from the toy blue, still nearer to it than to any other
+    s = score_mesh(mesh, "a blue cube", lambda p: dark_blue.expand(len(p), 3), resolution=24)
+    assert s["color_error"] == pytest.approx(float((dark_blue - torch.tensor([0.15, 0.3, 0.85])).norm()), rel=1e-5)
+    assert s["color_error"] > 0.4 and s["color_nearest"] == "blue"
     assert score_mesh(mesh, "a hamburger") is None
 
 

@@ -75,6 +75,29 @@ def test_dense_grid_equals_grid_sample_and_is_twice_differentiable():
 
 
 @pytest.mark.slow
+def test_min_snr_weight_follows_the_formula():
+    from diffusers import DDPMScheduler
+
+    from threestudio_like.toyworld.priors import scheduler_config
+    from threestudio_like.toyworld.training import denoising_loss
+
+    scheduler = DDPMScheduler(**scheduler_config())
+    g = torch.Generator().manual_seed(0)
+    eps, noise = torch.randn(3, 3, 4, 4, generator=g), torch.randn(3, 3, 4, 4, generator=g)
+    t = torch.tensor([10, 400, 990])
+    mse = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
+    weights = []
+    for step in t.tolist():  # SNR from the β schedule written out: ᾱ_t = Π (1 − β_s), √β linear
+        betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+        alpha_bar = torch.prod(1 - betas[: step + 1]).item()
+        snr = alpha_bar / (1 - alpha_bar)
+        weights.append(min(snr, 5.0) / snr)
+    assert weights[0] < 0.1 and weights[2] == 1.0  # low noise down-weighted, high noise kept
+    expected = (mse * torch.tensor(weights)).mean()
+    assert torch.allclose(denoising_loss(eps, noise, t, scheduler, 5.0), expected.float(), rtol=1e-4)
+    assert torch.allclose(denoising_loss(eps, noise, t, scheduler, 0.0), mse.mean())
+
+
 def test_train_sd_few_steps_resumes_and_loads_as_stable_diffusion(tmp_path):
     from threestudio_like.guidance.pretrained import load_diffusion_prior
     from threestudio_like.prompt.processor import PromptProcessor

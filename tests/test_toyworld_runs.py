@@ -23,7 +23,7 @@ def test_shortened_default_recovers_the_torus(tmp_path):
     assert score["toy_shape"] == "torus" and score["color"] == "red"
     assert score["iou"] >= BLOB_TORUS_IOU + 0.2, score
     assert score["iou_margin"] >= 0.1, score
-    assert score["color_error"] < 0.3, score
+    assert score["color_nearest"] == "red", score
 
 
 BLOB_CONE_IOU = 0.31

@@ -83,7 +83,8 @@ def score_toy_prompt(system: Any, trainer: Any, prompt: str) -> None:
     trainer.logger.log({"stage": "eval", **scores})
     print(f"toy-world score: IoU {scores['iou']:.3f} vs {scores['toy_shape']} (best other "
           f"{scores['best_other_shape']} {scores['iou_best_other']:.3f}), Chamfer {scores['chamfer']:.3f}"
-          + (f", colour error {scores['color_error']:.3f}" if "color_error" in scores else ""), file=sys.stderr)
+          + (f", colour error {scores['color_error']:.3f} (nearest toy colour: {scores['color_nearest']})"
+             if "color_error" in scores else ""), file=sys.stderr)
 
 
 def render_turntable(system: Any, run_dir: Path, n_views: int, fps: float) -> Path:

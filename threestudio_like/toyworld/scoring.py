@@ -3,7 +3,7 @@
 ``score_mesh(mesh, prompt, albedo_fn)`` → the volumetric IoU against the prompted shape and
 against every other toy shape (the prompted one should win by a margin), the Chamfer distance to
 the prompted shape's surface, and the colour error of the mean surface albedo against the
-prompted colour. None when the prompt names no toy shape.
+prompted colour (and which toy colour it is nearest to). None when the prompt names no toy shape.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], T
     }
     if color is not None and albedo_fn is not None:
         mean = albedo_fn(surface).float().mean(0)
+        distance = {name: float((mean.cpu() - torch.tensor(rgb)).norm()) for name, rgb in COLORS.items()}
         out["color"] = color
-        out["color_error"] = float((mean.cpu() - torch.tensor(COLORS[color])).norm())
+        out["color_error"] = distance[color]
+        out["color_nearest"] = min(distance, key=distance.get)  # the toy colour the albedo is closest to
     return out

@@ -16,14 +16,13 @@ import shutil
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..prompt.views import VIEWS, view_names, view_prompt
 from .dataset import SD_CAMERAS, ToyDatasetConfig, caption, make_dataset
 from .priors import ASSETS, build_toy_sd, write_word_tokenizer
 from .shapes import COLORS, SHAPES
-from .training import noised, prepare, train, train_parser
+from .training import denoising_loss, noised, prepare, train, train_parser
 
 
 def save_pipeline_atomically(pipe, out: str) -> None:
@@ -79,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                           torch.rand(b, generator=gen) < args.view_prob, torch.rand(b, generator=gen) < args.drop_prob)
         text = modules["text_encoder"](table.ids[rows])[0]
         eps = modules["unet"](noisy, t, encoder_hidden_states=text, class_labels=c2w[idx]).sample
-        return F.mse_loss(eps, noise)
+        return denoising_loss(eps, noise, t, scheduler, cfg.snr_gamma)
 
     def export(ema: nn.ModuleDict) -> None:
         from diffusers import StableDiffusionPipeline

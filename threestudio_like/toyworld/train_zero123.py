@@ -17,7 +17,6 @@ import json
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..guidance.zero123_pipeline import Zero123Pipeline, relative_pose
@@ -25,7 +24,7 @@ from .dataset import ZERO123_CAMERAS, ToyDatasetConfig, make_dataset
 from .priors import ASSETS, build_toy_zero123
 from .shapes import COLORS
 from .train_sd import save_pipeline_atomically
-from .training import noised, prepare, train, train_parser
+from .training import TrainConfig, denoising_loss, noised, prepare, train, train_parser
 
 
 def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
@@ -39,7 +38,8 @@ def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Te
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-zero123"), n_images=12000)
+    parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-zero123"), n_images=12000,
+                          defaults=TrainConfig(snr_gamma=0.0))  # as the shipped prior was trained
     parser.add_argument("--drop-prob", type=float, default=0.1, help="unconditional pairs (for CFG)")
     args = parser.parse_args(argv)
     cfg, data = prepare(args, "zero123", lambda n, seed: make_dataset(
@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         context, ref_latent = context * keep.view(b, 1, 1), ref_latent * keep.view(b, 1, 1, 1)
         t, noise, noisy = noised(target * 2.0 - 1.0, scheduler, gen)
         eps = modules["unet"](torch.cat([noisy, ref_latent], 1), t, encoder_hidden_states=context).sample
-        return F.mse_loss(eps, noise)
+        return denoising_loss(eps, noise, t, scheduler, cfg.snr_gamma)
 
     def export(ema: nn.ModuleDict) -> None:
         out = Zero123Pipeline(vae=None, image_encoder=ema["image_encoder"], unet=ema["unet"], scheduler=scheduler,

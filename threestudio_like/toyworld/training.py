@@ -1,7 +1,8 @@
 """The denoiser training loop shared by ``train_sd`` and ``train_zero123``.
 
-ε-prediction DDPM training: ``loss = ‖ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, cond) − ε‖²`` with t uniform,
-AdamW with linear warm-up then cosine decay, an exponential moving average (EMA) of the weights
+ε-prediction DDPM training: ``loss = w_t ‖ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, cond) − ε‖²`` with t uniform
+and the min-SNR weight ``w_t = min(SNR_t, γ) / SNR_t`` (Hang et al. 2023; SNR = ᾱ/(1−ᾱ); γ = 0:
+w = 1), which stops the easy low-noise steps from dominating the gradient, AdamW with linear warm-up then cosine decay, an exponential moving average (EMA) of the weights
 (the EMA is what gets saved), gradient-norm clipping at 1. The state (weights, EMA, optimizer,
 step, RNG) is saved atomically to ``<work_dir>/state.pt`` every ``checkpoint_every`` steps and at
 the end, and a run resumes from it; ``export(ema_modules)`` writes the pipeline whenever the state
@@ -37,6 +38,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     seed: int = 0
+    snr_gamma: float = 5.0
 
 
 def train_parser(description: str, out: str, n_images: int, defaults: TrainConfig = TrainConfig()) -> argparse.ArgumentParser:
@@ -49,6 +51,8 @@ def train_parser(description: str, out: str, n_images: int, defaults: TrainConfi
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--log-every", type=int, default=defaults.log_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--snr-gamma", type=float, default=defaults.snr_gamma,
+                        help="min-SNR loss weight γ (0: unweighted ε loss)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--n-images", type=int, default=n_images, help="renders in the dataset")
     parser.add_argument("--work-dir", required=True, help="dataset cache, training state, log")
@@ -62,7 +66,8 @@ def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], d
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed)
+                      checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed,
+                      snr_gamma=args.snr_gamma)
     os.makedirs(args.work_dir, exist_ok=True)
     path = os.path.join(args.work_dir, f"{name}-data-{args.n_images}-{cfg.seed}.pt")
     if os.path.isfile(path):
@@ -81,6 +86,17 @@ def noised(x0: Tensor, scheduler, gen: torch.Generator) -> tuple[Tensor, Tensor,
     t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     return t, noise, scheduler.add_noise(x0, noise, t)
+
+
+def denoising_loss(eps: Tensor, noise: Tensor, t: Tensor, scheduler, snr_gamma: float) -> Tensor:
+    """Mean over the batch of ``w_t · mean((ε_θ − ε)²)`` with the min-SNR weight
+    ``w_t = min(SNR_t, γ) / SNR_t`` (``snr_gamma = 0``: plain MSE)."""
+    per_sample = (eps - noise).pow(2).flatten(1).mean(dim=1)
+    if snr_gamma <= 0:
+        return per_sample.mean()
+    alpha_bar = scheduler.alphas_cumprod.to(eps.device)[t].to(eps.dtype)
+    snr = alpha_bar / (1.0 - alpha_bar)
+    return (per_sample * snr.clamp(max=snr_gamma) / snr).mean()
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
