@@ -1,6 +1,7 @@
-"""The shipped toy SD prior sampled through diffusers' StableDiffusionPipeline: its samples follow
-the prompted colour. (What the priors know about shape is measured where they are used — the
-IoU of text- and image-to-3D runs, tests/test_toyworld_runs.py.)"""
+"""The shipped toy SD prior: sampled through diffusers' StableDiffusionPipeline its samples follow
+the prompted colour, and its denoising uses the camera it is given. (What the priors know about
+shape is measured where they are used — the IoU of text- and image-to-3D runs,
+tests/test_toyworld_runs.py.)"""
 
 import pytest
 import torch
