@@ -38,7 +38,7 @@ def test_toy_sd_pipeline_samples_follow_the_prompted_colour():
 def test_shipped_toy_sd_uses_its_camera():
     """The prior's denoised estimate of a cube is better with the true cameras than with the
     cameras shuffled among the views; a sphere looks the same from everywhere, so there the camera
-    cannot help (a control: the gain must be near 0). Measured: cube 9–18 %, sphere < 1 %
+    cannot help (a control: the gain must be near 0). Measured: cube 13–23 %, sphere < 1 %
     (benchmarks/bench_toy_prior.py); the previous prior had 0.1–0.2 % for every shape."""
     from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
     from threestudio_like.toyworld.camera_gain import camera_errors

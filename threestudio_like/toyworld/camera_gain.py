@@ -3,8 +3,11 @@
 :func:`camera_errors` renders random views of a toy shape (the default experiment's camera
 ranges), noises them to timestep t with the prior's scheduler and measures the error of the
 prior's denoised estimate x̂₀ = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t against the clean render, once with the
-true cameras as ``class_labels`` and once with the cameras shuffled among the views (same noise,
-same text "a red <shape>"). ``camera_gain`` = 1 − matched/shuffled: 0 when the camera is ignored.
+true cameras as ``class_labels``, once with the cameras shuffled among the views and once with
+each camera turned 45° in azimuth (same elevation and distance; same noise, same text
+"a red <shape>"). ``camera_gain`` = 1 − matched/shuffled: 0 when the camera is ignored;
+``azimuth_gain`` = 1 − matched/turned: 0 when the azimuth is ignored — a cube's faces and edges
+are 45° apart, so a prior that cannot tell its yaw from the camera has 0 here.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ TIMESTEPS = (200, 400, 600, 800)
 
 @torch.no_grad()
 def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, generator: torch.Generator) -> dict:
-    """``{"t<t>": {"matched", "shuffled", "camera_gain"}}`` for ``prior`` (a
+    """``{"t<t>": {"matched", "shuffled", "turned", "camera_gain", "azimuth_gain"}}`` for ``prior`` (a
     :class:`~threestudio_like.guidance.pretrained.DiffusionPrior`) on ``views`` random views of ``shape``."""
     lo, hi = SD_CAMERAS["elevation_range"]
     elevation = torch.rand(views, generator=generator) * (hi - lo) + lo
@@ -31,18 +34,20 @@ def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, genera
     ids = tokenizer([f"a red {shape}"] * views, padding="max_length", max_length=tokenizer.model_max_length,
                     return_tensors="pt").input_ids
     text = text_encoder(ids)[0]
-    labels = cams.c2w.reshape(views, 16)
+    labels = prior.class_labels(cams.c2w)
     shuffled = labels[torch.roll(torch.arange(views), views // 2)]
+    turned = prior.class_labels(make_cameras(elevation, azimuth + 45.0, full(2.0), full(42.5), 64, 64).c2w)
     out = {}
     for t in TIMESTEPS:
         noise = torch.randn(x0.shape, generator=generator)
         alpha_bar = prior.scheduler.alphas_cumprod[t]
         noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
         errors = []
-        for cams_in in (labels, shuffled):
+        for cams_in in (labels, shuffled, turned):
             eps = prior.unet(noisy, torch.full((views,), t), encoder_hidden_states=text, class_labels=cams_in).sample
             x0_hat = ((noisy - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()).clamp(-1, 1)
             errors.append(((x0_hat - x0) ** 2).mean().item())
-        out[f"t{t}"] = {"matched": round(errors[0], 5), "shuffled": round(errors[1], 5),
-                        "camera_gain": round(1 - errors[0] / errors[1], 4)}
+        out[f"t{t}"] = {"matched": round(errors[0], 5), "shuffled": round(errors[1], 5), "turned": round(errors[2], 5),
+                        "camera_gain": round(1 - errors[0] / errors[1], 4),
+                        "azimuth_gain": round(1 - errors[0] / errors[2], 4)}
     return out

@@ -8,7 +8,7 @@
   Diffusion's scaled-linear β schedule.
 * :func:`build_toy_zero123` — a pixel-space Zero123 pipeline: the same UNet with 6 input
   channels (noisy image + reference image), a 2-layer ``CLIPVisionModelWithProjection`` at 32²,
-  the camera projection (64 + 4 → 64), DDIM with DDPM's linear betas.
+  the camera projection (64 + 4 → 64), DDIM with the same scaled-linear β.
 
 The training scripts (``train_sd.py``, ``train_zero123.py``) fit them on the toy dataset and
 ``save_pretrained`` them into ``assets/toy-sd`` / ``assets/toy-zero123``; the guidances load them
@@ -52,21 +52,16 @@ def unet_config(in_channels: int, out_channels: int, cross_attention_dim: int, c
     )
 
 
-def scheduler_config(beta_schedule: str = "scaled_linear") -> dict:
-    """ε-prediction, 1000 steps, x̂₀ clipped to [−1, 1] when sampling (pixel space;
-    ``StableDiffusionPipeline`` resets the flag it saves, so ``train_sd.sample`` sets it again).
+def scheduler_config() -> dict:
+    """ε-prediction, 1000 steps, Stable Diffusion's scaled-linear β (√β linear from √0.00085 to
+    √0.012), x̂₀ clipped to [−1, 1] when sampling (pixel space; ``StableDiffusionPipeline``
+    resets the flag it saves, so ``train_sd.sample`` sets it again).
 
-    ``scaled_linear`` (the toy SD; Stable Diffusion's: √β linear from √0.00085 to √0.012): DDPM's
-    ``linear`` 1e-4 → 0.02 leaves 32² images at signal-to-noise < 0.1 from t ≈ 500 on, so half
-    the timesteps teach little; retrained with this schedule (and the min-SNR loss weight) the
-    toy SD's text-to-3D IoU rose on the cylinder and torus. ``linear``: the shipped toy Zero123
-    (trained with it; not retrained yet)."""
-    if beta_schedule == "scaled_linear":
-        betas = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    elif beta_schedule == "linear":
-        betas = dict(beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
-    else:
-        raise ValueError(f"beta_schedule: expected scaled_linear or linear, got {beta_schedule!r}")
+    Not DDPM's ``linear`` 1e-4 → 0.02: that leaves 32² images at signal-to-noise < 0.1 from
+    t ≈ 500 on, so half the timesteps teach little; retrained with this schedule (and the min-SNR
+    loss weight) the toy SD's text-to-3D IoU rose on the cylinder and torus, the toy Zero123's
+    image-to-3D IoU on the cylinder, cone and torus (README)."""
+    betas = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     return dict(num_train_timesteps=1000, **betas, prediction_type="epsilon", clip_sample=True, steps_offset=1)
 
 
@@ -139,7 +134,7 @@ def build_toy_zero123(seed: int = 0) -> dict:
     ))
     feature_extractor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
                                               crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    cfg = {k: v for k, v in scheduler_config("linear").items() if k != "prediction_type"}
+    cfg = {k: v for k, v in scheduler_config().items() if k != "prediction_type"}
     scheduler = DDIMScheduler(**cfg, prediction_type="epsilon", set_alpha_to_one=False)
     return dict(vae=None, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
                 cc_projection=CCProjection(embedding_dim=TEXT_DIM, additional_embeddings=4),

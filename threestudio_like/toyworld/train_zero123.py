@@ -24,7 +24,7 @@ from .dataset import ZERO123_CAMERAS, ToyDatasetConfig, make_dataset
 from .priors import ASSETS, build_toy_zero123
 from .shapes import COLORS
 from .train_sd import save_pipeline_atomically
-from .training import TrainConfig, denoising_loss, noised, prepare, train, train_parser
+from .training import denoising_loss, noised, prepare, train, train_parser
 
 
 def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
@@ -38,8 +38,7 @@ def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Te
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-zero123"), n_images=12000,
-                          defaults=TrainConfig(snr_gamma=0.0))  # as the shipped prior was trained
+    parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-zero123"), n_images=12000)
     parser.add_argument("--drop-prob", type=float, default=0.1, help="unconditional pairs (for CFG)")
     args = parser.parse_args(argv)
     cfg, data = prepare(args, "zero123", lambda n, seed: make_dataset(
