@@ -31,6 +31,7 @@ def main() -> None:
     tokenizer, text_encoder = load_text_encoder(prior.model_dir)
     generator = torch.Generator().manual_seed(0)
     per_shape = {s: camera_errors(prior, tokenizer, text_encoder, s, args.views, generator) for s in SHAPES}
+
     def mean(key: str) -> dict:
         return {f"t{t}": round(sum(r[f"t{t}"][key] for r in per_shape.values()) / len(per_shape), 4) for t in TIMESTEPS}
 

@@ -41,9 +41,11 @@ class TrainConfig:
     snr_gamma: float = 5.0
 
 
-def train_parser(description: str, out: str, n_images: int, defaults: TrainConfig = TrainConfig()) -> argparse.ArgumentParser:
-    """``--steps --batch-size --lr --checkpoint-every --log-every --seed --threads --n-images
-    --work-dir --out`` (a training script adds its own on top)."""
+def train_parser(description: str, out: str, n_images: int) -> argparse.ArgumentParser:
+    """``--steps --batch-size --lr --checkpoint-every --log-every --seed --snr-gamma --threads
+    --n-images --work-dir --out``, defaults from :class:`TrainConfig` (a training script adds its
+    own on top)."""
+    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
