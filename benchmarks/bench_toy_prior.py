@@ -20,6 +20,7 @@ from threestudio_like.toyworld.camera_gain import TIMESTEPS, camera_errors
 from threestudio_like.toyworld.priors import ASSETS
 from threestudio_like.toyworld.shapes import SHAPES
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ASSETS / "toy-sd"))

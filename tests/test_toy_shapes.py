@@ -1,6 +1,5 @@
 """Toy shapes (analytic SDFs) and the ground-truth metrics, against closed forms."""
 
-
 import pytest
 import torch
 

@@ -74,7 +74,6 @@ def test_dense_grid_equals_grid_sample_and_is_twice_differentiable():
     assert torch.allclose(sample_grid(enc.grid, torch.zeros(1, 3, dtype=torch.float64)), enc.grid[0, 0, 0][None])
 
 
-@pytest.mark.slow
 def test_min_snr_weight_follows_the_formula():
     from diffusers import DDPMScheduler
 
@@ -87,8 +86,8 @@ def test_min_snr_weight_follows_the_formula():
     t = torch.tensor([10, 400, 990])
     mse = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
     weights = []
-    for step in t.tolist():  # SNR from the β schedule written out: ᾱ_t = Π (1 − β_s), √β linear
-        betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2  # √β linear
+    for step in t.tolist():  # SNR from the β schedule written out: ᾱ_t = Π (1 − β_s)
         alpha_bar = torch.prod(1 - betas[: step + 1]).item()
         snr = alpha_bar / (1 - alpha_bar)
         weights.append(min(snr, 5.0) / snr)
@@ -98,6 +97,7 @@ def test_min_snr_weight_follows_the_formula():
     assert torch.allclose(denoising_loss(eps, noise, t, scheduler, 0.0), mse.mean())
 
 
+@pytest.mark.slow
 def test_train_sd_few_steps_resumes_and_loads_as_stable_diffusion(tmp_path):
     from threestudio_like.guidance.pretrained import load_diffusion_prior
     from threestudio_like.prompt.processor import PromptProcessor

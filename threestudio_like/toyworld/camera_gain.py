@@ -27,8 +27,10 @@ def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, genera
     lo, hi = SD_CAMERAS["elevation_range"]
     elevation = torch.rand(views, generator=generator) * (hi - lo) + lo
     azimuth = torch.rand(views, generator=generator) * 360.0 - 180.0
-    full = lambda v: torch.full((views,), float(v))  # noqa: E731
-    cams = make_cameras(elevation, azimuth, full(2.0), full(42.5), 64, 64)
+    def cameras(azimuth_deg):  # 64² renders, 2× supersampled → the prior's 32²
+        return make_cameras(elevation, azimuth_deg, torch.full((views,), 2.0), torch.full((views,), 42.5), 64, 64)
+
+    cams = cameras(azimuth)
     rgb, _ = render_toy(shape, "red", cams, "diffuse", supersample=2)
     x0 = rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
     ids = tokenizer([f"a red {shape}"] * views, padding="max_length", max_length=tokenizer.model_max_length,
@@ -36,7 +38,7 @@ def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, genera
     text = text_encoder(ids)[0]
     labels = prior.class_labels(cams.c2w)
     shuffled = labels[torch.roll(torch.arange(views), views // 2)]
-    turned = prior.class_labels(make_cameras(elevation, azimuth + 45.0, full(2.0), full(42.5), 64, 64).c2w)
+    turned = prior.class_labels(cameras(azimuth + 45.0).c2w)
     out = {}
     for t in TIMESTEPS:
         noise = torch.randn(x0.shape, generator=generator)

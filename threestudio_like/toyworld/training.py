@@ -1,9 +1,10 @@
 """The denoiser training loop shared by ``train_sd`` and ``train_zero123``.
 
-ε-prediction DDPM training: ``loss = w_t ‖ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, cond) − ε‖²`` with t uniform
-and the min-SNR weight ``w_t = min(SNR_t, γ) / SNR_t`` (Hang et al. 2023; SNR = ᾱ/(1−ᾱ); γ = 0:
-w = 1), which stops the easy low-noise steps from dominating the gradient, AdamW with linear warm-up then cosine decay, an exponential moving average (EMA) of the weights
-(the EMA is what gets saved), gradient-norm clipping at 1. The state (weights, EMA, optimizer,
+ε-prediction DDPM training: ``loss = w_t ‖ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t, cond) − ε‖²`` with t
+uniform and the min-SNR weight ``w_t = min(SNR_t, γ) / SNR_t`` (Hang et al. 2023; SNR = ᾱ/(1−ᾱ);
+γ = 0: w = 1), which stops the easy low-noise steps from dominating the gradient; AdamW with
+linear warm-up then cosine decay, an exponential moving average (EMA) of the weights (the EMA is
+what gets saved), gradient-norm clipping at 1. The state (weights, EMA, optimizer,
 step, RNG) is saved atomically to ``<work_dir>/state.pt`` every ``checkpoint_every`` steps and at
 the end, and a run resumes from it; ``export(ema_modules)`` writes the pipeline whenever the state
 is saved, so an interrupted run still leaves a usable prior (and rerunning a finished run
