@@ -414,3 +414,44 @@ def test_parity_with_nvdiffrast():
     assert (o_f - o_t).abs()[same].mean() < 1e-3
     for g_f, g_t in ((gp_f, gp_t), (ga_f, ga_t), (gt_f, gt_t)):
         assert (g_f - g_t).norm() < 0.02 * g_f.norm()
+
+
+@pytest.mark.parametrize("perspective", [False, True])
+def test_grid_with_vertices_on_pixel_centres_is_watertight(perspective):
+    """A triangulated grid whose vertices sit on pixel centres (every edge passes through pixel
+    centres, rows meet vertices exactly): no pixel inside the grid is left uncovered. With w = 1
+    the coverage equals the dense reference's; with random w (perspective division rounds the
+    vertices off the centres by an ulp) the grid's outer border is ambiguous, its inside not."""
+    size, step = 24, 3
+    ticks = torch.arange(2, 22, step, dtype=torch.float32)  # pixel-centre coordinates
+    gy, gx = torch.meshgrid(ticks, ticks, indexing="ij")
+    n = ticks.numel()
+    ndc = lambda p: (2 * p + 1) / size - 1  # noqa: E731
+    w = 1.0 + 0.1 * torch.rand(n * n, generator=torch.Generator().manual_seed(0)) if perspective else torch.ones(n * n)
+    xyzw = torch.stack([ndc(gx).flatten() * w, ndc(gy).flatten() * w, 0.5 * w, w], 1)
+    idx = torch.arange(n * n).view(n, n)
+    a, b, c, d = idx[:-1, :-1].flatten(), idx[:-1, 1:].flatten(), idx[1:, :-1].flatten(), idx[1:, 1:].flatten()
+    tri = torch.cat([torch.stack([a, b, d], 1), torch.stack([a, d, c], 1)])
+    rast, _ = R.rasterize(xyzw[None], tri.int(), (size, size))
+    covered = rast[0, ..., 3] > 0
+    lo, hi = int(ticks[0]), int(ticks[-1])
+    assert covered[lo + 1:hi, lo + 1:hi].all()
+    if not perspective:
+        ids, _ = dense_reference(xyzw[None], tri, size, size)
+        assert torch.equal(covered, ids[0] >= 0) and covered.sum() == (hi - lo + 1) ** 2
+
+
+def test_triangles_crossing_and_outside_the_image_borders():
+    """Triangles cut by the top/bottom/side borders, or wholly above, below or beside the
+    image, against the dense reference."""
+    pos = torch.tensor([[[-0.6, -1.7, 0.2, 1], [0.7, -0.2, 0.2, 1], [-0.1, 1.6, 0.2, 1],  # spans all rows
+                         [-1.5, 0.6, 0.1, 1], [0.3, 1.4, 0.1, 1], [0.9, 0.9, 0.1, 1],  # cut by the bottom
+                         [-0.5, -3.0, 0.0, 1], [0.5, -2.5, 0.0, 1], [0.0, -1.2, 0.0, 1],  # wholly above
+                         [-0.5, 1.2, 0.0, 1], [0.5, 2.5, 0.0, 1], [0.0, 3.0, 0.0, 1],  # wholly below
+                         [1.2, -0.5, 0.0, 1], [2.0, 0.5, 0.0, 1], [1.5, 0.0, 0.0, 1]]])  # beside
+    tri = torch.arange(15).view(5, 3)
+    rast, _ = R.rasterize(pos, tri.int(), (20, 17))
+    ids, uv = dense_reference(pos, tri, 20, 17)
+    got = rast[..., 3].long() - 1
+    assert torch.equal(got, ids) and set(ids.unique().tolist()) == {-1, 0, 1}
+    assert (rast[..., :2][ids >= 0].double() - uv[ids >= 0]).abs().max() < 1e-4

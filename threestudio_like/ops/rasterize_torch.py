@@ -18,7 +18,7 @@ Differences from nvdiffrast, by design of a CPU twin:
 - no image-space barycentric derivatives (``rast_db``) and no mipmapped texture filtering;
 - in ``antialias`` an edge shared by more than two triangles counts as a silhouette edge.
 
-Rasterization: scanline enumeration of (triangle, pixel row) spans → covered pixels (in chunks
+Rasterization: scanline enumeration of (half-triangle, pixel row) spans → covered pixels (in chunks
 of at most ``max_candidates`` so screen-filling triangles stay bounded in memory) → z-buffer by
 ``scatter_reduce(amin)`` on an int64 key ``(ordered float32 z/w bits << 32) | triangle id``
 (ties go to the lower id) → barycentrics of the winners recomputed from their clip-space
@@ -103,13 +103,15 @@ class _Barycentrics(torch.autograd.Function):
 def _hit_geometry(tri: Tensor, hit: Tensor, fid: Tensor, n_verts: int, height: int, width: int,
                   dtype: torch.dtype) -> tuple[list[Tensor], Tensor, Tensor]:
     """Flat vertex indices (3 × (M,)) into (B·V) and NDC pixel centres fx, fy (M,) of hit pixels."""
-    bidx = torch.div(hit, height * width, rounding_mode="floor")
-    pix = hit - bidx * (height * width)
+    tri_t = tri.T.contiguous()
+    corners = [tri_t[k].index_select(0, fid) for k in range(3)]
+    pix = hit
+    if hit.numel() and int(hit[-1]) >= height * width:  # batch > 1 (hit is sorted)
+        bidx = torch.div(hit, height * width, rounding_mode="floor")
+        pix = hit - bidx * (height * width)
+        corners = [c + bidx * n_verts for c in corners]
     row = torch.div(pix, width, rounding_mode="floor")
     col = pix - row * width
-    offset = bidx * n_verts
-    tri_t = tri.T.contiguous()
-    corners = [tri_t[k].index_select(0, fid) + offset for k in range(3)]
     fx = (2.0 * col.to(dtype) + 1.0) / width - 1.0
     fy = (2.0 * row.to(dtype) + 1.0) / height - 1.0
     return corners, fx, fy
@@ -175,12 +177,16 @@ def _expand(counts: Tensor, max_items: int):
 def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candidates: int) -> tuple[Tensor, Tensor]:
     """Z-buffer → flat indices (M,) of covered pixels in (B·H·W) and their nearest triangle ids (M,).
 
-    Scanline enumeration: for each (triangle, pixel row) the covered column span is bounded by
-    the crossings of the triangle's edges with the row. Each edge's crossing is computed from
-    its endpoints in a canonical order, so triangles sharing an edge get bit-identical bounds:
-    a pixel centre on a shared edge is covered by both (the z-test picks one), never by none.
-    Depth is the triangle's screen-space z/w plane, clamped to its vertices' range.
-    All per-triangle and per-row quantities are 1-D tensors (contiguous, vectorized).
+    Scanline enumeration over half-triangles: with its vertices sorted by screen y (top, mid,
+    bottom), a triangle's rows above ``mid`` span between the edges top→mid and top→bottom, the
+    others between mid→bottom and top→bottom. Every edge's crossing with a row is
+    ``x_a + (y − y_a)·slope`` from its top endpoint ``a``, so triangles sharing an edge get
+    bit-identical bounds: a pixel centre on a shared edge is covered by both (the z-test picks
+    one), never by none. A horizontal edge has slope 0: the row it lies on spans from its vertex
+    to the other edge. Each span's first pixel is written per span (a fine mesh's spans are
+    mostly one pixel long), the rest per pixel. Depth is the triangle's screen-space z/w plane,
+    clamped to its vertices' range. Per-triangle and per-row quantities are 1-D tensors
+    (contiguous, vectorized).
     """
     batch, n_verts = pos.shape[:2]
     n_faces = tri.shape[0]
@@ -200,69 +206,80 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     area = e1x * e2y - e1y * e2x
     min3 = lambda t: torch.minimum(torch.minimum(t[0], t[1]), t[2])  # noqa: E731
     max3 = lambda t: torch.maximum(torch.maximum(t[0], t[1]), t[2])  # noqa: E731
-    y_lo = min3(sy).clamp(-1.0, height).ceil().clamp_min(0)
-    y_hi = max3(sy).clamp(-1.0, height).floor().clamp_max(height - 1)
     z_min, z_max = min3(sz), max3(sz)
     drawable = ((min3(w) > 0) & (area != 0) & torch.isfinite(area)
                 & (max3(sx) >= 0) & (min3(sx) <= width - 1) & (z_min <= 1) & (z_max >= -1))
-    n_rows = ((y_hi - y_lo + 1).clamp_min(0) * drawable).long()
-    active = n_rows.nonzero().squeeze(1)  # index b·F + f
-    empty = active.new_empty(0)
+    # vertices sorted by y (a 3-element sorting network; ties keep their order): top, mid, bottom
+    (x0, y0), (x1, y1) = _sort_by_y((sx[0], sy[0]), (sx[1], sy[1]))
+    (x1, y1), (x2, y2) = _sort_by_y((x1, y1), (sx[2], sy[2]))
+    (x0, y0), (x1, y1) = _sort_by_y((x0, y0), (x1, y1))
+    slope = lambda xa, ya, xb, yb: torch.where(ya < yb, (xb - xa) / (yb - ya), 0.0)  # noqa: E731
+    # rows y_top … y_split − 1 (upper half: edges top→mid, top→bottom), y_split … y_bottom (lower
+    # half: mid→bottom, top→bottom), within the image
+    y_top, y_split = (y.clamp(-1.0, height).ceil().clamp_min(0) for y in (y0, y1))
+    y_bottom = y2.clamp(-1.0, height).floor().clamp_max(height - 1)
+    n_faces_b = y0.shape[0]
+    half_rows = torch.cat([(y_split - y_top) * drawable, (y_bottom - y_split + 1) * drawable]).clamp_min(0).long()
+    active = half_rows.nonzero().squeeze(1)  # index h·B·F + b·F + f, h = 0 upper, 1 lower
     if active.numel() == 0:
-        return empty, empty
-
-    # canonical edges k → k+1 (lower endpoint first) with inverse slopes; depth plane
-    edges = []
-    for k in range(3):
-        xa, ya, xb, yb = sx[k], sy[k], sx[(k + 1) % 3], sy[(k + 1) % 3]
-        swap = ya > yb
-        xa, xb = torch.where(swap, xb, xa), torch.where(swap, xa, xb)
-        ya, yb = torch.where(swap, yb, ya), torch.where(swap, ya, yb)
-        slope = (xb - xa) / (yb - ya)
-        ya = torch.where(ya < yb, ya, torch.inf)  # horizontal edges never cross a row; their end
-        edges.append((xa, ya, yb, slope))  # points are reached through the two other edges
+        return active, active
+    face = active - n_faces_b * (active >= n_faces_b)  # b·F + f
+    # per half: its short edge (x_a, y_a, slope) and first row; per triangle: long edge, depth plane
+    short = torch.stack([torch.cat([x0, x1]), torch.cat([y0, y1]),
+                         torch.cat([slope(x0, y0, x1, y1), slope(x1, y1, x2, y2)]),
+                         torch.cat([y_top, y_split])]).index_select(1, active)
     dz1, dz2 = sz[1] - sz[0], sz[2] - sz[0]
     gx = (dz1 * e2y - e1y * dz2) / area
     gy = (e1x * dz2 - e2x * dz1) / area
     z_origin = sz[0] - gx * sx[0] - gy * sy[0]
-    columns = [c for edge in edges for c in edge] + [gx, gy, z_origin, z_min, z_max, y_lo]
-    table = torch.stack(columns).index_select(1, active)  # (18, A)
-    face_rows = n_rows.index_select(0, active)
-    face_of = active % n_faces
-    pix_base = torch.div(active, n_faces, rounding_mode="floor") * (height * width)
-    clip_depth = bool((table[15] < -1).any() | (table[16] > 1).any())
+    per_face = torch.stack([x0, y0, slope(x0, y0, x2, y2), gx, gy, z_origin, z_min, z_max]).index_select(1, face)
+    table = list(short.unbind(0)) + list(per_face.unbind(0))
+    half_rows = half_rows.index_select(0, active)
+    face_of = face if batch == 1 else face % n_faces
+    pix_base = None if batch == 1 else torch.div(face, n_faces, rounding_mode="floor") * (height * width)
+    clip_depth = bool((table[10] < -1).any() | (table[11] > 1).any())
 
     zbuf = torch.full((batch * height * width,), _EMPTY_KEY, dtype=torch.int64, device=pos.device)
-    for owner, local in _expand(face_rows, max_candidates):
+    for owner, local in _expand(half_rows, max_candidates):
         t = [col.index_select(0, owner) for col in table]
-        y = t[17] + local.float()
-        left = right = None
-        for k in range(3):
-            xa, ya, yb, slope = t[4 * k: 4 * k + 4]
-            crosses = (ya <= y) & (y <= yb)
-            x_cross = xa + (y - ya) * slope
-            lo = torch.where(crosses, x_cross, torch.inf)
-            hi = torch.where(crosses, x_cross, -torch.inf)
-            left = lo if left is None else torch.minimum(left, lo)
-            right = hi if right is None else torch.maximum(right, hi)
-        left = left.clamp(-1.0, width).ceil().clamp_min(0)
-        right = right.clamp(-1.0, width).floor().clamp_max(width - 1)
+        y = t[3] + local.float()
+        x_short, x_long = t[0] + (y - t[1]) * t[2], t[4] + (y - t[5]) * t[6]
+        left = torch.minimum(x_short, x_long).clamp(-1.0, width).ceil().clamp_min(0)
+        right = torch.maximum(x_short, x_long).clamp(-1.0, width).floor().clamp_max(width - 1)
         n_cols = (right - left + 1).clamp_min(0).long()
         # depth at both span ends, clamped to the triangle's range; linear in between
-        z_row = t[14] + t[13] * y
-        z_left = (z_row + t[12] * left).clamp(t[15], t[16])
-        z_right = (z_row + t[12] * right).clamp(t[15], t[16])
+        z_row = t[9] + t[8] * y
+        z_left = (z_row + t[7] * left).clamp(t[10], t[11])
+        z_right = (z_row + t[7] * right).clamp(t[10], t[11])
         z_step = (z_right - z_left) / (right - left).clamp_min(1.0)
         fid = face_of.index_select(0, owner)
-        start = pix_base.index_select(0, owner) + y.long() * width + left.long()
-        for row_of, col in _expand(n_cols, max_candidates):
+        start = y.long() * width + left.long()
+        if pix_base is not None:
+            start += pix_base.index_select(0, owner)
+        # each span's first pixel here (most spans of a fine mesh have one pixel), the others below
+        key = torch.where(n_cols > 0, _depth_keys(z_left, fid, clip_depth), _EMPTY_KEY)
+        zbuf.scatter_reduce_(0, start.clamp_max(zbuf.numel() - 1), key, reduce="amin")
+        for row_of, col in _expand((n_cols - 1).clamp_min(0), max_candidates):
+            col = col + 1
             depth = z_left.index_select(0, row_of) + z_step.index_select(0, row_of) * col.float()
-            key = (_ordered_bits(depth) << 32) | fid.index_select(0, row_of)
-            if clip_depth:
-                key = torch.where((depth >= -1) & (depth <= 1), key, _EMPTY_KEY)
+            key = _depth_keys(depth, fid.index_select(0, row_of), clip_depth)
             zbuf.scatter_reduce_(0, start.index_select(0, row_of) + col, key, reduce="amin")
     hit = (zbuf != _EMPTY_KEY).nonzero().squeeze(1)
     return hit, zbuf.index_select(0, hit) & 0xFFFFFFFF
+
+
+def _sort_by_y(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> tuple[tuple[Tensor, Tensor], ...]:
+    """Compare-swap of two (x, y) points per element: (the one with smaller y, the other); ties keep order."""
+    swap = b[1] < a[1]
+    return ((torch.where(swap, b[0], a[0]), torch.where(swap, b[1], a[1])),
+            (torch.where(swap, a[0], b[0]), torch.where(swap, a[1], b[1])))
+
+
+def _depth_keys(depth: Tensor, fid: Tensor, clip: bool) -> Tensor:
+    """z-buffer keys ``(ordered depth bits << 32) | triangle id``; empty where ``clip`` and the
+    depth is outside [−1, 1]."""
+    key = (_ordered_bits(depth) << 32) | fid
+    return torch.where((depth >= -1) & (depth <= 1), key, _EMPTY_KEY) if clip else key
 
 
 def _ordered_bits(x: Tensor) -> Tensor:
