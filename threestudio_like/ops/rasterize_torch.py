@@ -190,17 +190,16 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     """
     batch, n_verts = pos.shape[:2]
     n_faces = tri.shape[0]
-    pos_t = pos.reshape(-1, 4).T.float().contiguous()  # (4, B·V)
+    x, y, z, w_v = pos.reshape(-1, 4).T.float().contiguous()  # each (B·V,)
+    inv_w = 1.0 / w_v
+    screen = ((x * inv_w + 1.0) * (0.5 * width) - 0.5,  # pixel j centre at x == j
+              (y * inv_w + 1.0) * (0.5 * height) - 0.5, z * inv_w, w_v)
     offset = (torch.arange(batch, device=pos.device) * n_verts)[:, None]
     sx, sy, sz, w = [], [], [], []
     for k in range(3):
         idx = (tri[:, k][None] + offset).view(-1)  # (B·F,)
-        x_k, y_k, z_k, w_k = (pos_t[c].index_select(0, idx) for c in range(4))
-        inv_w = 1.0 / w_k
-        sx.append((x_k * inv_w + 1.0) * (0.5 * width) - 0.5)  # pixel j centre at sx == j
-        sy.append((y_k * inv_w + 1.0) * (0.5 * height) - 0.5)
-        sz.append(z_k * inv_w)
-        w.append(w_k)
+        for out, values in zip((sx, sy, sz, w), screen):
+            out.append(values.index_select(0, idx))
     e1x, e1y = sx[1] - sx[0], sy[1] - sy[0]
     e2x, e2y = sx[2] - sx[0], sy[2] - sy[0]
     area = e1x * e2y - e1y * e2x
