@@ -1,9 +1,12 @@
 """Toy shapes (analytic SDFs) and the ground-truth metrics, against closed forms."""
 
+import math
+
 import pytest
 import torch
 
 from threestudio_like.eval.shape_metrics import chamfer_distance, mesh_inside, sample_surface, volumetric_iou
+from threestudio_like.geometry.base import Mesh
 from threestudio_like.toyworld.scoring import score_mesh, shape_mesh
 from threestudio_like.toyworld.shapes import SHAPES, parse_prompt
 
@@ -63,6 +66,26 @@ def test_score_prefers_the_prompted_shape_and_reads_colour():
     assert s["color_error"] == pytest.approx(float((dark_blue - torch.tensor([0.15, 0.3, 0.85])).norm()), rel=1e-5)
     assert s["color_error"] > 0.4 and s["color_nearest"] == "blue"
     assert score_mesh(mesh, "a hamburger") is None
+
+
+def test_any_yaw_iou_finds_a_turned_cube():
+    """A cube turned 30° about z: its plain IoU with the true cube is that of two squares 30° apart
+    (overlap area by formula), its any-yaw IoU ≈ 1; a sphere is the same at every yaw."""
+    mesh = shape_mesh(SHAPES["cube"], resolution=40)
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    turn = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    turned = Mesh(mesh.v_pos @ turn.T, mesh.t_pos_idx)
+    score = score_mesh(turned, "a red cube", resolution=24)
+    # two unit squares turned θ about their common centre: each corner of one loses the triangle
+    # beyond the other's edge x cos θ + y sin θ = ½, legs ½ − ½ tan(θ/2) and ½ − (1 − sin θ)/(2 cos θ)
+    t = math.radians(30)
+    legs = (0.5 - 0.5 * math.tan(t / 2)) * (0.5 - (1 - math.sin(t)) / (2 * math.cos(t)))
+    overlap = 1 - 2 * legs
+    assert score["iou"] == pytest.approx(overlap / (2 - overlap), abs=0.06)
+    assert score["iou_any_yaw"] > 0.9 > score["iou"] + 0.1 and score["best_other_any_yaw"] != "cube"
+    assert score["iou_margin_any_yaw"] > 0.2 > score["iou_margin"]
+    sphere = score_mesh(shape_mesh(SHAPES["sphere"], resolution=40), "a red sphere", resolution=24)
+    assert sphere["iou_any_yaw"] == pytest.approx(sphere["iou"], abs=0.02)
 
 
 def test_parse_prompt():

@@ -4,11 +4,18 @@
 against every other toy shape (the prompted one should win by a margin), the Chamfer distance to
 the prompted shape's surface, and the colour error of the mean surface albedo against the
 prompted colour (and which toy colour it is nearest to). None when the prompt names no toy shape.
+
+Also, for text-to-3D (a prompt fixes no turn about the vertical axis): the same IoUs with every
+true shape turned to its best yaw (``iou_any_yaw``, ``iou_margin_any_yaw``, ``best_other_any_yaw``)
+— for the shapes symmetric about z they equal the plain ones; for a cube they tell a cube turned
+30° from a rounded box. The targets are stated on the plain IoU.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Optional
+
+import math
 
 import torch
 from torch import Tensor
@@ -18,6 +25,22 @@ from ..export.mesh_ops import clean_mesh
 from ..geometry.base import Mesh
 from ..ops.marching_cubes import marching_cubes
 from .shapes import COLORS, SHAPES, ToyShape, parse_prompt
+
+YAWS_DEG = tuple(range(0, 360, 5))
+"""Turns about the vertical (z) axis tried by the any-yaw IoU."""
+
+
+def iou_any_yaw(occupied: Tensor, points: Tensor, shape: ToyShape) -> float:
+    """Largest IoU of the occupancy ``occupied`` (N,) of ``points`` (N,3) with ``shape`` turned
+    about z by any angle of :data:`YAWS_DEG`."""
+    best = 0.0
+    for deg in YAWS_DEG:
+        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+        x, y = points[:, 0], points[:, 1]  # inverse turn of the points = the shape turned by +deg
+        turned = torch.stack([c * x + s * y, -s * x + c * y, points[:, 2]], dim=1)
+        inside = shape.inside(turned)
+        best = max(best, float((occupied & inside).sum()) / max(float((occupied | inside).sum()), 1.0))
+    return best
 
 
 def shape_mesh(shape: ToyShape, resolution: int = 64, extent: float = 1.0) -> Mesh:
@@ -44,6 +67,9 @@ def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], T
     ious = {name: volumetric_iou(lambda p: occupied, s.inside, resolution, extent) for name, s in SHAPES.items()}
     others = {k: v for k, v in ious.items() if k != shape.name}
     best_other = max(others, key=others.get)
+    any_yaw = {name: iou_any_yaw(occupied, points, s) for name, s in SHAPES.items()}
+    others_any_yaw = {k: v for k, v in any_yaw.items() if k != shape.name}
+    best_other_any_yaw = max(others_any_yaw, key=others_any_yaw.get)
     g = torch.Generator().manual_seed(0)
     surface = sample_surface(mesh, n_surface, g)
     out = {
@@ -52,6 +78,9 @@ def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], T
         "iou_best_other": others[best_other],
         "best_other_shape": best_other,
         "iou_margin": ious[shape.name] - others[best_other],
+        "iou_any_yaw": any_yaw[shape.name],
+        "best_other_any_yaw": best_other_any_yaw,
+        "iou_margin_any_yaw": any_yaw[shape.name] - others_any_yaw[best_other_any_yaw],
         "chamfer": chamfer_distance(surface, sample_surface(shape_mesh(shape), n_surface, g)),
         **{f"iou_{k}": v for k, v in ious.items()},
     }
