@@ -13,9 +13,8 @@ true shape turned to its best yaw (``iou_any_yaw``, ``iou_margin_any_yaw``, ``be
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import math
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -65,22 +64,19 @@ def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], T
     points = grid_points(resolution, extent)
     occupied = mesh_inside(coarse)(points)  # computed once, compared with every shape
     ious = {name: volumetric_iou(lambda p: occupied, s.inside, resolution, extent) for name, s in SHAPES.items()}
-    others = {k: v for k, v in ious.items() if k != shape.name}
-    best_other = max(others, key=others.get)
     any_yaw = {name: iou_any_yaw(occupied, points, s) for name, s in SHAPES.items()}
-    others_any_yaw = {k: v for k, v in any_yaw.items() if k != shape.name}
-    best_other_any_yaw = max(others_any_yaw, key=others_any_yaw.get)
+    best_other, best_other_any_yaw = (max((k for k in d if k != shape.name), key=d.get) for d in (ious, any_yaw))
     g = torch.Generator().manual_seed(0)
     surface = sample_surface(mesh, n_surface, g)
     out = {
         "toy_shape": shape.name,
         "iou": ious[shape.name],
-        "iou_best_other": others[best_other],
+        "iou_best_other": ious[best_other],
         "best_other_shape": best_other,
-        "iou_margin": ious[shape.name] - others[best_other],
+        "iou_margin": ious[shape.name] - ious[best_other],
         "iou_any_yaw": any_yaw[shape.name],
         "best_other_any_yaw": best_other_any_yaw,
-        "iou_margin_any_yaw": any_yaw[shape.name] - others_any_yaw[best_other_any_yaw],
+        "iou_margin_any_yaw": any_yaw[shape.name] - any_yaw[best_other_any_yaw],
         "chamfer": chamfer_distance(surface, sample_surface(shape_mesh(shape), n_surface, g)),
         **{f"iou_{k}": v for k, v in ious.items()},
     }
