@@ -178,22 +178,22 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     """Z-buffer → flat indices (M,) of covered pixels in (B·H·W) and their nearest triangle ids (M,).
 
     Scanline enumeration over half-triangles: with its vertices sorted by screen y (top, mid,
-    bottom), a triangle's rows above ``mid`` span between the edges top→mid and top→bottom, the
-    others between mid→bottom and top→bottom. Every edge's crossing with a row is
-    ``x_a + (y − y_a)·slope`` from its top endpoint ``a``, so triangles sharing an edge get
-    bit-identical bounds: a pixel centre on a shared edge is covered by both (the z-test picks
-    one), never by none. A horizontal edge has slope 0: the row it lies on spans from its vertex
-    to the other edge. Each span's first pixel is written per span (a fine mesh's spans are
+    bottom), a triangle's rows down to ``mid`` span between the edges top→mid and top→bottom,
+    the rows from ``mid`` on between mid→bottom and top→bottom (a row exactly through ``mid`` is
+    spanned by both halves). Every edge's crossing with a row is ``x_a + (y − y_a)·slope`` from
+    its top endpoint ``a``, so triangles sharing an edge get bit-identical bounds: a pixel centre
+    on a shared edge is covered by both (the z-test picks one), never by none. A horizontal edge
+    has slope 0: the row it lies on spans from its vertex to the other edge. Each span's first pixel is written per span (a fine mesh's spans are
     mostly one pixel long), the rest per pixel. Depth is the triangle's screen-space z/w plane,
     clamped to its vertices' range. Per-triangle and per-row quantities are 1-D tensors
     (contiguous, vectorized).
     """
     batch, n_verts = pos.shape[:2]
     n_faces = tri.shape[0]
-    x, y, z, w_v = pos.reshape(-1, 4).T.float().contiguous()  # each (B·V,)
-    inv_w = 1.0 / w_v
-    screen = ((x * inv_w + 1.0) * (0.5 * width) - 0.5,  # pixel j centre at x == j
-              (y * inv_w + 1.0) * (0.5 * height) - 0.5, z * inv_w, w_v)
+    clip_x, clip_y, clip_z, clip_w = pos.reshape(-1, 4).T.float().contiguous()  # each (B·V,)
+    inv_w = 1.0 / clip_w
+    screen = ((clip_x * inv_w + 1.0) * (0.5 * width) - 0.5,  # pixel j centre at x == j
+              (clip_y * inv_w + 1.0) * (0.5 * height) - 0.5, clip_z * inv_w, clip_w)
     offset = (torch.arange(batch, device=pos.device) * n_verts)[:, None]
     sx, sy, sz, w = [], [], [], []
     for k in range(3):
@@ -213,20 +213,23 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     (x1, y1), (x2, y2) = _sort_by_y((x1, y1), (sx[2], sy[2]))
     (x0, y0), (x1, y1) = _sort_by_y((x0, y0), (x1, y1))
     slope = lambda xa, ya, xb, yb: torch.where(ya < yb, (xb - xa) / (yb - ya), 0.0)  # noqa: E731
-    # rows y_top … y_split − 1 (upper half: edges top→mid, top→bottom), y_split … y_bottom (lower
-    # half: mid→bottom, top→bottom), within the image
-    y_top, y_split = (y.clamp(-1.0, height).ceil().clamp_min(0) for y in (y0, y1))
-    y_bottom = y2.clamp(-1.0, height).floor().clamp_max(height - 1)
+    # rows within the image: y_top … y_upper_end (upper half: edges top→mid, top→bottom),
+    # y_lower_start … y_bottom (lower half: mid→bottom, top→bottom)
+    first_row = lambda v: v.clamp(-1.0, height).ceil().clamp_min(0)  # noqa: E731
+    last_row = lambda v: v.clamp(-1.0, height).floor().clamp_max(height - 1)  # noqa: E731
+    y_top, y_upper_end, y_lower_start, y_bottom = first_row(y0), last_row(y1), first_row(y1), last_row(y2)
     n_faces_b = y0.shape[0]
-    half_rows = torch.cat([(y_split - y_top) * drawable, (y_bottom - y_split + 1) * drawable]).clamp_min(0).long()
+    half_rows = torch.cat([(y_upper_end - y_top + 1) * drawable,
+                           (y_bottom - y_lower_start + 1) * drawable]).clamp_min(0).long()
     active = half_rows.nonzero().squeeze(1)  # index h·B·F + b·F + f, h = 0 upper, 1 lower
     if active.numel() == 0:
         return active, active
     face = active - n_faces_b * (active >= n_faces_b)  # b·F + f
-    # per half: its short edge (x_a, y_a, slope) and first row; per triangle: long edge, depth plane
+    # columns: per half its short edge (x_a, y_a, slope) and first row (0–3); per triangle its
+    # long edge (4–6), depth plane z = z_0 + g_x x + g_y y (7–9: g_x, g_y, z_0), depth range (10, 11)
     short = torch.stack([torch.cat([x0, x1]), torch.cat([y0, y1]),
                          torch.cat([slope(x0, y0, x1, y1), slope(x1, y1, x2, y2)]),
-                         torch.cat([y_top, y_split])]).index_select(1, active)
+                         torch.cat([y_top, y_lower_start])]).index_select(1, active)
     dz1, dz2 = sz[1] - sz[0], sz[2] - sz[0]
     gx = (dz1 * e2y - e1y * dz2) / area
     gy = (e1x * dz2 - e2x * dz1) / area
