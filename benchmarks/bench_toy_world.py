@@ -37,7 +37,7 @@ def run_one(args: list[str], out_dir: Path, threads: int) -> dict:
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     score = next(r for r in records if r.get("stage") == "eval")
     keep = ("toy_shape", "iou", "best_other_shape", "iou_best_other", "iou_margin", "iou_any_yaw",
-            "best_other_any_yaw", "iou_margin_any_yaw", "chamfer", "color", "color_error",
+            "best_other_any_yaw", "iou_best_other_any_yaw", "iou_margin_any_yaw", "chamfer", "color", "color_error",
             "color_nearest")
     return {"args": args, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.items() if k in keep},
             "seconds": seconds}

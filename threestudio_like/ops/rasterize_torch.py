@@ -218,7 +218,7 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     first_row = lambda v: v.clamp(-1.0, height).ceil().clamp_min(0)  # noqa: E731
     last_row = lambda v: v.clamp(-1.0, height).floor().clamp_max(height - 1)  # noqa: E731
     y_top, y_upper_end, y_lower_start, y_bottom = first_row(y0), last_row(y1), first_row(y1), last_row(y2)
-    n_faces_b = y0.shape[0]
+    n_faces_b = batch * n_faces
     half_rows = torch.cat([(y_upper_end - y_top + 1) * drawable,
                            (y_bottom - y_lower_start + 1) * drawable]).clamp_min(0).long()
     active = half_rows.nonzero().squeeze(1)  # index h·B·F + b·F + f, h = 0 upper, 1 lower

@@ -83,7 +83,7 @@ def score_toy_prompt(system: Any, trainer: Any, prompt: str) -> None:
     trainer.logger.log({"stage": "eval", **scores})
     print(f"toy-world score: IoU {scores['iou']:.3f} vs {scores['toy_shape']} (best other "
           f"{scores['best_other_shape']} {scores['iou_best_other']:.3f}; at the best yaw {scores['iou_any_yaw']:.3f} "
-          f"vs {scores['best_other_any_yaw']} {scores['iou_any_yaw'] - scores['iou_margin_any_yaw']:.3f}), "
+          f"vs {scores['best_other_any_yaw']} {scores['iou_best_other_any_yaw']:.3f}), "
           f"Chamfer {scores['chamfer']:.3f}"
           + (f", colour error {scores['color_error']:.3f} (nearest toy colour: {scores['color_nearest']})"
              if "color_error" in scores else ""), file=sys.stderr)

@@ -27,6 +27,7 @@ def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, genera
     lo, hi = SD_CAMERAS["elevation_range"]
     elevation = torch.rand(views, generator=generator) * (hi - lo) + lo
     azimuth = torch.rand(views, generator=generator) * 360.0 - 180.0
+
     def cameras(azimuth_deg):  # 64² renders, 2× supersampled → the prior's 32²
         return make_cameras(elevation, azimuth_deg, torch.full((views,), 2.0), torch.full((views,), 42.5), 64, 64)
 

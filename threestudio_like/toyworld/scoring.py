@@ -6,7 +6,8 @@ the prompted shape's surface, and the colour error of the mean surface albedo ag
 prompted colour (and which toy colour it is nearest to). None when the prompt names no toy shape.
 
 Also, for text-to-3D (a prompt fixes no turn about the vertical axis): the same IoUs with every
-true shape turned to its best yaw (``iou_any_yaw``, ``iou_margin_any_yaw``, ``best_other_any_yaw``)
+true shape turned to its best yaw (``iou_any_yaw``, ``best_other_any_yaw``, ``iou_best_other_any_yaw``,
+``iou_margin_any_yaw``)
 — for the shapes symmetric about z they equal the plain ones; for a cube they tell a cube turned
 30° from a rounded box. The targets are stated on the plain IoU.
 """
@@ -19,7 +20,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..eval.shape_metrics import chamfer_distance, grid_points, mesh_inside, sample_surface, volumetric_iou
+from ..eval.shape_metrics import InsideFn, chamfer_distance, grid_points, mesh_inside, sample_surface, volumetric_iou
 from ..export.mesh_ops import clean_mesh
 from ..geometry.base import Mesh
 from ..ops.marching_cubes import marching_cubes
@@ -29,17 +30,14 @@ YAWS_DEG = tuple(range(0, 360, 5))
 """Turns about the vertical (z) axis tried by the any-yaw IoU."""
 
 
-def iou_any_yaw(occupied: Tensor, points: Tensor, shape: ToyShape) -> float:
-    """Largest IoU of the occupancy ``occupied`` (N,) of ``points`` (N,3) with ``shape`` turned
-    about z by any angle of :data:`YAWS_DEG`."""
-    best = 0.0
-    for deg in YAWS_DEG:
+def iou_any_yaw(inside: InsideFn, shape: ToyShape, resolution: int, extent: float) -> float:
+    """Largest :func:`volumetric_iou` of ``inside`` with ``shape`` turned about z by any angle of
+    :data:`YAWS_DEG` (the shape turned by +θ = its inside test on the points turned by −θ)."""
+    def turned(deg: int) -> InsideFn:
         c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-        x, y = points[:, 0], points[:, 1]  # inverse turn of the points = the shape turned by +deg
-        turned = torch.stack([c * x + s * y, -s * x + c * y, points[:, 2]], dim=1)
-        inside = shape.inside(turned)
-        best = max(best, float((occupied & inside).sum()) / max(float((occupied | inside).sum()), 1.0))
-    return best
+        return lambda p: shape.inside(torch.stack([c * p[:, 0] + s * p[:, 1], c * p[:, 1] - s * p[:, 0], p[:, 2]], 1))
+
+    return max(volumetric_iou(inside, turned(deg), resolution, extent) for deg in YAWS_DEG)
 
 
 def shape_mesh(shape: ToyShape, resolution: int = 64, extent: float = 1.0) -> Mesh:
@@ -63,8 +61,12 @@ def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], T
     coarse, _ = clean_mesh(Mesh(mesh.v_pos.detach().cpu().float(), mesh.t_pos_idx.cpu()), decimate_target=max_faces)
     points = grid_points(resolution, extent)
     occupied = mesh_inside(coarse)(points)  # computed once, compared with every shape
-    ious = {name: volumetric_iou(lambda p: occupied, s.inside, resolution, extent) for name, s in SHAPES.items()}
-    any_yaw = {name: iou_any_yaw(occupied, points, s) for name, s in SHAPES.items()}
+
+    def inside(p: Tensor) -> Tensor:
+        return occupied
+
+    ious = {name: volumetric_iou(inside, s.inside, resolution, extent) for name, s in SHAPES.items()}
+    any_yaw = {name: iou_any_yaw(inside, s, resolution, extent) for name, s in SHAPES.items()}
     best_other, best_other_any_yaw = (max((k for k in d if k != shape.name), key=d.get) for d in (ious, any_yaw))
     g = torch.Generator().manual_seed(0)
     surface = sample_surface(mesh, n_surface, g)
@@ -76,6 +78,7 @@ def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], T
         "iou_margin": ious[shape.name] - ious[best_other],
         "iou_any_yaw": any_yaw[shape.name],
         "best_other_any_yaw": best_other_any_yaw,
+        "iou_best_other_any_yaw": any_yaw[best_other_any_yaw],
         "iou_margin_any_yaw": any_yaw[shape.name] - any_yaw[best_other_any_yaw],
         "chamfer": chamfer_distance(surface, sample_surface(shape_mesh(shape), n_surface, g)),
         **{f"iou_{k}": v for k, v in ious.items()},
