@@ -24,9 +24,11 @@ moves between the pure-torch twin below and the tcnn backend unchanged. What is 
   (``frac^2 (3 - 2 frac)``); init uniform in ``[-1e-4, 1e-4]`` (tcnn: same range, its own RNG).
 
 The torch twin is a custom autograd function that runs level by level (each level's table stays
-in cache), computes the 8 corner indices and weights, gathers, and in backward reuses them (kept
-up to :data:`CORNER_CACHE_BYTES`, recomputed beyond) and ``scatter_add_``\\ s ``weight * grad``
-into the flat parameter gradient. It gives no gradient
+in cache): it computes the 8 corner indices and the 3 fractions, gathers the corners and lerps
+them one dim at a time (lerps of 4, 2 and 1 corner pairs instead of 8 weights and a sum); backward reuses the
+indices and fractions (kept up to :data:`CORNER_CACHE_BYTES`, recomputed beyond), spreads the
+output gradient onto the corners by the transposed lerps and ``scatter_add_``\\ s it into the
+flat parameter gradient. It gives no gradient
 with respect to ``x``. With ``input_grad: true`` the encoding instead runs a plain differentiable
 torch expression of the same interpolation, so autograd yields the exact (analytic) derivative
 ``d out / d x = scale * d interp / d frac`` — and second derivatives, needed for normals from
@@ -52,8 +54,8 @@ COHERENT_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437,
 MAX_DENSE_RESOLUTION = (0x0, 0xFFFFFFFF, 0xFFFF, 0x659, 0xFF, 0x54, 0x28, 0x17)
 _UINT32 = 0xFFFFFFFF
 CORNER_CACHE_BYTES = 256 * 2**20
-"""Forward keeps each level's corner indices and weights for backward (instead of recomputing
-them) while they fit in this many bytes (12 bytes per point, level and corner)."""
+"""Forward keeps each level's corner indices and fractions for backward (instead of recomputing
+them) while they fit in this many bytes (88 bytes per point and level in 3-D)."""
 INTERPOLATIONS = ("linear", "smoothstep")
 IMPLEMENTATIONS = ("auto", "torch", "tcnn")
 
@@ -101,41 +103,65 @@ def _wrap_int32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def level_corners(xt: Tensor, level: GridLevel, smoothstep: bool, inside: bool = False) -> tuple[Tensor, Tensor]:
-    """Corner table indices and weights of one level, corner-major: both ``(2^D, N)``.
+def level_cells(xt: Tensor, level: GridLevel, smoothstep: bool, inside: bool = False) -> tuple[Tensor, Tensor]:
+    """Corner table indices ``(2^D, N)`` (corner-major) and interpolation fractions ``(D, N)``.
 
     ``xt`` is the transposed input ``(D, N)``; ``inside`` promises ``0 <= xt <= 1``. Corner ``c``
-    takes the upper neighbour along dim ``d`` iff bit ``d`` of ``c`` is set (tcnn's order).
+    takes the upper neighbour along dim ``d`` iff bit ``d`` of ``c`` is set (tcnn's order); the
+    fractions are the upper neighbours' weights per dim (smoothstepped if asked).
     Indices are within the level's table. Hashed levels compute the hash in wrapping int32,
     whose low bits equal tcnn's uint32 ones (masking to the power-of-two size commutes with xor).
     Dense levels: for inputs in the unit cube the row-major index is below ``2 * size``, so one
-    conditional subtraction is the modulo; otherwise int64 with tcnn's uint32 wrap, then modulo.
+    conditional subtraction (branch-free, on int32) is the modulo, skipped when no corner can
+    reach the table's end; otherwise int64 with tcnn's uint32 wrap, then modulo.
     """
     pos = xt * level.scale + 0.5
     cell = torch.floor(pos)
-    frac = pos - cell
+    frac = pos.sub_(cell)
     if smoothstep:
         frac = frac * frac * (3.0 - 2.0 * frac)
     exact_dense = level.dense and not inside
     cell = cell.to(torch.int64 if exact_dense else torch.int32)
     strides = level.strides if exact_dense else tuple(_wrap_int32(p) for p in level.strides)
-    index = weight = None
+    index = None
     for d, stride in enumerate(strides):
-        lo = cell[d] * stride
-        pair_index = torch.stack((lo, lo + stride))
-        f = frac[d]
-        pair_weight = torch.stack((1.0 - f, f))
+        pair = cell.new_empty(2, cell.shape[1])
+        torch.mul(cell[d], stride, out=pair[0])
+        torch.add(pair[0], stride, out=pair[1])
         if level.dense:
-            index = pair_index if index is None else (pair_index[:, None] + index[None]).flatten(0, 1)
+            index = pair if index is None else (pair[:, None] + index[None]).flatten(0, 1)
         else:
-            pair_index.bitwise_and_(level.size - 1)  # hashed tables have a power-of-two size
-            index = pair_index if index is None else (pair_index[:, None] ^ index[None]).flatten(0, 1)
-        weight = pair_weight if weight is None else (pair_weight[:, None] * weight[None]).flatten(0, 1)
+            pair.bitwise_and_(level.size - 1)  # hashed tables have a power-of-two size
+            index = pair if index is None else (pair[:, None] ^ index[None]).flatten(0, 1)
     if exact_dense:
         index = (index & _UINT32) % level.size
-    elif level.dense:
-        index = torch.where(index >= level.size, index - level.size, index)
-    return index, weight
+    elif level.dense and _dense_may_wrap(level):
+        over = index - level.size  # in [-size, size): negative keeps index, else index - size
+        index = over.add_((over >> 31).bitwise_and_(level.size))
+    return index, frac
+
+
+def _dense_may_wrap(level: GridLevel) -> bool:
+    """Whether a point of the unit cube has a corner index ``>= size`` on a dense level: the
+    largest position is ``x = 1``'s, ``float32(scale + 0.5)`` (rounding is monotonic), whose
+    upper corner is one above its floor along every dim."""
+    top = int(np.floor(np.float32(level.scale) + np.float32(0.5))) + 1
+    return top * sum(level.strides) >= level.size
+
+
+def corner_weights(frac: Tensor) -> Tensor:
+    """Multilinear weights ``(2^D, N)`` of the corners, in :func:`level_cells`' corner order."""
+    weight = None
+    for f in frac:
+        pair = torch.stack((1.0 - f, f))
+        weight = pair if weight is None else (pair[:, None] * weight[None]).flatten(0, 1)
+    return weight
+
+
+def level_corners(xt: Tensor, level: GridLevel, smoothstep: bool, inside: bool = False) -> tuple[Tensor, Tensor]:
+    """Corner table indices and weights of one level, both ``(2^D, N)``; see :func:`level_cells`."""
+    index, frac = level_cells(xt, level, smoothstep, inside)
+    return index, corner_weights(frac)
 
 
 def _entry_view(params: Tensor, n_features: int) -> Tensor:
@@ -149,60 +175,85 @@ def _entry_view(params: Tensor, n_features: int) -> Tensor:
 
 
 class _HashGridFunction(torch.autograd.Function):
-    """Level-by-level gather forward; backward reuses (or recomputes) the corners and ``scatter_add_``\\ s
-    ``weight * grad`` into the parameter gradient. No gradient with respect to ``x``."""
+    """Level-by-level gather and lerps forward; backward reuses (or recomputes) the corners, spreads
+    the output gradient onto them dim by dim and ``scatter_add_``\\ s it into the parameter
+    gradient. No gradient with respect to ``x``."""
 
     @staticmethod
     def forward(ctx, x: Tensor, params: Tensor, levels: Sequence[GridLevel], n_features: int,
                 smoothstep: bool, n_active: int) -> Tensor:  # type: ignore[override]
         xt = x.t().contiguous()
+        n, dims = x.shape[0], x.shape[1]
         inside = bool(x.numel() == 0 or (xt.min() >= 0 and xt.max() <= 1))
         table = _entry_view(params, n_features)
-        out = x.new_empty(len(levels), x.shape[0], n_features)  # level-major while filling
+        entry_shape = table.shape[1:]
+        out = x.new_empty(len(levels), n, n_features)  # level-major while filling
         out[n_active:] = 0
-        keep = params.requires_grad and x.shape[0] * n_active * 2 ** x.shape[1] * 12 <= CORNER_CACHE_BYTES
+        keep = params.requires_grad and n * n_active * _cache_bytes_per_point(dims) <= CORNER_CACHE_BYTES
         corners = []
         for i, level in enumerate(levels[:n_active]):
-            index, weight = level_corners(xt, level, smoothstep, inside)
+            index, frac = level_cells(xt, level, smoothstep, inside)
+            frac = _entry_weights(frac, table)
+            value = table[level.offset: level.offset + level.size].index_select(0, index.view(-1))
+            value = value.view(*(2,) * dims, n, *entry_shape)
+            for d in reversed(range(1, dims)):  # corner bit d is dim d's neighbour; the last dim is outermost
+                value = torch.lerp(value[0], value[1], frac[d])
+            torch.lerp(value[0], value[1], frac[0], out=_out_view(out[i], table))
             if keep:
-                corners.append((index.to(torch.int64), weight))
-            entries = table[level.offset: level.offset + level.size].index_select(0, index.view(-1))
-            entries = entries.view(*index.shape, *table.shape[1:])
-            weight = weight.to(entries.dtype)
-            value = (entries * (weight if table.dim() == 1 else weight[..., None])).sum(0)
-            out[i] = (value if n_features == 1 else torch.view_as_real(value)).view(-1, n_features)
+                corners.append((index.to(torch.int64), frac))
         ctx.save_for_backward(xt)
         ctx.corners = corners
-        ctx.n_params, ctx.inside = params.numel(), inside
+        ctx.n_params, ctx.inside, ctx.dtype = params.numel(), inside, table.dtype
         ctx.levels, ctx.n_features, ctx.smoothstep, ctx.n_active = levels, n_features, smoothstep, n_active
-        return out.transpose(0, 1).reshape(x.shape[0], -1)
+        return out.transpose(0, 1).reshape(n, -1)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (xt,) = ctx.saved_tensors
-        n_f = ctx.n_features
+        n_f, n = ctx.n_features, xt.shape[1]
         grad_params = xt.new_zeros(ctx.n_params)
         grad_table = _entry_view(grad_params, n_f)
         width = 1 if grad_table.dim() == 1 else grad_table.shape[1]
         grad_flat = grad_table.view(-1)
         # level-major copy, so each level's gradient is contiguous (complex ops on strided
         # or broadcast operands are several times slower)
-        grad_out = grad_out.reshape(xt.shape[1], len(ctx.levels), n_f).transpose(0, 1).contiguous()
+        grad_out = grad_out.reshape(n, len(ctx.levels), n_f).transpose(0, 1).contiguous()
         for i, level in enumerate(ctx.levels[: ctx.n_active]):
-            index, weight = ctx.corners[i] if ctx.corners else level_corners(xt, level, ctx.smoothstep, ctx.inside)
-            g = grad_out[i]
-            if n_f == 1:
-                src = weight * g[:, 0]
-            elif width == 1:
-                src = weight.to(grad_table.dtype) * torch.view_as_complex(g)
+            if ctx.corners:
+                index, frac = ctx.corners[i]
             else:
-                src = weight.to(grad_table.dtype)[..., None] * torch.view_as_complex(g.view(-1, width, 2))
+                index, frac = level_cells(xt, level, ctx.smoothstep, ctx.inside)
+                frac = _entry_weights(frac, grad_table)
+            src = _out_view(grad_out[i], grad_table)
+            for f in frac:  # the transpose of forward's lerps: (1 - f) * g to the lower, f * g to the upper
+                spread = src.new_empty(2, *src.shape)
+                torch.mul(src, f, out=spread[1])
+                torch.sub(src, spread[1], out=spread[0])
+                src = spread
             index = index.to(torch.int64)  # no-op for cached corners
             if width > 1:
                 index = index[..., None] * width + torch.arange(width, device=index.device)
             start = level.offset * width
-            grad_flat[start: start + level.size * width].scatter_add_(0, index.view(-1), src.reshape(-1))
+            grad_flat[start: start + level.size * width].scatter_add_(0, index.view(-1), src.view(-1))
         return None, grad_params, None, None, None, None
+
+
+def _cache_bytes_per_point(dims: int) -> int:
+    """Bytes kept per point and level for backward: int64 corner indices and complex fractions."""
+    return 8 * 2**dims + 8 * dims
+
+
+def _entry_weights(frac: Tensor, table: Tensor) -> Tensor:
+    """Fractions ``(D, N)`` in the table's dtype, shaped to broadcast against its entries."""
+    frac = frac.to(table.dtype)
+    return frac if table.dim() == 1 else frac[..., None]
+
+
+def _out_view(level_out: Tensor, table: Tensor) -> Tensor:
+    """One level's ``(N, F)`` float output (or gradient) seen as ``N`` table entries."""
+    if not table.is_complex():
+        return level_out.view(-1)
+    return torch.view_as_complex(level_out.view(level_out.shape[0], *table.shape[1:], 2))
 
 
 def hash_grid_reference(x: Tensor, params: Tensor, levels: Sequence[GridLevel], n_features: int,
