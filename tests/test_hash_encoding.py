@@ -102,6 +102,19 @@ def test_out_of_range_points_use_uint32_wrap():
     assert cell[0] < 0 and idx[0, 0].item() == expected
 
 
+@pytest.mark.parametrize("base,scale", [(16, 1.447269237440378), (7, 1.3), (10, 1.5)])
+def test_unit_cube_fast_indices_equal_exact_modulo(base, scale):
+    # the inside path skips or simplifies the modulo; the int64 path is tcnn's uint32 wrap + modulo
+    enc = HashGridEncoding({"implementation": "torch", "base_resolution": base, "per_level_scale": scale})
+    corners = torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)], dtype=torch.float32)
+    x = torch.cat([corners, torch.rand(500, 3), 1 - 1e-7 * torch.rand(20, 3)]).t().contiguous()
+    for lv in enc.levels:
+        fast, frac = hash_encoding.level_cells(x, lv, False, True)
+        exact, _ = hash_encoding.level_cells(x, lv, False, False)
+        assert torch.equal(fast.long(), exact) and (fast >= 0).all() and (fast < lv.size).all()
+        assert torch.allclose(frac, x * lv.scale + 0.5 - torch.floor(x * lv.scale + 0.5))
+
+
 @pytest.mark.parametrize("log2_size", [19, 10])  # dense level, then the same level hashed
 def test_point_on_vertex_returns_that_vertex_feature(log2_size):
     # base 17 -> scale 16 exactly; x = (v - 0.5) / 16 lands exactly on vertex v
