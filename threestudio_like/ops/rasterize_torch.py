@@ -225,25 +225,23 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     if active.numel() == 0:
         return active, active
     face = active - n_faces_b * (active >= n_faces_b)  # b·F + f
-    # columns: per half its short edge (x_a, y_a, slope) and first row (0–3); per triangle its
-    # long edge (4–6), depth plane z = z_0 + g_x x + g_y y (7–9: g_x, g_y, z_0), depth range (10, 11)
-    short = torch.stack([torch.cat([x0, x1]), torch.cat([y0, y1]),
-                         torch.cat([slope(x0, y0, x1, y1), slope(x1, y1, x2, y2)]),
-                         torch.cat([y_top, y_lower_start])]).index_select(1, active)
+    # gathered per span below: per half (index h·B·F + b·F + f) its short edge (x_a, y_a, slope)
+    # and first row (columns 0–3); per triangle its long edge (4–6), depth plane
+    # z = z_0 + g_x x + g_y y (7–9: g_x, g_y, z_0) and depth range (10, 11)
+    per_half = [torch.cat([x0, x1]), torch.cat([y0, y1]),
+                torch.cat([slope(x0, y0, x1, y1), slope(x1, y1, x2, y2)]), torch.cat([y_top, y_lower_start])]
     dz1, dz2 = sz[1] - sz[0], sz[2] - sz[0]
     gx = (dz1 * e2y - e1y * dz2) / area
     gy = (e1x * dz2 - e2x * dz1) / area
     z_origin = sz[0] - gx * sx[0] - gy * sy[0]
-    per_face = torch.stack([x0, y0, slope(x0, y0, x2, y2), gx, gy, z_origin, z_min, z_max]).index_select(1, face)
-    table = list(short.unbind(0)) + list(per_face.unbind(0))
+    per_face = [x0, y0, slope(x0, y0, x2, y2), gx, gy, z_origin, z_min, z_max]
     half_rows = half_rows.index_select(0, active)
-    face_of = face if batch == 1 else face % n_faces
-    pix_base = None if batch == 1 else torch.div(face, n_faces, rounding_mode="floor") * (height * width)
-    clip_depth = bool((table[10] < -1).any() | (table[11] > 1).any())
+    clip_depth = bool((drawable & ((z_min < -1) | (z_max > 1))).any())
 
     zbuf = torch.full((batch * height * width,), _EMPTY_KEY, dtype=torch.int64, device=pos.device)
     for owner, local in _expand(half_rows, max_candidates):
-        t = [col.index_select(0, owner) for col in table]
+        half, span_face = active.index_select(0, owner), face.index_select(0, owner)
+        t = [col.index_select(0, half) for col in per_half] + [col.index_select(0, span_face) for col in per_face]
         y = t[3] + local.float()
         x_short, x_long = t[0] + (y - t[1]) * t[2], t[4] + (y - t[5]) * t[6]
         left = torch.minimum(x_short, x_long).clamp(-1.0, width).ceil().clamp_min(0)
@@ -254,10 +252,10 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
         z_left = (z_row + t[7] * left).clamp(t[10], t[11])
         z_right = (z_row + t[7] * right).clamp(t[10], t[11])
         z_step = (z_right - z_left) / (right - left).clamp_min(1.0)
-        fid = face_of.index_select(0, owner)
+        fid = span_face if batch == 1 else span_face % n_faces
         start = y.long() * width + left.long()
-        if pix_base is not None:
-            start += pix_base.index_select(0, owner)
+        if batch > 1:
+            start += torch.div(span_face, n_faces, rounding_mode="floor") * (height * width)
         # each span's first pixel here (most spans of a fine mesh have one pixel), the others below
         key = torch.where(n_cols > 0, _depth_keys(z_left, fid, clip_depth), _EMPTY_KEY)
         zbuf.scatter_reduce_(0, start.clamp_max(zbuf.numel() - 1), key, reduce="amin")
