@@ -203,7 +203,7 @@ class _HashGridFunction(torch.autograd.Function):
                 corners.append((index.to(torch.int64), frac))
         ctx.save_for_backward(xt)
         ctx.corners = corners
-        ctx.n_params, ctx.inside, ctx.dtype = params.numel(), inside, table.dtype
+        ctx.n_params, ctx.inside = params.numel(), inside
         ctx.levels, ctx.n_features, ctx.smoothstep, ctx.n_active = levels, n_features, smoothstep, n_active
         return out.transpose(0, 1).reshape(n, -1)
 
