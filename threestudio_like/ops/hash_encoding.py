@@ -25,7 +25,7 @@ moves between the pure-torch twin below and the tcnn backend unchanged. What is 
 
 The torch twin is a custom autograd function that runs level by level (each level's table stays
 in cache): it computes the 8 corner indices and the 3 fractions, gathers the corners and lerps
-them one dim at a time (lerps of 4, 2 and 1 corner pairs instead of 8 weights and a sum); backward reuses the
+them one dim at a time (4, 2, then 1 pair, instead of 8 weights and a sum); backward reuses the
 indices and fractions (kept up to :data:`CORNER_CACHE_BYTES`, recomputed beyond), spreads the
 output gradient onto the corners by the transposed lerps and ``scatter_add_``\\ s it into the
 flat parameter gradient. It gives no gradient

@@ -183,10 +183,10 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     spanned by both halves). Every edge's crossing with a row is ``x_a + (y − y_a)·slope`` from
     its top endpoint ``a``, so triangles sharing an edge get bit-identical bounds: a pixel centre
     on a shared edge is covered by both (the z-test picks one), never by none. A horizontal edge
-    has slope 0: the row it lies on spans from its vertex to the other edge. Each span's first pixel is written per span (a fine mesh's spans are
-    mostly one pixel long), the rest per pixel. Depth is the triangle's screen-space z/w plane,
-    clamped to its vertices' range. Per-triangle and per-row quantities are 1-D tensors
-    (contiguous, vectorized).
+    has slope 0: the row it lies on spans from its vertex to the other edge. Each span's first
+    pixel is written per span (a fine mesh's spans are mostly one pixel long), the rest per
+    pixel. Depth is the triangle's screen-space z/w plane, clamped to its vertices' range.
+    Per-triangle and per-row quantities are 1-D tensors (contiguous, vectorized).
     """
     batch, n_verts = pos.shape[:2]
     n_faces = tri.shape[0]
