@@ -455,3 +455,19 @@ def test_triangles_crossing_and_outside_the_image_borders():
     got = rast[..., 3].long() - 1
     assert torch.equal(got, ids) and set(ids.unique().tolist()) == {-1, 0, 1}
     assert (rast[..., :2][ids >= 0].double() - uv[ids >= 0]).abs().max() < 1e-4
+
+
+def test_triangles_crossing_the_near_and_far_planes_are_clipped_per_pixel():
+    """A triangle whose z/w runs from −1.6 to 1.4 keeps only its pixels with z/w in [−1, 1]; the
+    one behind it shows where it is cut (dense reference: per-pixel depth test and clip)."""
+    pos = torch.tensor([[[-0.9, -0.9, -1.6, 1], [0.9, -0.9, 1.4, 1], [0.0, 0.9, 0.1, 1],  # tilted through both planes
+                         [-1.0, -1.0, 0.5, 1], [1.0, -1.0, 0.5, 1], [0.0, 1.0, 0.5, 1]]])  # flat, behind
+    tri = torch.arange(6).view(2, 3)
+    rast, _ = R.rasterize(pos, tri.int(), (24, 24))
+    ids, uv = dense_reference(pos, tri, 24, 24)
+    got = rast[..., 3].long() - 1
+    depth = rast[..., 2][got == 0]
+    assert (got != ids).sum() <= 2  # pixel centres within float32 rounding of z/w = ±1
+    assert set(ids.unique().tolist()) == {-1, 0, 1} and depth.min() >= -1 and depth.max() <= 1
+    both = (got == ids) & (ids >= 0)
+    assert (rast[..., :2][both].double() - uv[both]).abs().max() < 1e-4
