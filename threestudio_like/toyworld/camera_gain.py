@@ -47,7 +47,7 @@ def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, genera
         noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
         errors = []
         for cams_in in (labels, shuffled, turned):
-            eps = prior.unet(noisy, torch.full((views,), t), encoder_hidden_states=text, class_labels=cams_in).sample
+            eps = prior.predict_epsilon(noisy, torch.full((views,), t), text, cams_in)  # any parameterization
             x0_hat = ((noisy - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()).clamp(-1, 1)
             errors.append(((x0_hat - x0) ** 2).mean().item())
         out[f"t{t}"] = {"matched": round(errors[0], 5), "shuffled": round(errors[1], 5), "turned": round(errors[2], 5),
