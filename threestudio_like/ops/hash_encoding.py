@@ -193,7 +193,7 @@ class _HashGridFunction(torch.autograd.Function):
         corners = []
         for i, level in enumerate(levels[:n_active]):
             index, frac = level_cells(xt, level, smoothstep, inside)
-            frac = _entry_weights(frac, table)
+            frac = _fractions_like(frac, table)
             value = table[level.offset: level.offset + level.size].index_select(0, index.view(-1))
             value = value.view(*(2,) * dims, n, *entry_shape)
             for d in reversed(range(1, dims)):  # corner bit d is dim d's neighbour; the last dim is outermost
@@ -223,7 +223,7 @@ class _HashGridFunction(torch.autograd.Function):
                 index, frac = ctx.corners[i]
             else:
                 index, frac = level_cells(xt, level, ctx.smoothstep, ctx.inside)
-                frac = _entry_weights(frac, grad_table)
+                frac = _fractions_like(frac, grad_table)
             src = _out_view(grad_out[i], grad_table)
             for f in frac:  # the transpose of forward's lerps: (1 - f) * g to the lower, f * g to the upper
                 spread = src.new_empty(2, *src.shape)
@@ -239,11 +239,11 @@ class _HashGridFunction(torch.autograd.Function):
 
 
 def _cache_bytes_per_point(dims: int) -> int:
-    """Bytes kept per point and level for backward: int64 corner indices and complex fractions."""
+    """Bytes kept per point and level for backward: int64 corner indices and the fractions (≤ 8 bytes each)."""
     return 8 * 2**dims + 8 * dims
 
 
-def _entry_weights(frac: Tensor, table: Tensor) -> Tensor:
+def _fractions_like(frac: Tensor, table: Tensor) -> Tensor:
     """Fractions ``(D, N)`` in the table's dtype, shaped to broadcast against its entries."""
     frac = frac.to(table.dtype)
     return frac if table.dim() == 1 else frac[..., None]

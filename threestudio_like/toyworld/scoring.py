@@ -6,10 +6,10 @@ the prompted shape's surface, and the colour error of the mean surface albedo ag
 prompted colour (and which toy colour it is nearest to). None when the prompt names no toy shape.
 
 Also, for text-to-3D (a prompt fixes no turn about the vertical axis): the same IoUs with every
-true shape turned to its best yaw (``iou_any_yaw``, ``best_other_any_yaw``, ``iou_best_other_any_yaw``,
-``iou_margin_any_yaw``)
-— for the shapes symmetric about z they equal the plain ones; for a cube they tell a cube turned
-30° from a rounded box. The targets are stated on the plain IoU.
+true shape turned to its best yaw (``iou_any_yaw``, ``best_other_any_yaw``,
+``iou_best_other_any_yaw``, ``iou_margin_any_yaw``) — for the shapes symmetric about z they equal
+the plain ones; for a cube they tell a cube turned 30° from a rounded box. The targets are stated
+on the plain IoU.
 """
 
 from __future__ import annotations
