@@ -42,6 +42,10 @@ class DistillationConfig:
     """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ)."""
     grad_clip: Any = None
     """Clamp the gradient element-wise to ±value (null = off); number or schedule."""
+    denoised_clip: Optional[float] = None
+    """Clamp the guided denoised estimate x̂₀ to ±value before forming the gradient (null = off):
+    for pixel-space priors, whose images lie in [−1, 1], so a large guidance scale cannot pull
+    a render beyond the colours the prior was trained on (:func:`clamp_denoised`)."""
     half_precision: bool = True
     """fp16 weights on CUDA (always fp32 on CPU)."""
 
@@ -146,6 +150,17 @@ def add_noise(latents: Tensor, scheduler: Any, step_range: tuple[int, int], nois
     with torch.no_grad():
         noisy = scheduler.add_noise(latents.detach(), noise, timesteps)
     return timesteps, noise, noisy
+
+
+def clamp_denoised(eps: Tensor, noisy: Tensor, alphas: Tensor, bound: Optional[float]) -> Tensor:
+    """The ε whose denoised estimate x̂₀ = (z_t − √(1−ᾱ) ε)/√ᾱ is clamped to ``±bound``:
+    ε' = (z_t − √ᾱ clamp(x̂₀))/√(1−ᾱ) (``bound`` None: ``eps`` unchanged). Since
+    ε̂ − ε = √(ᾱ/(1−ᾱ)) (z − x̂₀), SDS then pulls each pixel towards a value inside the range."""
+    if bound is None:
+        return eps
+    a = alphas.view(-1, *([1] * (eps.ndim - 1))).to(eps)
+    x0 = ((noisy - (1.0 - a).sqrt() * eps) / a.sqrt()).clamp(-bound, bound)
+    return (noisy - a.sqrt() * x0) / (1.0 - a).sqrt()
 
 
 def distillation_gradient(direction: Tensor, alphas: Tensor, weighting: str, clip: Optional[float]) -> Tensor:

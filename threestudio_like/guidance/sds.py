@@ -7,7 +7,8 @@ Per call, for renders (B,H,W,3) in [0,1] seen from ``cameras``:
    z_t = √ᾱ_t z + √(1−ᾱ_t) ε with the scheduler's ``add_noise``;
 3. ε̂ from one no-grad UNet call on [cond; uncond] (or [pos; uncond; negatives] with Perp-Neg),
    v/x₀ predictions converted to ε, then classifier-free guidance with ``guidance_scale``;
-4. grad = w(t)(ε̂ − ε), clipped element-wise (``grad_clip``), NaN/Inf → 0;
+4. (``denoised_clip``, pixel-space priors) ε̂ replaced by the ε whose x̂₀ is clamped to the
+   image range; grad = w(t)(ε̂ − ε), clipped element-wise (``grad_clip``), NaN/Inf → 0;
    loss = ½‖z − (z − grad).detach()‖² / B, so ∂loss/∂z = grad / B and no backward runs
    through the UNet.
 """
@@ -27,7 +28,7 @@ from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
 from .base import GuidanceOutput
 from .diffusion import (
-    DistillationConfig, add_noise, check_weighting, classifier_free_guidance, distillation_gradient, perp_neg_guidance, scheduled_grad_clip, scheduled_step_range, sds_loss,
+    DistillationConfig, add_noise, check_weighting, clamp_denoised, classifier_free_guidance, distillation_gradient, perp_neg_guidance, scheduled_grad_clip, scheduled_step_range, sds_loss,
 )
 from .pretrained import DiffusionPrior, load_diffusion_prior
 
@@ -98,6 +99,7 @@ class ScoreDistillationGuidance(Configurable, Updateable, nn.Module):
             eps = self.guided_noise(noisy, timesteps, prompt, cameras)
         # 4. the SDS gradient and the loss whose gradient it is
         alphas = prior.alphas_cumprod.to(latents.device)[timesteps]
+        eps = clamp_denoised(eps, noisy.float(), alphas, self.cfg.denoised_clip)
         clip = scheduled_grad_clip(self.cfg, self._step)
         grad = distillation_gradient(eps - noise, alphas, self.cfg.weighting, clip)
         return GuidanceOutput(loss=sds_loss(latents, grad), name="sds", grad_norm=grad.norm().detach(),

@@ -16,7 +16,7 @@ Per call, for renders (B,H,W,3) in [0,1]:
 2. ε_pretrained: prior with CFG ``guidance_scale`` (7.5) on the view-dependent prompt;
    ε_lora: LoRA branch with the view-independent prompt and the camera (CFG
    ``guidance_scale_lora`` over a zeroed camera; 1 = camera-conditioned only);
-3. grad = w(t)(ε_pretrained − ε_lora), clipped, NaN → 0; loss = ½‖z − (z − grad).detach()‖² / B;
+3. grad = w(t)(ε_pretrained − ε_lora) (ε_pretrained's x̂₀ clamped with ``denoised_clip``), clipped, NaN → 0; loss = ½‖z − (z − grad).detach()‖² / B;
 4. (training mode) one LoRA step: diffusion loss on the detached z at t ~ U[0, T), cameras
    dropped to zero with probability ``camera_dropout``; own AdamW; ``extras["loss_lora"]``.
 
@@ -43,7 +43,7 @@ from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
 from .base import GuidanceOutput
 from .diffusion import (
-    DistillationConfig, add_noise, check_weighting, classifier_free_guidance, distillation_gradient, sample_timesteps, scheduled_grad_clip, scheduled_step_range, sds_loss,
+    DistillationConfig, add_noise, check_weighting, clamp_denoised, classifier_free_guidance, distillation_gradient, sample_timesteps, scheduled_grad_clip, scheduled_step_range, sds_loss,
 )
 from .pretrained import DiffusionPrior, load_diffusion_prior
 
@@ -267,6 +267,7 @@ class VariationalScoreDistillation(Configurable, Updateable, nn.Module):
             eps_lora = self.lora_noise(noisy, timesteps, prompt, cameras)
         # 3. the VSD gradient and the loss whose gradient it is
         alphas = prior.alphas_cumprod.to(latents.device)[timesteps]
+        eps_pretrained = clamp_denoised(eps_pretrained, noisy.float(), alphas, self.cfg.denoised_clip)
         clip = scheduled_grad_clip(self.cfg, self._step)
         grad = distillation_gradient(eps_pretrained - eps_lora, alphas, self.cfg.weighting, clip)
         extras: dict[str, Tensor] = {}

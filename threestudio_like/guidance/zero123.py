@@ -6,7 +6,7 @@ Per step, for renders (B,H,W,3) at cameras relative to the reference camera:
 2. t ~ U[t_min, t_max] per view; z_t = √ᾱ_t z + √(1−ᾱ_t) ε (``scheduler.add_noise``);
 3. context = cc_projection([CLIP(reference), pose(camera)]), UNet input = [z_t, z_ref];
    ε̂ = ε_u + s(ε_c − ε_u) with zero context + zero reference latent as unconditional;
-4. grad = w(t)(ε̂ − ε), optionally clipped; loss = ½‖z − (z − grad).detach()‖² / B.
+4. grad = w(t)(ε̂ − ε) (ε̂'s x̂₀ clamped with ``denoised_clip``), optionally clipped; loss = ½‖z − (z − grad).detach()‖² / B.
 
 The pose convention is documented in :mod:`.zero123_pipeline`. The reference image is encoded
 once by :meth:`Zero123Guidance.set_reference` (CLIP embedding + concat latent cached).
@@ -27,7 +27,7 @@ from ..data.cameras import CameraBatch
 from .base import GuidanceOutput
 from .clip import load_image
 from .diffusion import (
-    DistillationConfig, add_noise, distillation_gradient, scheduled_grad_clip, scheduled_step_range, sds_loss,
+    DistillationConfig, add_noise, clamp_denoised, distillation_gradient, scheduled_grad_clip, scheduled_step_range, sds_loss,
 )
 from .zero123_pipeline import POSE_EMBEDDINGS, Zero123Pipeline, relative_pose
 
@@ -146,6 +146,7 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
             eps = pipe.predict_noise(noisy, timesteps, context, ref["latent"], scale).float()
         # 4. SDS gradient and the loss whose gradient it is
         alphas = pipe.scheduler.alphas_cumprod.to(latents.device)[timesteps]
+        eps = clamp_denoised(eps, noisy.float(), alphas, self.cfg.denoised_clip)
         clip = scheduled_grad_clip(self.cfg, self._step)
         grad = distillation_gradient(eps - noise, alphas, self.cfg.weighting, clip)
         return GuidanceOutput(loss=sds_loss(latents, grad), name="sds", grad_norm=grad.norm().detach(),

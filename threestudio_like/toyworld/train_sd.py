@@ -100,12 +100,17 @@ def sample(model_dir: str, prompts: Sequence[str], c2w: Tensor, steps: int = 50,
     """Images (B,H,W,3) in [0,1] drawn by diffusers' ``StableDiffusionPipeline`` from the toy prior
     at ``model_dir`` for ``prompts`` (B) seen from cameras ``c2w`` (B,4,4). The pipeline does not
     pass class labels, so a forward pre-hook hands the UNet the cameras (repeated over the
-    pipeline's [uncond; cond] batch); pixel space: ``output_type="latent"`` is the image in [−1,1]."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    pipeline's [uncond; cond] batch); pixel space: ``output_type="latent"`` is the image in [−1,1].
+
+    The sampler is the prior's own ``DDPMScheduler`` with x̂₀ clipped to [−1, 1]: its ancestral
+    step is formed from the clipped x̂₀. (``DDIMScheduler`` clips x̂₀ but, as the pipeline calls it,
+    steps along the unclipped ε; with guidance the two disagree and the samples come out as
+    coloured noise.)"""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, vae=None, safety_checker=None, feature_extractor=None,
                                                    image_encoder=None, requires_safety_checker=False)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=True)
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, clip_sample=True)
     pipe.set_progress_bar_config(disable=True)
     labels = c2w.reshape(-1, 16).float()
 
