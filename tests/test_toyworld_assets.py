@@ -21,18 +21,42 @@ def _cameras(n: int):
 @pytest.mark.slow
 def test_toy_sd_pipeline_samples_follow_the_prompted_colour():
     """Same seed and camera, the prompt's colour word changes: the sample's centre moves toward
-    that colour (red − blue channel difference, green − (red + blue)/2). The samples of this small,
-    briefly trained prior are noisy and their background tinted (README), so the check is relative."""
+    that colour (red − blue channel difference, green − (red + blue)/2). The samples of this small
+    prior are dark and blobby (README), so the check is relative."""
     shapes = ("sphere", "cube", "cylinder", "cone", "torus", "mug")
     prompts = [f"a {c} {s}" for s in shapes for c in ("red", "green", "blue")]
     images = sample(str(ASSETS / "toy-sd"), prompts, _cameras(len(prompts)).c2w, steps=25, guidance_scale=2.0, seed=0)
-    again = sample(str(ASSETS / "toy-sd"), prompts[:2], _cameras(2).c2w, steps=25, guidance_scale=2.0, seed=0)
-    assert torch.allclose(images[:2], again, atol=1e-5)  # a seed reproduces its samples
+    pair = [sample(str(ASSETS / "toy-sd"), prompts[:2], _cameras(2).c2w, steps=5, seed=0) for _ in range(2)]
+    assert torch.allclose(pair[0], pair[1], atol=1e-5)  # a seed reproduces its samples
     centre = images[:, 10:22, 10:22].reshape(len(shapes), 3, -1, 3).mean(2)  # (shape, colour, rgb)
     red_minus_blue = centre[..., 0] - centre[..., 2]
     greenness = centre[..., 1] - (centre[..., 0] + centre[..., 2]) / 2
     assert (red_minus_blue[:, 0] > red_minus_blue[:, 2]).sum() >= 5, red_minus_blue
     assert (greenness[:, 1] > greenness[:, 0]).sum() >= 5 and (greenness[:, 1] > greenness[:, 2]).sum() >= 5, greenness
+
+
+@pytest.mark.slow
+def test_toy_sd_pipeline_samples_at_the_default_guidance_have_the_prompted_colour_on_white():
+    """At CFG 5 (``sample``'s default) every shape in every colour: the foreground's chromaticity
+    (rgb / sum) is nearest the prompted toy colour's in ≥ 18 of 24 samples (measured 20), and the
+    background is white (foreground < half the image; the toy renders' objects cover ~0.3).
+    Diffusers' DDIM as the pipeline calls it — x̂₀ clipped, the step along the unclipped ε — drew
+    coloured noise here: 7 of 24, foreground 0.84."""
+    from threestudio_like.toyworld.shapes import COLORS
+
+    prompts = [(c, s) for s in ("sphere", "cube", "cylinder", "cone", "torus", "mug") for c in COLORS]
+    images = sample(str(ASSETS / "toy-sd"), [f"a {c} {s}" for c, s in prompts], _cameras(len(prompts)).c2w,
+                    steps=25, seed=0)
+    foreground = (1 - images).abs().amax(-1) > 0.25
+    assert foreground.float().mean() < 0.5
+    palette = torch.tensor(list(COLORS.values()))
+    palette = palette / palette.sum(1, keepdim=True)
+    right = 0
+    for i, (colour, _) in enumerate(prompts):
+        mean = images[i][foreground[i]].mean(0)
+        nearest = (mean / mean.sum() - palette).norm(dim=1).argmin().item()
+        right += list(COLORS)[nearest] == colour
+    assert right >= 18, right
 
 
 def test_shipped_toy_sd_uses_its_camera():
