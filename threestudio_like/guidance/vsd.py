@@ -16,7 +16,8 @@ Per call, for renders (B,H,W,3) in [0,1]:
 2. ε_pretrained: prior with CFG ``guidance_scale`` (7.5) on the view-dependent prompt;
    ε_lora: LoRA branch with the view-independent prompt and the camera (CFG
    ``guidance_scale_lora`` over a zeroed camera; 1 = camera-conditioned only);
-3. grad = w(t)(ε_pretrained − ε_lora) (ε_pretrained's x̂₀ clamped with ``denoised_clip``), clipped, NaN → 0; loss = ½‖z − (z − grad).detach()‖² / B;
+3. grad = w(t)(ε_pretrained − ε_lora) (ε_pretrained's x̂₀ clamped with ``denoised_clip``), clipped,
+   NaN → 0; loss = ½‖z − (z − grad).detach()‖² / B;
 4. (training mode) one LoRA step: diffusion loss on the detached z at t ~ U[0, T), cameras
    dropped to zero with probability ``camera_dropout``; own AdamW; ``extras["loss_lora"]``.
 

@@ -6,7 +6,8 @@ Per step, for renders (B,H,W,3) at cameras relative to the reference camera:
 2. t ~ U[t_min, t_max] per view; z_t = √ᾱ_t z + √(1−ᾱ_t) ε (``scheduler.add_noise``);
 3. context = cc_projection([CLIP(reference), pose(camera)]), UNet input = [z_t, z_ref];
    ε̂ = ε_u + s(ε_c − ε_u) with zero context + zero reference latent as unconditional;
-4. grad = w(t)(ε̂ − ε) (ε̂'s x̂₀ clamped with ``denoised_clip``), optionally clipped; loss = ½‖z − (z − grad).detach()‖² / B.
+4. grad = w(t)(ε̂ − ε) (ε̂'s x̂₀ clamped with ``denoised_clip``), optionally clipped;
+   loss = ½‖z − (z − grad).detach()‖² / B.
 
 The pose convention is documented in :mod:`.zero123_pipeline`. The reference image is encoded
 once by :meth:`Zero123Guidance.set_reference` (CLIP embedding + concat latent cached).
