@@ -11,7 +11,7 @@ import torch
 from threestudio_like.core.errors import UserError
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.diffusion import (
-    classifier_free_guidance, perp_neg_guidance, perpendicular_component, sample_timesteps, sds_loss,
+    clamp_denoised, classifier_free_guidance, perp_neg_guidance, perpendicular_component, sample_timesteps, sds_loss,
     timestep_range, to_epsilon, weighting_factor,
 )
 from threestudio_like.guidance.sds import ScoreDistillationGuidance
@@ -95,6 +95,22 @@ def test_v_prediction_to_epsilon_inverts_the_scheduler():
     torch.testing.assert_close(to_epsilon(v, zt, a, "v_prediction"), noise, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(to_epsilon(z, zt, a, "sample"), noise, atol=1e-3, rtol=1e-3)
     assert to_epsilon(noise, zt, a, "epsilon") is noise
+
+
+def test_clamp_denoised_keeps_the_estimate_in_range_and_the_rest_unchanged():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 3, 4, 4, generator=g) * 1.5  # about a third outside [-1, 1]
+    eps = torch.randn(2, 3, 4, 4, generator=g)
+    a = torch.tensor([0.9, 0.05])
+    noisy = a.sqrt().view(-1, 1, 1, 1) * x0 + (1 - a).sqrt().view(-1, 1, 1, 1) * eps
+    out = clamp_denoised(eps, noisy, a, 1.0)
+    # the denoised estimate of the result, by formula, is the clamped original
+    x0_out = (noisy - (1 - a).sqrt().view(-1, 1, 1, 1) * out) / a.sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(x0_out, x0.clamp(-1, 1), rtol=1e-5, atol=1e-5)
+    inside = x0.abs() <= 1
+    torch.testing.assert_close(out[inside], eps[inside], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out[~inside], eps[~inside])
+    assert clamp_denoised(eps, noisy, a, None) is eps
 
 
 def test_sds_loss_gradient_is_grad_over_batch():
