@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from threestudio_like.data.cameras import make_cameras
+from threestudio_like.toyworld.shapes import COLORS
 from threestudio_like.toyworld.train_sd import ASSETS, sample
 
 CAMERA = dict(elevation=20.0, azimuth=30.0, distance=2.0, fovy=42.0)
@@ -42,8 +43,6 @@ def test_toy_sd_pipeline_samples_at_the_default_guidance_have_the_prompted_colou
     background is white (foreground < half the image; the toy renders' objects cover ~0.3).
     Diffusers' DDIM as the pipeline calls it — x̂₀ clipped, the step along the unclipped ε — drew
     coloured noise here: 7 of 24, foreground 0.84."""
-    from threestudio_like.toyworld.shapes import COLORS
-
     prompts = [(c, s) for s in ("sphere", "cube", "cylinder", "cone", "torus", "mug") for c in COLORS]
     images = sample(str(ASSETS / "toy-sd"), [f"a {c} {s}" for c, s in prompts], _cameras(len(prompts)).c2w,
                     steps=25, seed=0)
