@@ -9,6 +9,7 @@ import torch
 from threestudio_like.cli import compose_config, register_resolvers
 from threestudio_like.core.trainer import Trainer
 from threestudio_like.eval.shape_metrics import volumetric_iou
+from threestudio_like.toyworld.scoring import RESOLUTION
 from threestudio_like.toyworld.shapes import SHAPES
 
 
@@ -22,15 +23,15 @@ def main() -> None:
         threshold = blob.isosurface_threshold_value()
         blob_inside = lambda p: blob.forward_density(p).squeeze(-1) > threshold  # noqa: E731
     g = torch.Generator().manual_seed(0)
-    noise = torch.rand(24, 24, 24, generator=g) > 0.5
+    noise = torch.rand(RESOLUTION, RESOLUTION, RESOLUTION, generator=g) > 0.5
 
     def random_inside(p: torch.Tensor) -> torch.Tensor:
-        idx = ((p + 1) / 2 * 24).long().clamp(0, 23)
+        idx = ((p + 1) / 2 * RESOLUTION).long().clamp(0, RESOLUTION - 1)
         return noise[idx[:, 0], idx[:, 1], idx[:, 2]]
 
     result = {"blob_threshold": threshold,
-              "blob_iou": {n: round(volumetric_iou(blob_inside, s.inside, 24), 3) for n, s in SHAPES.items()},
-              "random_iou": {n: round(volumetric_iou(random_inside, s.inside, 24), 3) for n, s in SHAPES.items()}}
+              "blob_iou": {n: round(volumetric_iou(blob_inside, s.inside, RESOLUTION), 3) for n, s in SHAPES.items()},
+              "random_iou": {n: round(volumetric_iou(random_inside, s.inside, RESOLUTION), 3) for n, s in SHAPES.items()}}
     print(json.dumps(result))
 
 

@@ -20,11 +20,15 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..eval.shape_metrics import InsideFn, chamfer_distance, grid_points, mesh_inside, sample_surface, volumetric_iou
+from ..eval.shape_metrics import InsideFn, chamfer_distance, grid_inside, sample_surface, volumetric_iou
 from ..export.mesh_ops import clean_mesh
 from ..geometry.base import Mesh
 from ..ops.marching_cubes import marching_cubes
 from .shapes import COLORS, SHAPES, ToyShape, parse_prompt
+
+RESOLUTION = 64
+"""Scoring grid: 64³ cell centres over [-1, 1]³. At 24³ (before session 8) the true cube held 14 %
+less than its volume and runs' cube IoUs came out up to 0.1 higher; 64³ agrees with 96³ within 0.01."""
 
 YAWS_DEG = tuple(range(0, 360, 5))
 """Turns about the vertical (z) axis tried by the any-yaw IoU."""
@@ -33,6 +37,8 @@ YAWS_DEG = tuple(range(0, 360, 5))
 def iou_any_yaw(inside: InsideFn, shape: ToyShape, resolution: int, extent: float) -> float:
     """Largest :func:`volumetric_iou` of ``inside`` with ``shape`` turned about z by any angle of
     :data:`YAWS_DEG` (the shape turned by +θ = its inside test on the points turned by −θ)."""
+    if shape.round_about_z:
+        return volumetric_iou(inside, shape.inside, resolution, extent)
     def turned(deg: int) -> InsideFn:
         c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
         return lambda p: shape.inside(torch.stack([c * p[:, 0] + s * p[:, 1], c * p[:, 1] - s * p[:, 0], p[:, 2]], 1))
@@ -40,7 +46,7 @@ def iou_any_yaw(inside: InsideFn, shape: ToyShape, resolution: int, extent: floa
     return max(volumetric_iou(inside, turned(deg), resolution, extent) for deg in YAWS_DEG)
 
 
-def shape_mesh(shape: ToyShape, resolution: int = 64, extent: float = 1.0) -> Mesh:
+def shape_mesh(shape: ToyShape, resolution: int = RESOLUTION, extent: float = 1.0) -> Mesh:
     """Marching-cubes mesh of the shape's zero level set."""
     axis = torch.linspace(-extent, extent, resolution)
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
@@ -50,17 +56,16 @@ def shape_mesh(shape: ToyShape, resolution: int = 64, extent: float = 1.0) -> Me
 
 @torch.no_grad()
 def score_mesh(mesh: Mesh, prompt: str, albedo_fn: Optional[Callable[[Tensor], Tensor]] = None,
-               resolution: int = 24, extent: float = 1.0, n_surface: int = 4000,
-               max_faces: int = 3000) -> Optional[dict]:
-    """Scores of ``mesh`` (see module docstring). The inside test (winding numbers, cost
-    ∝ grid points × faces) runs on a copy decimated to ``max_faces``, cleaned and oriented."""
+               resolution: int = RESOLUTION, extent: float = 1.0, n_surface: int = 4000,
+               max_faces: int = 20000) -> Optional[dict]:
+    """Scores of ``mesh`` (see module docstring). The inside test (:func:`grid_inside`, cost
+    ∝ grid columns × faces) runs on a copy cleaned, oriented and decimated to ``max_faces``."""
     parsed = parse_prompt(prompt)
     if parsed is None or mesh.num_faces == 0:
         return None
     shape, color = parsed
     coarse, _ = clean_mesh(Mesh(mesh.v_pos.detach().cpu().float(), mesh.t_pos_idx.cpu()), decimate_target=max_faces)
-    points = grid_points(resolution, extent)
-    occupied = mesh_inside(coarse)(points)  # computed once, compared with every shape
+    occupied = grid_inside(coarse, resolution, extent)  # computed once, compared with every shape
 
     def inside(p: Tensor) -> Tensor:
         return occupied

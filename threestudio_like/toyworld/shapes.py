@@ -77,14 +77,16 @@ def _mug(p: Tensor) -> Tensor:
 class ToyShape:
     name: str
     sdf: Callable[[Tensor], Tensor]
+    round_about_z: bool = True
+    """Unchanged by any turn about the vertical axis (the cube and the mug are not)."""
 
     def inside(self, points: Tensor) -> Tensor:
         return self.sdf(points.float()) < 0
 
 
 SHAPES: dict[str, ToyShape] = {s.name: s for s in (
-    ToyShape("sphere", _sphere), ToyShape("cube", _cube), ToyShape("cylinder", _cylinder),
-    ToyShape("cone", _cone), ToyShape("torus", _torus), ToyShape("mug", _mug),
+    ToyShape("sphere", _sphere), ToyShape("cube", _cube, round_about_z=False), ToyShape("cylinder", _cylinder),
+    ToyShape("cone", _cone), ToyShape("torus", _torus), ToyShape("mug", _mug, round_about_z=False),
 )}
 
 
