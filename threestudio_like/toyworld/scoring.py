@@ -46,7 +46,7 @@ def iou_any_yaw(inside: InsideFn, shape: ToyShape, resolution: int, extent: floa
     return max(volumetric_iou(inside, turned(deg), resolution, extent) for deg in YAWS_DEG)
 
 
-def shape_mesh(shape: ToyShape, resolution: int = RESOLUTION, extent: float = 1.0) -> Mesh:
+def shape_mesh(shape: ToyShape, resolution: int = 64, extent: float = 1.0) -> Mesh:
     """Marching-cubes mesh of the shape's zero level set."""
     axis = torch.linspace(-extent, extent, resolution)
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
