@@ -2,7 +2,7 @@
 
 For each prompt ("a red cube", …), :func:`threestudio_like.toyworld.shape_energy.shape_energies`
 of the six true toy shapes (all in the prompted colour), the true cube turned 45°, two rounded
-boxes, and any ``--meshes`` (OBJ files, e.g. a run's ``export/model.obj``): the prior's guided
+boxes, and any ``--meshes`` (OBJ/GLB/PLY files, e.g. a run's ``export/model.obj``): the prior's guided
 denoising error on their renders (CFG 5, x̂₀ clamp 1.0, as the default experiment distils), lower =
 preferred. ``rank`` of the prompted shape among the six true shapes (0 = preferred).
 
@@ -19,6 +19,7 @@ import math
 import torch
 
 from threestudio_like.geometry.base import Mesh
+from threestudio_like.geometry.explicit_mesh import load_mesh_file
 from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
 from threestudio_like.toyworld.priors import ASSETS
 from threestudio_like.toyworld.scoring import shape_mesh
@@ -33,11 +34,9 @@ def rounded_box(half: float, radius: float) -> Mesh:
     return shape_mesh(ToyShape("rounded_box", sdf))
 
 
-def load_obj(path: str) -> Mesh:
-    import trimesh
-
-    m = trimesh.load(path, force="mesh", process=False)
-    return Mesh(torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces, dtype=torch.long))
+def load_mesh(path: str) -> Mesh:
+    vertices, faces = load_mesh_file(path, where="--meshes")
+    return Mesh(torch.tensor(vertices, dtype=torch.float32), torch.tensor(faces))
 
 
 def main() -> None:
@@ -57,7 +56,7 @@ def main() -> None:
                                     cube.t_pos_idx)
     meshes["rounded_box_r0.1"] = rounded_box(0.37, 0.1)
     meshes["rounded_box_r0.2"] = rounded_box(0.39, 0.2)
-    meshes.update({path: load_obj(path) for path in args.meshes})
+    meshes.update({path: load_mesh(path) for path in args.meshes})
     results = {}
     for color in dict.fromkeys(parse_prompt(p)[1] or "red" for p in args.prompts):  # one render per colour
         group = [p for p in args.prompts if (parse_prompt(p)[1] or "red") == color]

@@ -109,8 +109,7 @@ def grid_inside(mesh: Mesh, resolution: int, extent: float) -> Tensor:
     axis = grid_axis(resolution, extent)
     votes = torch.zeros(resolution, resolution, resolution, dtype=torch.long)
     for turn in range(3):  # turn 0: rays along z; 1: along x; 2: along y
-        v = mesh.v_pos.roll(-turn, dims=-1) if turn else mesh.v_pos
-        w = column_winding(Mesh(v, mesh.t_pos_idx), axis)  # indexed by the rolled coordinates
+        w = column_winding(Mesh(mesh.v_pos.roll(-turn, dims=-1), mesh.t_pos_idx), axis)  # in rolled coordinates
         votes += (w > 0).long().permute(*[(d - turn) % 3 for d in range(3)])
     return (votes >= 2).reshape(-1)
 
