@@ -1,6 +1,7 @@
 """The toy world's dataset, tokenizer, prior architectures and training scripts (a few steps
 each, through the same from_pretrained paths the guidances use)."""
 
+import json
 import math
 
 import pytest
@@ -103,11 +104,13 @@ def test_train_sd_few_steps_resumes_and_loads_as_stable_diffusion(tmp_path):
     from threestudio_like.prompt.processor import PromptProcessor
 
     out, work = str(tmp_path / "toy-sd"), str(tmp_path / "work")
-    args = ["--work-dir", work, "--out", out, "--n-images", "48", "--batch-size", "4", "--checkpoint-every", "2"]
+    args = ["--work-dir", work, "--out", out, "--n-images", "48", "--batch-size", "4", "--checkpoint-every", "2",
+            "--unet-channels", "8", "16", "32"]
     assert train_sd.main(args + ["--steps", "2"])["steps"] == 2
     assert train_sd.main(args + ["--steps", "4"])["steps"] == 4  # resumed from the saved state
     prior = load_diffusion_prior(out)
     assert prior.vae is None and prior.camera_conditioned and prior.sample_size == 32
+    assert list(prior.unet.config.block_out_channels) == [8, 16, 32]
     emb = PromptProcessor({"pretrained_model_name_or_path": out, "prompt": "a red cube", "cache_dir": ""})()
     cams = make_cameras(torch.tensor([15.0, 30.0]), torch.tensor([0.0, 90.0]), torch.tensor([2.0, 2.0]),
                         torch.tensor([45.0, 45.0]), 32, 32)
@@ -130,3 +133,37 @@ def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
     rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
     guidance(rgb, cams).loss.backward()
     assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+
+
+def test_toy_unet_widths_and_training_device_are_checked():
+    from threestudio_like.core.errors import UserError
+    from threestudio_like.toyworld.priors import unet_config
+    from threestudio_like.toyworld.training import check_device
+
+    assert unet_config(3, 3, 64, camera=True, channels=(8, 16, 24))["block_out_channels"] == (8, 16, 24)
+    for bad in ((16, 32), (16, 32, 60), (0, 8, 16)):
+        with pytest.raises(UserError, match="three positive multiples of 8"):
+            unet_config(3, 3, 64, camera=True, channels=bad)
+    check_device("cpu")
+    with pytest.raises(UserError, match="expected cpu, cuda"):
+        check_device("meta")
+    with pytest.raises(UserError, match="--device"):
+        check_device("not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no usable CUDA device"):
+            check_device("cuda")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_train_sd_on_cuda_sees_the_same_batches_as_on_cpu(tmp_path):
+    """The same seed on either device draws the same batches: the logged losses agree (to the
+    GPU's float rounding) step by step."""
+    losses = {}
+    for device in ("cpu", "cuda"):
+        work = tmp_path / device
+        train_sd.main(["--work-dir", str(work), "--out", str(tmp_path / f"out-{device}"), "--n-images", "48",
+                       "--batch-size", "4", "--steps", "3", "--log-every", "1", "--device", device])
+        losses[device] = [json.loads(line)["loss"] for line in (work / "train_log.jsonl").read_text().splitlines()]
+    assert len(losses["cpu"]) == 3
+    assert losses["cuda"] == pytest.approx(losses["cpu"], rel=2e-2)

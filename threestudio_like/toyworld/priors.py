@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
+from ..core.errors import UserError
 from .shapes import COLORS, SHAPES
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -40,12 +41,20 @@ VOCABULARY = ("a", "an", "the", "view", "front", "side", "back", "overhead", *CO
 """Words the toy tokenizer knows as single tokens (others are spelled out letter by letter)."""
 
 
-def unet_config(in_channels: int, out_channels: int, cross_attention_dim: int, camera: bool) -> dict:
-    """The toy UNet (``UNet2DConditionModel`` kwargs)."""
+UNET_CHANNELS = (16, 32, 64)
+"""The shipped toy UNets' ``block_out_channels`` (≈ 1 M parameters for the toy SD)."""
+
+
+def unet_config(in_channels: int, out_channels: int, cross_attention_dim: int, camera: bool,
+                channels: Sequence[int] = UNET_CHANNELS) -> dict:
+    """The toy UNet (``UNet2DConditionModel`` kwargs); ``channels``: one width per resolution
+    level (three levels, multiples of the 8 norm groups)."""
+    if len(channels) != 3 or any(c <= 0 or c % 8 for c in channels):
+        raise UserError(f"toy UNet channels: expected three positive multiples of 8, got {list(channels)}")
     extra = dict(class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_DIM) if camera else {}
     return dict(
         sample_size=IMAGE_SIZE, in_channels=in_channels, out_channels=out_channels,
-        block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
+        block_out_channels=tuple(channels), layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=cross_attention_dim, **extra,
@@ -106,7 +115,7 @@ def clip_text_model(tokenizer, hidden: int, max_tokens: int):
     ))
 
 
-def build_toy_sd(tokenizer_dir: str, seed: int = 0) -> dict:
+def build_toy_sd(tokenizer_dir: str, seed: int = 0, channels: Sequence[int] = UNET_CHANNELS) -> dict:
     """Untrained ``StableDiffusionPipeline`` components (``vae=None``: pixel space)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTokenizer
@@ -114,7 +123,7 @@ def build_toy_sd(tokenizer_dir: str, seed: int = 0) -> dict:
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
     text_encoder = clip_text_model(tokenizer, TEXT_DIM, MAX_TOKENS)
-    unet = UNet2DConditionModel(**unet_config(3, 3, TEXT_DIM, camera=True))
+    unet = UNet2DConditionModel(**unet_config(3, 3, TEXT_DIM, camera=True, channels=channels))
     return dict(vae=None, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                 scheduler=DDPMScheduler(**scheduler_config()))
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..prompt.views import VIEWS, view_names, view_prompt
 from .dataset import SD_CAMERAS, ToyDatasetConfig, caption, make_dataset
-from .priors import ASSETS, build_toy_sd, write_word_tokenizer
+from .priors import ASSETS, UNET_CHANNELS, build_toy_sd, write_word_tokenizer
 from .shapes import COLORS, SHAPES
 from .training import denoising_loss, noised, prepare, train, train_parser
 
@@ -60,24 +60,28 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-sd"), n_images=24000)
     parser.add_argument("--view-prob", type=float, default=0.5, help="captions with a view suffix")
     parser.add_argument("--drop-prob", type=float, default=0.1, help="empty captions (for CFG)")
+    parser.add_argument("--unet-channels", type=int, nargs=3, default=list(UNET_CHANNELS),
+                        help="UNet widths per level (the shipped prior: 16 32 64)")
     args = parser.parse_args(argv)
     cfg, data = prepare(args, "sd", lambda n, seed: make_dataset(
         ToyDatasetConfig(n_images=n, cameras=dict(SD_CAMERAS), seed=seed), progress=True))
-    parts = build_toy_sd(write_word_tokenizer(os.path.join(args.work_dir, "tokenizer")), seed=cfg.seed)
+    parts = build_toy_sd(write_word_tokenizer(os.path.join(args.work_dir, "tokenizer")), seed=cfg.seed,
+                         channels=args.unet_channels)
     tokenizer, scheduler = parts["tokenizer"], parts["scheduler"]
     table = CaptionTable(tokenizer)
     views = torch.tensor([VIEWS.index(v) for v in view_names(data["elevation"], data["azimuth"])])
     images, c2w, n = data["images"], data["c2w"].reshape(-1, 16), data["images"].shape[0]
     modules = nn.ModuleDict({"unet": parts["unet"], "text_encoder": parts["text_encoder"]})
+    dev = torch.device(cfg.device)
 
     def loss_fn(gen: torch.Generator) -> Tensor:
         b = cfg.batch_size
         idx = torch.randint(0, n, (b,), generator=gen)
-        t, noise, noisy = noised(images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0, scheduler, gen)
+        t, noise, noisy = noised(images[idx].to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1.0, scheduler, gen)
         rows = table.rows(data["shape"][idx], data["color"][idx], views[idx],
                           torch.rand(b, generator=gen) < args.view_prob, torch.rand(b, generator=gen) < args.drop_prob)
-        text = modules["text_encoder"](table.ids[rows])[0]
-        eps = modules["unet"](noisy, t, encoder_hidden_states=text, class_labels=c2w[idx]).sample
+        text = modules["text_encoder"](table.ids[rows].to(dev))[0]
+        eps = modules["unet"](noisy, t, encoder_hidden_states=text, class_labels=c2w[idx].to(dev)).sample
         return denoising_loss(eps, noise, t, scheduler, cfg.snr_gamma)
 
     def export(ema: nn.ModuleDict) -> None:

@@ -48,19 +48,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     scheduler = parts["scheduler"]
     modules = nn.ModuleDict({k: parts[k] for k in ("unet", "image_encoder", "cc_projection")})
     images, n = data["images"], data["images"].shape[0]
+    dev = torch.device(cfg.device)
     classes = data["shape"] * len(COLORS) + data["color"]
 
     def loss_fn(gen: torch.Generator) -> Tensor:
         b = cfg.batch_size
         idx = torch.randint(0, n, (b,), generator=gen)
         ref = same_class_partner(classes, idx, gen)
-        target = images[idx].permute(0, 3, 1, 2).float() / 255.0
-        reference = images[ref].permute(0, 3, 1, 2).float() / 255.0
+        target = images[idx].to(dev).permute(0, 3, 1, 2).float() / 255.0
+        reference = images[ref].to(dev).permute(0, 3, 1, 2).float() / 255.0
         pose = relative_pose(data["elevation"][idx], data["azimuth"][idx], data["distance"][idx],
-                             data["elevation"][ref], data["azimuth"][ref], data["distance"][ref])
+                             data["elevation"][ref], data["azimuth"][ref], data["distance"][ref]).to(dev)
         context = pipe.conditioning(pipe.encode_image_embedding(reference), pose)
         ref_latent = pipe.encode_reference_latent(reference)
-        keep = (torch.rand(b, generator=gen) >= args.drop_prob).float()
+        keep = (torch.rand(b, generator=gen) >= args.drop_prob).float().to(dev)
         context, ref_latent = context * keep.view(b, 1, 1), ref_latent * keep.view(b, 1, 1, 1)
         t, noise, noisy = noised(target * 2.0 - 1.0, scheduler, gen)
         eps = modules["unet"](torch.cat([noisy, ref_latent], 1), t, encoder_hidden_states=context).sample

@@ -8,7 +8,9 @@ what gets saved), gradient-norm clipping at 1. The state (weights, EMA, optimize
 step, RNG) is saved atomically to ``<work_dir>/state.pt`` every ``checkpoint_every`` steps and at
 the end, and a run resumes from it; ``export(ema_modules)`` writes the pipeline whenever the state
 is saved, so an interrupted run still leaves a usable prior (and rerunning a finished run
-re-exports it).
+re-exports it). ``--device cuda`` trains on a GPU: the dataset stays on the CPU, each batch moves
+to the device, and the random draws (batch indices, timesteps, noise) come from the same CPU
+generator, so a run on either device sees the same batches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.atomic import atomic_write
+from ..core.errors import UserError
 
 
 @dataclass
@@ -40,11 +43,12 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     snr_gamma: float = 5.0
+    device: str = "cpu"
 
 
 def train_parser(description: str, out: str, n_images: int) -> argparse.ArgumentParser:
     """``--steps --batch-size --lr --checkpoint-every --log-every --seed --snr-gamma --threads
-    --n-images --work-dir --out``, defaults from :class:`TrainConfig` (a training script adds its
+    --device --n-images --work-dir --out``, defaults from :class:`TrainConfig` (a training script adds its
     own on top)."""
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=description)
@@ -57,6 +61,7 @@ def train_parser(description: str, out: str, n_images: int) -> argparse.Argument
     parser.add_argument("--snr-gamma", type=float, default=defaults.snr_gamma,
                         help="min-SNR loss weight γ (0: unweighted ε loss)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
     parser.add_argument("--n-images", type=int, default=n_images, help="renders in the dataset")
     parser.add_argument("--work-dir", required=True, help="dataset cache, training state, log")
     parser.add_argument("--out", default=out, help="where the pipeline is saved (save_pretrained)")
@@ -68,9 +73,10 @@ def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], d
     ``dataset(n_images, seed)``, cached as ``<work_dir>/<name>-data-<n>-<seed>.pt`` (rendered once)."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_device(args.device)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed,
-                      snr_gamma=args.snr_gamma)
+                      snr_gamma=args.snr_gamma, device=args.device)
     os.makedirs(args.work_dir, exist_ok=True)
     path = os.path.join(args.work_dir, f"{name}-data-{args.n_images}-{cfg.seed}.pt")
     if os.path.isfile(path):
@@ -83,11 +89,23 @@ def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], d
     return cfg, data
 
 
+def check_device(device: str) -> None:
+    """Raise :class:`UserError` unless ``device`` names a device torch can use here."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"--device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: this torch has no usable CUDA device; train with --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: expected cpu, cuda or cuda:N")
+
+
 def noised(x0: Tensor, scheduler, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """(t, ε, x_t): a uniform timestep per sample, Gaussian noise and the scheduler's forward
-    process ``x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε``."""
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen)
-    noise = torch.randn(x0.shape, generator=gen)
+    """(t, ε, x_t) on ``x0``'s device: a uniform timestep per sample, Gaussian noise (both drawn
+    from the CPU generator ``gen``) and the forward process ``x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε``."""
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(x0.device)
+    noise = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
     return t, noise, scheduler.add_noise(x0, noise, t)
 
 
@@ -115,17 +133,18 @@ def train(modules: nn.ModuleDict, loss_fn: Callable[[torch.Generator], Tensor], 
     """Run (or resume) training of ``modules`` on ``loss_fn(generator) -> scalar``; returns a summary."""
     os.makedirs(work_dir, exist_ok=True)
     state_path, log_path = os.path.join(work_dir, "state.pt"), os.path.join(work_dir, "train_log.jsonl")
+    modules.to(cfg.device)
     ema = copy.deepcopy(modules).requires_grad_(False)
     params = [p for p in modules.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     step, elapsed = 0, 0.0
     if os.path.isfile(state_path):
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location=cfg.device)
         modules.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
         step, elapsed = state["step"], state.get("elapsed", 0.0)
         print(json.dumps({"resumed_at_step": step}), flush=True)
 
