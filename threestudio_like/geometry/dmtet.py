@@ -23,6 +23,7 @@ from ..ops.tet_grid import tet_grid
 from .base import Mesh
 from .explicit_mesh import SurfaceGeometry
 from .implicit_volume import VolumeGeometry
+from .isosurface import enclosed_voids
 
 
 def normalized_level(level: Tensor, tets: Tensor) -> Tensor:
@@ -94,7 +95,8 @@ class DMTetGeometry(SurfaceGeometry):
 
         * from a density volume: ``sdf = normalized_level(threshold - density)`` at the grid
           vertices, with the threshold the volume's ``isosurface()`` uses (``auto`` resolved on
-          its marching-cubes grid); deformation starts at zero;
+          its marching-cubes grid) and the vertices in an enclosed cavity of that grid
+          (:func:`~.isosurface.enclosed_voids`) made inside; deformation starts at zero;
         * from a DMTet: ``sdf`` and ``deformation`` copied when the resolutions match; otherwise
           ``sdf`` is resampled trilinearly on the new grid and the deformation starts at zero.
         """
@@ -113,9 +115,16 @@ class DMTetGeometry(SurfaceGeometry):
 
     def _sdf_from(self, other: nn.Module) -> Tensor:
         if isinstance(other, VolumeGeometry):
-            threshold = other.isosurface_threshold_value()
+            grid = other.density_grid()
+            threshold = other.isosurface_threshold_value(grid)
             density = torch.cat([other.forward_density(p).reshape(-1) for p in self.grid_vertices.split(1 << 16)])
-            return normalized_level(threshold - density, self.tets)
+            level = threshold - density
+            voids = enclosed_voids(grid > threshold)
+            if bool(voids.any()):  # vertices in a cavity of the marching-cubes grid count as inside
+                r, n = other.cfg.radius, grid.shape[0]
+                ijk = ((self.grid_vertices / r + 1) * 0.5 * (n - 1)).round().long().clamp(0, n - 1)
+                level = torch.where(voids[ijk[:, 0], ijk[:, 1], ijk[:, 2]], -level.abs(), level)
+            return normalized_level(level, self.tets)
         if other.cfg.isosurface_resolution == self.cfg.isosurface_resolution:
             return other.sdf.detach()
         m = other.cfg.isosurface_resolution + 1

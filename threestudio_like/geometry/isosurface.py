@@ -11,6 +11,12 @@ Used by every density volume (``isosurface()`` for export, and DMTet's ``create_
    bound: a level deep in the empty-space mode would turn the whole box into a blob);
 3. raised, if needed, to ``min_threshold`` (a field whose densities all lie below it is empty).
 
+Cavities: SDS and reference-view losses only see a volume from outside, and the trained density is
+often a shell around a thinner, partly empty interior. :func:`enclosed_voids` finds the empty cells
+no path of empty cells joins to the box's boundary; :func:`extract_isosurface` fills them (no
+inner surfaces in an export) and DMTet's hand-off counts them as inside — on a 32³ tet grid a thin
+shell's gaps would otherwise open the cavity to the outside and the hollow would survive the refine.
+
 Whatever the level (auto or a number), :func:`check_threshold` refuses a grid that would give an
 empty mesh or a completely filled box, with a :class:`UserError` that names the level tried, the
 density range and a level to try instead — exports never come out empty silently.
@@ -22,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_fill_holes
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
@@ -132,10 +139,21 @@ def remove_small_components(mesh: Mesh, min_fraction: float) -> Mesh:
     return Mesh(v_pos=mesh.v_pos[used], t_pos_idx=new_index[faces])
 
 
+def enclosed_voids(inside: Tensor) -> Tensor:
+    """(R,R,R) bool: the cells not ``inside`` that no path of face-adjacent cells outside
+    ``inside`` joins to the grid's boundary (cavities)."""
+    occupied = inside.detach().cpu().numpy().astype(bool)
+    return torch.from_numpy(binary_fill_holes(occupied) & ~occupied).to(inside.device)
+
+
 def extract_isosurface(density: Tensor, threshold: float, radius: float, where: str,
                        remove_outliers: bool = True, outlier_fraction: float = 0.01) -> Mesh:
-    """Marching cubes of a checked (R,R,R) density grid over ``[-radius, radius]^3``; raises
+    """Marching cubes of a checked (R,R,R) density grid over ``[-radius, radius]^3``, its
+    :func:`enclosed_voids` filled (raised to the grid's largest density); raises
     :class:`UserError` if nothing is left."""
+    voids = enclosed_voids(density > threshold)
+    if bool(voids.any()):
+        density = torch.where(voids, density.max(), density)
     mesh = marching_cubes(density, threshold, [-radius] * 3, [radius] * 3)
     if remove_outliers:
         mesh = remove_small_components(mesh, outlier_fraction)
