@@ -6,7 +6,9 @@
 # checkpoints (an interrupted run still leaves a usable prior), then measures the camera and
 # azimuth gains of the result.
 #
-#   bash benchmarks/gpu_toy_prior.sh [OUT_DIR]     # env: STEPS (20000), CHANNELS ("24 48 96"), BATCH (128)
+#   bash benchmarks/gpu_toy_prior.sh [OUT_DIR]     # env: STEPS (20000), CHANNELS ("24 48 96"), BATCH (128),
+#                                                  #      N_IMAGES (24000), DEVICE (cuda)
+#   DEVICE=cpu STEPS=2 BATCH=4 N_IMAGES=96 bash benchmarks/gpu_toy_prior.sh /tmp/x   # smoke run, no GPU
 #
 # Then, back on a CPU: python launch.py models.sd=OUT_DIR/toy-sd prompt="a red cube" seed=N
 set -euo pipefail
@@ -14,10 +16,12 @@ out=${1:-/tmp/toy-sd-gpu}
 steps=${STEPS:-20000}
 channels=${CHANNELS:-"24 48 96"}
 batch=${BATCH:-128}
+n_images=${N_IMAGES:-24000}
+device=${DEVICE:-cuda}
 mkdir -p "$out"
 python -m pytest -q -p no:cacheprovider tests/test_toyworld_priors.py -k cuda
 # shellcheck disable=SC2086  # CHANNELS is three words
-python -m threestudio_like.toyworld.train_sd --device cuda --threads 8 --work-dir "$out/work" \
+python -m threestudio_like.toyworld.train_sd --device "$device" --threads 8 --work-dir "$out/work" \
     --out "$out/toy-sd" --steps "$steps" --batch-size "$batch" --unet-channels $channels \
-    --checkpoint-every 2000 --log-every 500
+    --n-images "$n_images" --checkpoint-every 2000 --log-every 500
 python benchmarks/bench_toy_prior.py --model "$out/toy-sd" --threads 8 | tee "$out/prior.json"
