@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import torch
 
@@ -24,14 +23,11 @@ from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text
 from threestudio_like.toyworld.priors import ASSETS
 from threestudio_like.toyworld.scoring import shape_mesh
 from threestudio_like.toyworld.shape_energy import shape_energies
-from threestudio_like.toyworld.shapes import SHAPES, ToyShape, parse_prompt
+from threestudio_like.toyworld.shapes import SHAPES, ToyShape, box_sdf, parse_prompt, turn_about_z
 
 
 def rounded_box(half: float, radius: float) -> Mesh:
-    def sdf(p: torch.Tensor) -> torch.Tensor:
-        q = p.abs() - (half - radius)
-        return q.clamp(min=0).norm(dim=-1) + q.max(-1).values.clamp(max=0) - radius
-    return shape_mesh(ToyShape("rounded_box", sdf))
+    return shape_mesh(ToyShape("rounded_box", lambda p: box_sdf(p, half, radius)))
 
 
 def load_mesh(path: str) -> Mesh:
@@ -50,10 +46,7 @@ def main() -> None:
     prior = load_diffusion_prior(str(ASSETS / "toy-sd"), half_precision=False)
     tokenizer, text_encoder = load_text_encoder(prior.model_dir)
     meshes = {name: shape_mesh(s) for name, s in SHAPES.items()}
-    cube = meshes["cube"]
-    c = math.cos(math.radians(45))
-    meshes["cube_turned_45"] = Mesh(cube.v_pos @ torch.tensor([[c, -c, 0.0], [c, c, 0.0], [0.0, 0.0, 1.0]]).T,
-                                    cube.t_pos_idx)
+    meshes["cube_turned_45"] = Mesh(turn_about_z(meshes["cube"].v_pos, 45), meshes["cube"].t_pos_idx)
     meshes["rounded_box_r0.1"] = rounded_box(0.37, 0.1)
     meshes["rounded_box_r0.2"] = rounded_box(0.39, 0.2)
     meshes.update({path: load_mesh(path) for path in args.meshes})

@@ -28,20 +28,24 @@ def voxel_iou(mesh_a, mesh_b, n=14, extent=0.95) -> float:
     return float((ina & inb).sum()) / max(float((ina | inb).sum()), 1.0)
 
 
-def _volume_with_known_density():
-    """An ImplicitVolume whose density is the lumpy, off-centre field softplus(10 (1 - q)) with
-    q an ellipsoid distance (density head zeroed, blob bias replaced by the closed form)."""
-    g = ImplicitVolume({"pos_encoding_config": SMALL_GRID, "isosurface_resolution": 32})
+def _volume_with_density_bias(bias, **cfg):
+    """An ImplicitVolume whose density is softplus(bias(points)): density head zeroed, blob bias
+    replaced by ``bias`` (N,3) → (N,1)."""
+    g = ImplicitVolume({"pos_encoding_config": SMALL_GRID, "isosurface_resolution": 32, **cfg})
     last = g.density_network.net[-2]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
+    g.density_bias = bias
+    return g
 
+
+def _volume_with_known_density():
+    """The lumpy, off-centre field softplus(10 (1 - q)) with q an ellipsoid distance."""
     def bias(points):
         q = ((points - torch.tensor([0.1, -0.05, 0.0])) / torch.tensor([0.55, 0.4, 0.3])).norm(dim=-1, keepdim=True)
         return 10 * (1 - q)
 
-    g.density_bias = bias
-    return g
+    return _volume_with_density_bias(bias)
 
 
 def test_dmtet_from_volume_matches_its_isosurface_and_copies_the_texture_field():
@@ -184,11 +188,6 @@ def _hollow_ball(shell=(0.3, 0.42), hole=False):
     """An ImplicitVolume (threshold 10) whose density is ≈ 50 in the shell ``shell[0] < |p| <
     shell[1]`` and ≈ 0.7 inside and out — a ball a camera sees as solid, hollow inside. With
     ``hole`` a tunnel (|y|, |z| < 0.15, x > 0) opens the cavity to the outside."""
-    g = ImplicitVolume({"pos_encoding_config": SMALL_GRID, "isosurface_resolution": 32, "isosurface_threshold": 10.0})
-    last = g.density_network.net[-2]
-    torch.nn.init.zeros_(last.weight)
-    torch.nn.init.zeros_(last.bias)
-
     def bias(points):
         r = points.norm(dim=-1, keepdim=True)
         in_shell = (r > shell[0]) & (r < shell[1])
@@ -196,8 +195,7 @@ def _hollow_ball(shell=(0.3, 0.42), hole=False):
             in_shell &= ~((points[:, 1:].abs() < 0.15).all(-1, keepdim=True) & (points[:, :1] > 0))
         return torch.where(in_shell, torch.full_like(r, 50.0), torch.zeros_like(r))
 
-    g.density_bias = bias
-    return g
+    return _volume_with_density_bias(bias, isosurface_threshold=10.0)
 
 
 def test_enclosed_voids_are_the_cavity_and_only_while_it_is_closed():

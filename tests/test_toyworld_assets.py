@@ -85,13 +85,12 @@ def test_shipped_toy_sd_prefers_each_prompted_shape():
     from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
     from threestudio_like.toyworld.scoring import shape_mesh
     from threestudio_like.toyworld.shape_energy import shape_energies
-    from threestudio_like.toyworld.shapes import SHAPES
+    from threestudio_like.toyworld.shapes import SHAPES, turn_about_z
 
     prior = load_diffusion_prior(str(ASSETS / "toy-sd"), half_precision=False)
     tokenizer, text_encoder = load_text_encoder(prior.model_dir)
     meshes = {name: shape_mesh(s, resolution=48) for name, s in SHAPES.items()}
-    meshes["cube_turned_45"] = Mesh(meshes["cube"].v_pos @ torch.tensor([[0.7071, -0.7071, 0.0], [0.7071, 0.7071, 0.0],
-                                                                         [0.0, 0.0, 1.0]]).T, meshes["cube"].t_pos_idx)
+    meshes["cube_turned_45"] = Mesh(turn_about_z(meshes["cube"].v_pos, 45), meshes["cube"].t_pos_idx)
     names = ("sphere", "cube", "cylinder", "cone", "torus")
     energies = shape_energies(prior, tokenizer, text_encoder, [f"a red {n}" for n in names], meshes, views=8,
                               timesteps=(150, 350, 550, 750, 950))

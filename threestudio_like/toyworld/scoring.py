@@ -14,7 +14,6 @@ on the plain IoU.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
@@ -24,7 +23,7 @@ from ..eval.shape_metrics import InsideFn, chamfer_distance, grid_inside, sample
 from ..export.mesh_ops import clean_mesh
 from ..geometry.base import Mesh
 from ..ops.marching_cubes import marching_cubes
-from .shapes import COLORS, SHAPES, ToyShape, parse_prompt
+from .shapes import COLORS, SHAPES, ToyShape, parse_prompt, turn_about_z
 
 RESOLUTION = 64
 """Scoring grid: 64³ cell centres over [-1, 1]³. At 24³ (before session 8) the true cube held 14 %
@@ -40,8 +39,7 @@ def iou_any_yaw(inside: InsideFn, shape: ToyShape, resolution: int, extent: floa
     if shape.round_about_z:
         return volumetric_iou(inside, shape.inside, resolution, extent)
     def turned(deg: int) -> InsideFn:
-        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-        return lambda p: shape.inside(torch.stack([c * p[:, 0] + s * p[:, 1], c * p[:, 1] - s * p[:, 0], p[:, 2]], 1))
+        return lambda p: shape.inside(turn_about_z(p, -deg))
 
     return max(volumetric_iou(inside, turned(deg), resolution, extent) for deg in YAWS_DEG)
 

@@ -8,6 +8,7 @@ its handle on the back (−X; azimuth 0 is the front), so front and back views d
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -27,13 +28,21 @@ def _sphere(p: Tensor) -> Tensor:
     return p.norm(dim=-1) - 0.45
 
 
-def _box(p: Tensor, half: Tensor) -> Tensor:
-    q = p.abs() - half
-    return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0)
+def box_sdf(p: Tensor, half: Tensor | float, radius: float = 0.0) -> Tensor:
+    """Exact distance to the box ``|x| ≤ half`` (per axis) with its edges rounded to ``radius``."""
+    q = p.abs() - (torch.as_tensor(half, dtype=p.dtype) - radius)
+    return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0) - radius
+
+
+def turn_about_z(points: Tensor, degrees: float) -> Tensor:
+    """``points`` (N,3) turned by ``degrees`` about the vertical (z) axis, counter-clockwise from above."""
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    x, y = points[:, 0], points[:, 1]
+    return torch.stack([c * x - s * y, s * x + c * y, points[:, 2]], 1)
 
 
 def _cube(p: Tensor) -> Tensor:
-    return _box(p, torch.tensor([0.35, 0.35, 0.35], dtype=p.dtype))
+    return box_sdf(p, 0.35)
 
 
 def _cylinder_sdf(p: Tensor, radius: float, half_height: float) -> Tensor:
