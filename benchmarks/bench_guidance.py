@@ -2,7 +2,9 @@
 
 A step is what a training step pays for the guidance: encode the render (VAE where the prior
 has one), the guided UNet call(s), and the backward from the loss to the render; for VSD also
-the LoRA branch and its training step (forward + backward through the UNet). Priors have
+the LoRA branch and its training step (forward + backward through the UNet); for ISM
+(``ism_t500``: t fixed at 500, so s = 450 and 3 inversion strides) the 4 unconditional UNet calls
+of its DDIM inversion (its cost grows with t: ⌈(t − 49)/200⌉ + 1 calls). Priors have
 random weights built from configs (no downloads):
 
 * ``toy``       — pixel-space prior of the embedded default (32² renders, UNet channels
@@ -120,9 +122,12 @@ def text_guidance_step(module: str, cls: str, cfg: dict) -> Callable[[str, str, 
 
         spec = PRIORS[size]
         prior = build_prior(spec, device)
-        mod = importlib.import_module(module)
-        with mock.patch.object(mod, "load_diffusion_prior", lambda *a, **k: prior), torch.device(device):
-            guidance = getattr(mod, cls)(dict(pretrained_model_name_or_path="random", **cfg))
+        klass = getattr(importlib.import_module(module), cls)
+        # the module whose loader the class calls (ISM inherits SDS's __init__)
+        loader = next(m for m in (importlib.import_module(c.__module__) for c in klass.__mro__)
+                      if hasattr(m, "load_diffusion_prior"))
+        with mock.patch.object(loader, "load_diffusion_prior", lambda *a, **k: prior), torch.device(device):
+            guidance = klass(dict(pretrained_model_name_or_path="random", **cfg))
         prompt = random_prompt(spec, device)
         n = batch
         cams = make_cameras(torch.full((n,), 15.0), torch.linspace(-180, 180, n + 1)[:n], torch.full((n,), 2.0),
@@ -203,6 +208,8 @@ GUIDANCES: list[GuidanceEntry] = [
                                             dict(guidance_scale=100.0))),
     GuidanceEntry("vsd", text_guidance_step("threestudio_like.guidance.vsd", "VariationalScoreDistillation",
                                             dict(guidance_scale=7.5))),
+    GuidanceEntry("ism_t500", text_guidance_step("threestudio_like.guidance.ism", "IntervalScoreGuidance",
+                                                 dict(guidance_scale=7.5, min_step_percent=0.5, max_step_percent=0.5))),
     GuidanceEntry("zero123", zero123_step, sizes=("tiny", "zero123-xl")),
 ]
 
@@ -249,6 +256,8 @@ def main() -> None:
     for size in ("toy", "sd21-base"):
         sds, vsd = result["guidances"]["sds"][size], result["guidances"]["vsd"][size]
         result[f"vsd_over_sds_flops_{size}"] = round(vsd["gflops_per_step"] / sds["gflops_per_step"], 3)
+        ism = result["guidances"]["ism_t500"][size]
+        result[f"ism_t500_over_sds_flops_{size}"] = round(ism["gflops_per_step"] / sds["gflops_per_step"], 3)
     result["loadavg_end"] = os.getloadavg()[0]
     print(json.dumps(result))
 
