@@ -23,7 +23,7 @@ from ..ops.tet_grid import tet_grid
 from .base import Mesh
 from .explicit_mesh import SurfaceGeometry
 from .implicit_volume import VolumeGeometry
-from .isosurface import enclosed_voids
+from .isosurface import at_nearest_grid_point, enclosed_voids
 
 
 def normalized_level(level: Tensor, tets: Tensor) -> Tensor:
@@ -121,9 +121,8 @@ class DMTetGeometry(SurfaceGeometry):
             level = threshold - density
             voids = enclosed_voids(grid > threshold)
             if bool(voids.any()):  # vertices in a cavity of the marching-cubes grid count as inside
-                r, n = other.cfg.radius, grid.shape[0]
-                ijk = ((self.grid_vertices / r + 1) * 0.5 * (n - 1)).round().long().clamp(0, n - 1)
-                level = torch.where(voids[ijk[:, 0], ijk[:, 1], ijk[:, 2]], -level.abs(), level)
+                in_void = at_nearest_grid_point(voids, self.grid_vertices, other.cfg.radius)
+                level = torch.where(in_void, -level.abs(), level)
             return normalized_level(level, self.tets)
         if other.cfg.isosurface_resolution == self.cfg.isosurface_resolution:
             return other.sdf.detach()

@@ -118,6 +118,14 @@ def density_grid(density_fn: Callable[[Tensor], Tensor], resolution: int, radius
     return values.reshape(resolution, resolution, resolution)
 
 
+def at_nearest_grid_point(grid: Tensor, points: Tensor, radius: float) -> Tensor:
+    """(N,) values of an (R,R,R) grid laid out as :func:`density_grid` (R points per axis over
+    ``[-radius, radius]``, corners included) at the grid point nearest each of ``points`` (N,3)."""
+    n = grid.shape[0]
+    ijk = ((points / radius + 1) * 0.5 * (n - 1)).round().long().clamp(0, n - 1)
+    return grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+
+
 def remove_small_components(mesh: Mesh, min_fraction: float) -> Mesh:
     """Drop connected components (faces sharing vertices) with fewer than ``min_fraction`` of
     all faces, and the vertices no face uses any more."""
