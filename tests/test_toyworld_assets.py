@@ -38,16 +38,28 @@ def test_toy_sd_pipeline_samples_follow_the_prompted_colour():
 
 
 @pytest.mark.slow
-def test_toy_sd_pipeline_samples_at_the_default_guidance_have_the_prompted_colour_on_white():
-    """At CFG 5 (``sample``'s default) every shape in every colour: the foreground's chromaticity
-    (rgb / sum) is nearest the prompted toy colour's in ≥ 18 of 24 samples (measured 20), and the
-    background is white (foreground < half the image; the toy renders' objects cover ~0.3).
-    Diffusers' DDIM as the pipeline calls it — x̂₀ clipped, the step along the unclipped ε — drew
-    coloured noise here: 7 of 24, foreground 0.84."""
+def test_toy_sd_pipeline_samples_at_the_default_guidance_have_the_prompted_colour_over_the_backdrop():
+    """At CFG 5 (``sample``'s default) every shape in every colour: the foreground (pixels more
+    than 0.3 from the median of the sample's 2-pixel border) has the chromaticity (rgb / sum)
+    nearest the prompted toy colour's in ≥ 20 of 24 samples (measured 24), and the rest is a
+    backdrop: foreground < half the image (measured 0.28; the toy renders' objects cover ~0.3),
+    the border's brightness within 0.15 of the backdrop's as this camera sees it (the samples'
+    backdrops come out a little tinted). Diffusers' DDIM as the pipeline calls it — x̂₀ clipped,
+    the step along the unclipped ε — drew coloured noise here: 7 of 24 (the previous prior)."""
+    from threestudio_like.toyworld.dataset import sd_background
+
     prompts = [(c, s) for s in ("sphere", "cube", "cylinder", "cone", "torus", "mug") for c in COLORS]
-    images = sample(str(ASSETS / "toy-sd"), [f"a {c} {s}" for c, s in prompts], _cameras(len(prompts)).c2w,
-                    steps=25, seed=0)
-    foreground = (1 - images).abs().amax(-1) > 0.25
+    n = len(prompts)
+    cams = _cameras(n)
+    images = sample(str(ASSETS / "toy-sd"), [f"a {c} {s}" for c, s in prompts], cams.c2w, steps=25, seed=0)
+
+    def border(x):
+        return torch.cat([x[:, :2].reshape(n, -1, 3), x[:, -2:].reshape(n, -1, 3), x[:, :, :2].reshape(n, -1, 3),
+                          x[:, :, -2:].reshape(n, -1, 3)], 1).median(1).values
+
+    around = border(images)
+    assert (around.mean(-1) - border(sd_background()(cams.rays_d)).mean(-1)).abs().max() < 0.15
+    foreground = (images - around[:, None, None, :]).abs().amax(-1) > 0.3
     assert foreground.float().mean() < 0.5
     palette = torch.tensor(list(COLORS.values()))
     palette = palette / palette.sum(1, keepdim=True)
@@ -56,14 +68,17 @@ def test_toy_sd_pipeline_samples_at_the_default_guidance_have_the_prompted_colou
         mean = images[i][foreground[i]].mean(0)
         nearest = (mean / mean.sum() - palette).norm(dim=1).argmin().item()
         right += list(COLORS)[nearest] == colour
-    assert right >= 18, right
+    assert right >= 20, right
 
 
 def test_shipped_toy_sd_uses_its_camera():
-    """The prior's denoised estimate of a cube is better with the true cameras than with the
-    cameras shuffled among the views; a sphere looks the same from everywhere, so there the camera
-    cannot help (a control: the gain must be near 0). Measured: cube 13–23 %, sphere < 1 %
-    (benchmarks/bench_toy_prior.py); the previous prior had 0.1–0.2 % for every shape."""
+    """The prior's denoised estimate is better with the true cameras than with the cameras
+    shuffled among the views. Over the backdrop the camera's elevation also tells how the
+    backdrop's shading projects (the sphere gains 2–10 %), so the cube — whose silhouette depends
+    on the view besides — must gain more than the sphere. The camera label's azimuth stays unused
+    (turning it 45° changes nothing): the backdrop in the image carries the azimuth. Measured:
+    cube 15 / 10 %, sphere 7 / 2 % at t = 400 / 600, azimuth gains < 0.2 %
+    (benchmarks/bench_toy_prior.py)."""
     from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
     from threestudio_like.toyworld.camera_gain import camera_errors
 
@@ -72,16 +87,18 @@ def test_shipped_toy_sd_uses_its_camera():
     g = torch.Generator().manual_seed(0)
     cube = camera_errors(prior, tokenizer, text_encoder, "cube", 16, g)
     sphere = camera_errors(prior, tokenizer, text_encoder, "sphere", 16, g)
-    assert cube["t400"]["camera_gain"] > 0.05 and cube["t600"]["camera_gain"] > 0.05, cube
-    assert abs(sphere["t400"]["camera_gain"]) < 0.03, sphere
+    for t in ("t400", "t600"):
+        assert cube[t]["camera_gain"] > sphere[t]["camera_gain"] + 0.03, (cube, sphere)
+        assert abs(cube[t]["azimuth_gain"]) < 0.01 and abs(sphere[t]["azimuth_gain"]) < 0.01, (cube, sphere)
 
 
 def test_shipped_toy_sd_prefers_each_prompted_shape():
     """Distilled as the default experiment does (CFG 5, x̂₀ clamp), the prior's denoising error on
     renders of the six true toy shapes is lowest for the prompted one, for each of the five
-    default prompts — the prior knows every shape, the cube included (measured with 24 views:
-    prompted 0.004–0.008, next best 0.011–0.023; benchmarks/bench_toy_energy.py). A cube turned
-    45° is within 5 % of the true cube's: the prior barely sees the yaw."""
+    default prompts — the prior knows every shape, the cube included (measured with 8 views:
+    prompted 0.007–0.010, next best 0.011–0.024; benchmarks/bench_toy_energy.py). Over the backdrop
+    the prior sees the yaw: the cube turned 45° scores ≥ 5 % worse than the world-aligned one
+    (measured 7 %; 15 % with 24 views; the previous prior, over white: 4 % with 48 views)."""
     from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
     from threestudio_like.toyworld.scoring import shape_mesh
     from threestudio_like.toyworld.shape_energy import shape_energies
@@ -99,4 +116,4 @@ def test_shipped_toy_sd_prefers_each_prompted_shape():
         guided = {k: v["guided"] for k, v in e.items() if k in SHAPES}
         assert min(guided, key=guided.get) == name, (name, guided)
         if name == "cube":
-            assert e["cube_turned_45"]["guided"] == pytest.approx(e["cube"]["guided"], rel=0.05), e
+            assert e["cube_turned_45"]["guided"] > 1.05 * e["cube"]["guided"], e

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.config import Configurable
+from ..core.errors import UserError
 
 
 class SolidBackground(Configurable, nn.Module):
@@ -46,6 +47,34 @@ class RandomColorBackground(SolidBackground):
         use = (torch.rand(b, generator=generator) < self.cfg.random_prob).to(dirs.device)
         color = torch.where(use[:, None], rand, out[:, 0, 0])
         return color[:, None, None, :].expand_as(out)
+
+
+class AzimuthBackdrop(SolidBackground):
+    """A world-fixed backdrop whose brightness varies with the ray's world azimuth θ (about the
+    z-up axis): ``color · (base + amplitude · cos(period · θ))``. Every view then shows which way
+    it faces (modulo 360°/``period``) as low-frequency shading that survives heavy noise; the toy
+    SD prior is trained over it so that its denoised targets agree on a yaw (README, *The toy
+    world*). Period 4 matches the cube's symmetry."""
+
+    @dataclass
+    class Config(SolidBackground.Config):
+        base: float = 0.82
+        """Mean brightness."""
+        amplitude: float = 0.18
+        """Brightness swing (base ± amplitude stays within [0, 1])."""
+        period: int = 4
+        """Bright/dark cycles per turn."""
+
+    def __init__(self, cfg=None, where: str = "background") -> None:
+        super().__init__(cfg, where)
+        c = self.cfg
+        if not (0 <= c.base - abs(c.amplitude) and c.base + abs(c.amplitude) <= 1):
+            raise UserError(f"{where}: base ± amplitude must stay within [0, 1], got {c.base} ± {c.amplitude}")
+
+    def forward(self, dirs: Tensor) -> Tensor:
+        theta = torch.atan2(dirs[..., 1], dirs[..., 0])
+        brightness = self.cfg.base + self.cfg.amplitude * torch.cos(self.cfg.period * theta)
+        return super().forward(dirs) * brightness[..., None]
 
 
 class NeuralEnvironmentMap(Configurable, nn.Module):

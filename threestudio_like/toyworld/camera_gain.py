@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..data.cameras import make_cameras
-from .dataset import SD_CAMERAS, render_toy
+from .dataset import SD_CAMERAS, render_toy, sd_background
 
 TIMESTEPS = (200, 400, 600, 800)
 
@@ -32,7 +32,7 @@ def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, genera
         return make_cameras(elevation, azimuth_deg, torch.full((views,), 2.0), torch.full((views,), 42.5), 64, 64)
 
     cams = cameras(azimuth)
-    rgb, _ = render_toy(shape, "red", cams, "diffuse", supersample=2)
+    rgb, _ = render_toy(shape, "red", cams, "diffuse", supersample=2, background=sd_background())
     x0 = rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
     ids = tokenizer([f"a red {shape}"] * views, padding="max_length", max_length=tokenizer.model_max_length,
                     return_tensors="pt").input_ids

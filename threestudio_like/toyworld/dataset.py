@@ -5,7 +5,9 @@ Each image is one (shape, colour) seen from a camera drawn by the systems' own
 experiment, :data:`SD_CAMERAS`; the Zero123 prior uses :data:`ZERO123_CAMERAS`: no jitter, the
 object centred), rendered by our :class:`~threestudio_like.renderers.raster.RasterRenderer` with
 the :class:`~threestudio_like.materials.base.DiffuseWithPointLight` material under the sampler's
-point light (or unlit albedo, ``albedo_prob``) over a white background, 2× supersampled.
+point light (or unlit albedo, ``albedo_prob``) over a white background or, with ``backdrop``,
+over the world-fixed :class:`~threestudio_like.background.base.AzimuthBackdrop` (the shipped toy
+SD prior's world), 2× supersampled.
 Captions follow the prompt processor: ``"a red cube"`` or, with view suffixes,
 ``"a red cube, front view"`` (:func:`~threestudio_like.prompt.views.view_names`).
 """
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..background.base import SolidBackground
+from ..background.base import AzimuthBackdrop, SolidBackground
 from ..data.cameras import CameraBatch, RandomCameraSampler
 from ..geometry.base import GeometryOutput, Mesh
 from ..materials.base import DiffuseWithPointLight
@@ -42,6 +44,13 @@ ZERO123_CAMERAS: dict[str, Any] = dict(
 of view, looking at the origin, as Zero123's pose conditioning assumes."""
 
 
+def sd_background() -> AzimuthBackdrop:
+    """The background the shipped toy SD prior was trained over and the default experiment renders
+    over (``configs/background/backdrop.yaml``: :class:`AzimuthBackdrop`'s defaults; a test keeps
+    them equal)."""
+    return AzimuthBackdrop()
+
+
 @dataclass
 class ToyDatasetConfig:
     n_images: int = 24000
@@ -56,6 +65,8 @@ class ToyDatasetConfig:
     """RandomCameraSampler fields."""
     chunk: int = 64
     """Renders per raster call."""
+    backdrop: bool = False
+    """Render over :func:`sd_background` instead of white."""
     seed: int = 0
 
 
@@ -76,12 +87,13 @@ class ToyShapeGeometry(nn.Module):
 
 @torch.no_grad()
 def render_toy(shape: str, color: str, cameras: CameraBatch, shading: str = "diffuse", supersample: int = 1,
-               mesh: Optional[Mesh] = None) -> tuple[Tensor, Tensor]:
-    """(rgb (B,H,W,3), opacity (B,H,W,1)) of a toy shape seen from ``cameras``, over white.
-    ``cameras`` must be built at ``supersample`` × the output size."""
+               mesh: Optional[Mesh] = None, background: Optional[nn.Module] = None) -> tuple[Tensor, Tensor]:
+    """(rgb (B,H,W,3), opacity (B,H,W,1)) of a toy shape seen from ``cameras``, over
+    ``background`` (default white). ``cameras`` must be built at ``supersample`` × the output size."""
     geometry = ToyShapeGeometry(mesh if mesh is not None else shape_mesh(SHAPES[shape]), COLORS[color])
     material = DiffuseWithPointLight({"albedo_activation": "none"})
-    out = RasterRenderer({"implementation": "torch"})(cameras, geometry, material, SolidBackground(), shading)
+    background = background if background is not None else SolidBackground()
+    out = RasterRenderer({"implementation": "torch"})(cameras, geometry, material, background, shading)
     rgb, alpha = out.rgb, out.opacity
     if supersample > 1:
         rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
@@ -99,6 +111,7 @@ def make_dataset(cfg: ToyDatasetConfig, progress: bool = False) -> dict[str, Ten
     hi = cfg.size * cfg.supersample
     sampler = RandomCameraSampler({**cfg.cameras, "height": hi, "width": hi, "batch_size": cfg.chunk})
     meshes = {s: shape_mesh(SHAPES[s]) for s in shapes}
+    background = sd_background() if cfg.backdrop else SolidBackground()
     out: dict[str, list[Tensor]] = {k: [] for k in ("images", "alpha", "shape", "color", "c2w", "elevation",
                                                      "azimuth", "distance")}
     n_chunks = -(-cfg.n_images // cfg.chunk)
@@ -106,7 +119,7 @@ def make_dataset(cfg: ToyDatasetConfig, progress: bool = False) -> dict[str, Ten
         s, c = classes[i % len(classes)]
         cams = sampler.sample(generator)
         shading = "albedo" if torch.rand((), generator=generator).item() < cfg.albedo_prob else "diffuse"
-        rgb, alpha = render_toy(s, c, cams, shading, cfg.supersample, meshes[s])
+        rgb, alpha = render_toy(s, c, cams, shading, cfg.supersample, meshes[s], background)
         out["images"].append((rgb * 255).round().to(torch.uint8))
         out["alpha"].append((alpha[..., 0] * 255).round().to(torch.uint8))
         out["shape"].append(torch.full((cfg.chunk,), shapes.index(s)))

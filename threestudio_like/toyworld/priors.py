@@ -128,6 +128,20 @@ def build_toy_sd(tokenizer_dir: str, seed: int = 0, channels: Sequence[int] = UN
                 scheduler=DDPMScheduler(**scheduler_config()))
 
 
+def load_toy_sd(model_dir: str) -> dict:
+    """The components of a saved toy SD pipeline (to continue training it: ``train_sd --init-from``),
+    with a fresh scheduler of :func:`scheduler_config`."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    if not os.path.isfile(os.path.join(model_dir, "unet", "config.json")):
+        raise UserError(f"--init-from {model_dir}: not a saved toy SD pipeline (no unet/config.json)")
+    return dict(vae=None, text_encoder=CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder"),
+                tokenizer=CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer"),
+                unet=UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet"),
+                scheduler=DDPMScheduler(**scheduler_config()))
+
+
 def build_toy_zero123(seed: int = 0) -> dict:
     """Untrained ``Zero123Pipeline`` components (``vae=None``: pixel space)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel

@@ -22,7 +22,7 @@ import torch
 from ..data.cameras import make_cameras
 from ..geometry.base import Mesh
 from ..guidance.diffusion import clamp_denoised
-from .dataset import SD_CAMERAS, render_toy
+from .dataset import SD_CAMERAS, render_toy, sd_background
 
 TIMESTEPS = tuple(range(50, 1000, 100))
 
@@ -48,7 +48,8 @@ def shape_energies(prior, tokenizer, text_encoder, prompts: list[str], meshes: d
     noise = {t: torch.randn(views, 3, 32, 32, generator=g) for t in timesteps}
     sums = torch.zeros(len(meshes), len(prompts), 2, dtype=torch.float64)  # guided, conditional
     for m, mesh in enumerate(meshes.values()):
-        rgb, _ = render_toy("cube", color, cams, "diffuse", supersample=2, mesh=mesh)  # the mesh given, in ``color``
+        rgb, _ = render_toy("cube", color, cams, "diffuse", supersample=2, mesh=mesh,  # the mesh given, in ``color``
+                            background=sd_background())
         x0 = rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
         for t in timesteps:
             a = prior.scheduler.alphas_cumprod[t]

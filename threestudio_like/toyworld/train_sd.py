@@ -5,7 +5,11 @@ camera-conditioned Stable Diffusion-format model of :func:`.priors.build_toy_sd`
 encoder jointly; captions ``"a red cube"`` or, with probability ``--view-prob``,
 ``"a red cube, front view"``; ``--drop-prob`` of them empty for classifier-free guidance) and
 saves the EMA weights as a ``StableDiffusionPipeline`` (``vae: null``) into ``--out`` (default:
-the package's ``assets/toy-sd``). :func:`sample` draws images with the diffusers pipeline.
+the package's ``assets/toy-sd``). ``--backdrop`` renders the dataset over the world-fixed
+:class:`~threestudio_like.background.base.AzimuthBackdrop` instead of white; ``--init-from DIR``
+continues from a saved toy SD pipeline instead of random weights (the shipped prior: trained over
+white, then fine-tuned over the backdrop; README). :func:`sample` draws images with the diffusers
+pipeline.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import Tensor, nn
 
 from ..prompt.views import VIEWS, view_names, view_prompt
 from .dataset import SD_CAMERAS, ToyDatasetConfig, caption, make_dataset
-from .priors import ASSETS, UNET_CHANNELS, build_toy_sd, write_word_tokenizer
+from .priors import ASSETS, UNET_CHANNELS, build_toy_sd, load_toy_sd, write_word_tokenizer
 from .shapes import COLORS, SHAPES
 from .training import denoising_loss, noised, prepare, train, train_parser
 
@@ -61,12 +65,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--view-prob", type=float, default=0.5, help="captions with a view suffix")
     parser.add_argument("--drop-prob", type=float, default=0.1, help="empty captions (for CFG)")
     parser.add_argument("--unet-channels", type=int, nargs=3, default=list(UNET_CHANNELS),
-                        help="UNet widths per level (the shipped prior: 16 32 64)")
+                        help="UNet widths per level (the shipped prior: 16 32 64; ignored with --init-from)")
+    parser.add_argument("--backdrop", action="store_true",
+                        help="render the dataset over the world-fixed AzimuthBackdrop (background=backdrop) instead of white")
+    parser.add_argument("--init-from", default="", help="a saved toy SD pipeline to continue from (default: random weights)")
     args = parser.parse_args(argv)
-    cfg, data = prepare(args, "sd", lambda n, seed: make_dataset(
-        ToyDatasetConfig(n_images=n, cameras=dict(SD_CAMERAS), seed=seed), progress=True))
-    parts = build_toy_sd(write_word_tokenizer(os.path.join(args.work_dir, "tokenizer")), seed=cfg.seed,
-                         channels=args.unet_channels)
+    cfg, data = prepare(args, "sd-backdrop" if args.backdrop else "sd", lambda n, seed: make_dataset(
+        ToyDatasetConfig(n_images=n, cameras=dict(SD_CAMERAS), backdrop=args.backdrop, seed=seed), progress=True))
+    if args.init_from:
+        parts = load_toy_sd(args.init_from)
+    else:
+        parts = build_toy_sd(write_word_tokenizer(os.path.join(args.work_dir, "tokenizer")), seed=cfg.seed,
+                             channels=args.unet_channels)
     tokenizer, scheduler = parts["tokenizer"], parts["scheduler"]
     table = CaptionTable(tokenizer)
     views = torch.tensor([VIEWS.index(v) for v in view_names(data["elevation"], data["azimuth"])])
