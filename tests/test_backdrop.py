@@ -9,13 +9,13 @@ import yaml
 
 from threestudio_like.background.base import AzimuthBackdrop, SolidBackground
 from threestudio_like.core.errors import UserError
-from threestudio_like.data.cameras import make_cameras
+from threestudio_like.data.cameras import make_cameras, spherical_to_position
 from threestudio_like.toyworld.dataset import render_toy, sd_background
 
 
 def _dirs(elevation_deg, azimuth_deg):
-    e, a = torch.deg2rad(torch.as_tensor(elevation_deg)), torch.deg2rad(torch.as_tensor(azimuth_deg))
-    return torch.stack([e.cos() * a.cos(), e.cos() * a.sin(), e.sin()], -1)
+    """Unit directions at these world elevations / azimuths (degrees)."""
+    return spherical_to_position(elevation_deg, azimuth_deg, torch.ones_like(azimuth_deg))
 
 
 def test_backdrop_brightness_follows_the_world_azimuth_of_the_ray():
