@@ -46,19 +46,20 @@ setup(
         "trimesh",
         "xatlas",
         "PyMCubes",
-        "nerfacc==0.5.3",
         "tqdm",
         "scipy",
     ],
     extras_require={
-        # CUDA fast paths, built from their upstream sources (need nvcc and a CUDA torch):
+        # CUDA fast paths (ops/backend.py picks them when installed), built from their sources
+        # (need nvcc and a CUDA torch; nerfacc builds its extension on first use):
         "cuda": [
             "tinycudann @ git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch",
             "nvdiffrast @ git+https://github.com/NVlabs/nvdiffrast/",
+            "nerfacc==0.5.3",
         ],
         # Segment Anything pulls torchvision (and with it a CUDA torch build):
         "sam": ["segment-anything", "torchvision"],
-        "dev": ["pytest>=8", "pytest-timeout", "tensorboard"],
+        "dev": ["pytest>=8", "pytest-timeout", "tensorboard", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["threestudio-like=threestudio_like.cli:main"]},
 )

@@ -33,8 +33,10 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 from unittest import mock
 
@@ -175,7 +177,9 @@ def zero123_step(size: str, device: str, batch: int) -> Callable[[], None]:
 
     from threestudio_like.guidance import zero123 as mod
     from threestudio_like.guidance.zero123_pipeline import CCProjection, Zero123Pipeline
-    from threestudio_like.toyworld.tiny_models import make_tiny_zero123_components
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from tiny_models import make_tiny_zero123_components
 
     torch.manual_seed(0)
     with torch.device(device):

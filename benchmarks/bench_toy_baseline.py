@@ -9,7 +9,7 @@ import torch
 from threestudio_like.cli import compose_config, register_resolvers
 from threestudio_like.core.trainer import Trainer
 from threestudio_like.eval.shape_metrics import volumetric_iou
-from threestudio_like.toyworld.scoring import RESOLUTION
+from threestudio_like.eval.toy_shape import RESOLUTION
 from threestudio_like.toyworld.shapes import SHAPES
 
 

@@ -1,6 +1,6 @@
 """Which shape does the toy SD prior prefer for each toy prompt? Prints JSON.
 
-For each prompt ("a red cube", …), :func:`threestudio_like.toyworld.shape_energy.shape_energies`
+For each prompt ("a red cube", …), :func:`shape_energy.shape_energies` (``benchmarks/shape_energy.py``)
 of the six true toy shapes (all in the prompted colour), the true cube turned 45°, two rounded
 boxes, and any ``--meshes`` (OBJ/GLB/PLY files, e.g. a run's ``export/model.obj``): the prior's guided
 denoising error on their renders (CFG 5, x̂₀ clamp 1.0, as the default experiment distils), lower =
@@ -16,18 +16,17 @@ import argparse
 import json
 
 import torch
+from shape_energy import shape_energies
 
 from threestudio_like.geometry.base import Mesh
 from threestudio_like.geometry.explicit_mesh import load_mesh_file
 from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
 from threestudio_like.toyworld.priors import ASSETS
-from threestudio_like.toyworld.scoring import shape_mesh
-from threestudio_like.toyworld.shape_energy import shape_energies
 from threestudio_like.toyworld.shapes import SHAPES, ToyShape, box_sdf, parse_prompt, turn_about_z
 
 
 def rounded_box(half: float, radius: float) -> Mesh:
-    return shape_mesh(ToyShape("rounded_box", lambda p: box_sdf(p, half, radius)))
+    return ToyShape("rounded_box", lambda p: box_sdf(p, half, radius)).mesh()
 
 
 def load_mesh(path: str) -> Mesh:
@@ -45,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     prior = load_diffusion_prior(str(ASSETS / "toy-sd"), half_precision=False)
     tokenizer, text_encoder = load_text_encoder(prior.model_dir)
-    meshes = {name: shape_mesh(s) for name, s in SHAPES.items()}
+    meshes = {name: s.mesh() for name, s in SHAPES.items()}
     meshes["cube_turned_45"] = Mesh(turn_about_z(meshes["cube"].v_pos, 45), meshes["cube"].t_pos_idx)
     meshes["rounded_box_r0.1"] = rounded_box(0.37, 0.1)
     meshes["rounded_box_r0.2"] = rounded_box(0.39, 0.2)

@@ -1,6 +1,6 @@
 """Does the toy SD prior use its camera? Prints JSON.
 
-For each toy shape, :func:`threestudio_like.toyworld.camera_gain.camera_errors` on 16 random
+For each toy shape, :func:`camera_gain.camera_errors` (``benchmarks/camera_gain.py``) on 16 random
 views: the prior's x̂₀ error with the true cameras vs the cameras shuffled among the views and vs
 the cameras turned 45° in azimuth, at t = 200…800; ``camera_gain`` = 1 − matched/shuffled (0: the
 camera is ignored), ``azimuth_gain`` = 1 − matched/turned (0: the azimuth is ignored).
@@ -14,9 +14,9 @@ import argparse
 import json
 
 import torch
+from camera_gain import TIMESTEPS, camera_errors
 
 from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
-from threestudio_like.toyworld.camera_gain import TIMESTEPS, camera_errors
 from threestudio_like.toyworld.priors import ASSETS
 from threestudio_like.toyworld.shapes import SHAPES
 

@@ -11,7 +11,7 @@ from torch import nn
 from threestudio_like.core.config import Configurable
 from threestudio_like.core.schedule import Updateable
 from threestudio_like.geometry.base import GeometryOutput
-from threestudio_like.guidance.base import GuidanceOutput
+from threestudio_like.guidance.base import Guidance, GuidanceOutput
 from threestudio_like.renderers.base import RenderOutput
 
 
@@ -58,7 +58,7 @@ class DirectionRenderer(Configurable, nn.Module):
         return RenderOutput(rgb=rgb.reshape(b, h, w, 3), opacity=ones, depth=ones)
 
 
-class NoisyTargetGuidance(Configurable, nn.Module):
+class NoisyTargetGuidance(Guidance):
     """loss = mean((rgb − (target + σ·noise))²) with fresh noise each call (uses the RNG)."""
 
     @dataclass
@@ -66,14 +66,10 @@ class NoisyTargetGuidance(Configurable, nn.Module):
         target: tuple[float, float, float] = (0.8, 0.2, 0.1)
         noise: float = 0.05
 
-    def __init__(self, cfg=None, where="guidance"):
-        nn.Module.__init__(self)
-        self.parse_config(cfg, where)
-
     def forward(self, rgb, cameras=None, prompt=None):
         target = torch.tensor(self.cfg.target, dtype=rgb.dtype) + self.cfg.noise * torch.randn(rgb.shape)
         loss = ((rgb - target) ** 2).mean()
-        return GuidanceOutput(loss=loss, name="fit")
+        return GuidanceOutput(loss=loss)
 
 
 FAKE = "fake_components"
@@ -93,7 +89,7 @@ def fake_experiment(steps_a: int = 6, steps_b: int = 4, **trainer) -> dict:
         "background": {"_target_": "threestudio_like.background.base.SolidBackground"},
         "renderer": {"_target_": f"{FAKE}.DirectionRenderer"},
         "guidance": {"_target_": f"{FAKE}.NoisyTargetGuidance"},
-        "loss": {"fit": 1.0},
+        "loss": {"guidance": 1.0},
         "optimizer": {"name": "Adam", "lr": 0.05},
         "stage": {
             "a": {"steps": steps_a},

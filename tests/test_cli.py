@@ -25,7 +25,7 @@ experiment_name: fake
 requires: [prompt]
 stages: [a, b]
 data: {height: 4, width: 4, batch_size: 2, eval_height: 4, eval_width: 4, n_val_views: 2, n_test_views: 2}
-loss: {fit: 1.0}
+loss: {guidance: 1.0}
 optimizer: {lr: 0.05}
 trainer: {progress: false, log_every: 1, ckpt_every: 0}
 export: {enabled: false}

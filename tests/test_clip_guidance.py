@@ -7,13 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from threestudio_like.core.errors import UserError
-from threestudio_like.guidance.clip import (
-    ClipGuidance,
-    ClipImageNormalization,
-    clip_preprocess,
-    clip_similarity,
-    load_clip,
-)
+from threestudio_like.eval.clip_similarity import clip_similarity
+from threestudio_like.guidance.base import Guidance
+from threestudio_like.guidance.clip import ClipGuidance, load_clip
+from threestudio_like.ops.clip_preprocess import ClipImageNormalization, clip_preprocess
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
@@ -70,7 +67,7 @@ def test_text_guidance_loss_is_one_minus_cosine(clip_dir):
     assert list(guidance.state_dict()) == []
     rgb = torch.rand(3, 24, 24, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
     out = guidance(rgb)
-    assert out.name == "clip"
+    assert isinstance(guidance, Guidance) and guidance.uses_reference
 
     model = CLIPModel.from_pretrained(clip_dir).eval()
     tok = CLIPTokenizer.from_pretrained(clip_dir)
@@ -80,6 +77,7 @@ def test_text_guidance_loss_is_one_minus_cosine(clip_dir):
                     pixel_values=_reference_pixels(rgb.detach()))
         cos = (ref.image_embeds @ ref.text_embeds.T)[:, 0]   # both unit-normalized by CLIPModel
     assert out.loss.item() == pytest.approx((1 - cos).mean().item(), abs=1e-5)
+    assert out.extras["clip_similarity"].item() == pytest.approx(cos.mean().item(), abs=1e-5)
 
     out.loss.backward()
     assert rgb.grad is not None and rgb.grad.abs().sum() > 0

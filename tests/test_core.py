@@ -1,8 +1,10 @@
 """Config validation, schedules, slugs, atomic checkpoints."""
 
+import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 import numpy as np
 import pytest
@@ -35,6 +37,63 @@ def test_wrong_type_is_user_error_and_defaults_fill():
         parse_structured(_Cfg, {"n_levels": "many"}, "geometry")
     cfg = parse_structured(_Cfg, {"_target_": "x.Y", "scale": 2}, "g")
     assert cfg.n_levels == 16 and cfg.scale == 2.0
+
+
+@dataclass
+class _Inner:
+    mode: Literal["fast", "exact"] = "fast"
+    lr: float = 0.1
+
+
+@dataclass
+class _Choices:
+    kind: Literal["bce", "mse"] = "bce"
+    axis: Optional[Literal["+Y", "+Z"]] = None
+    inner: _Inner = field(default_factory=_Inner)
+    maybe: Optional[_Inner] = None
+
+
+def test_literal_fields_accept_only_their_choices():
+    cfg = parse_structured(_Choices, {"kind": "mse", "axis": "+Y", "inner": {"mode": "exact"}, "maybe": {"lr": 2}}, "t")
+    assert (cfg.kind, cfg.axis, cfg.inner, cfg.maybe) == ("mse", "+Y", _Inner("exact", 0.1), _Inner("fast", 2.0))
+    assert isinstance(cfg.inner, _Inner) and isinstance(cfg, _Choices)
+    assert parse_structured(_Choices, {}, "t") == _Choices()
+    with pytest.raises(UserError) as e:
+        parse_structured(_Choices, {"kind": "bc"}, "stage.ref")
+    assert str(e.value) == "stage.ref.kind must be one of bce|mse, got 'bc' (did you mean 'bce'?)"
+    with pytest.raises(UserError, match=r"t\.axis must be one of \+Y\|\+Z\|null, got 'Y'"):
+        parse_structured(_Choices, {"axis": "Y"}, "t")
+    with pytest.raises(UserError, match=r"t\.inner\.mode must be one of fast\|exact"):
+        parse_structured(_Choices, {"inner": {"mode": "slow"}}, "t")
+    with pytest.raises(UserError, match=r"t\.maybe\.mode must be one of"):
+        parse_structured(_Choices, {"maybe": {"mode": "slow"}}, "t")
+    with pytest.raises(UserError, match=r"unknown config key 't\.inner\.lrr' \(did you mean 'lr'\?\)"):
+        parse_structured(_Choices, {"inner": {"lrr": 1}}, "t")
+    with pytest.raises(UserError, match=r"t\.inner\.lr"):
+        parse_structured(_Choices, {"inner": {"lr": "fast"}}, "t")
+
+
+def test_optimizer_groups_and_lr_schedule_from_typed_configs():
+    from threestudio_like.systems.optimization import (LRSchedulerConfig, OptimizerConfig, build_lr_scheduler,
+                                                       build_optimizer)
+
+    a, b, c = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    c.requires_grad_(False)
+    cfg = parse_structured(OptimizerConfig, {"name": "AdamW", "lr": 0.1, "params": {"geometry.enc": {"lr": 0.5}}}, "o")
+    opt = build_optimizer(cfg, [("geometry.enc.w", a), ("material.w", b), ("geometry.enc.frozen", c)], "o")
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.01  # torch's AdamW default
+    assert [(g["name"], g["lr"], len(g["params"])) for g in opt.param_groups] == [("geometry.enc", 0.5, 1),
+                                                                                  ("default", 0.1, 1)]
+    with pytest.raises(UserError, match="o.name must be one of Adam|AdamW"):
+        parse_structured(OptimizerConfig, {"name": "SGD"}, "o")
+    sched = build_lr_scheduler(LRSchedulerConfig(name="cosine", warmup_steps=2), opt, steps=10)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[1]["lr"])
+        opt.step()
+        sched.step()
+    expected = [min(1.0, (s + 1) / 2) * 0.5 * (1 + math.cos(math.pi * s / 10)) * 0.1 for s in range(4)]
+    assert lrs == pytest.approx(expected)
 
 
 def test_merge_component_replace_vs_override():

@@ -1,4 +1,4 @@
-"""Frequency encoding vs its formula, and the ``make_encoding`` factory."""
+"""Frequency encoding vs its formula, and the ``make_encoding`` factory (every encoding type)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from threestudio_like.core.errors import UserError
-from threestudio_like.ops.encodings import (FrequencyEncoding, ProgressiveBandHashGrid, make_encoding)
+from threestudio_like.ops.dense_grid import DenseGridEncoding
+from threestudio_like.ops.encodings import FrequencyEncoding, ProgressiveBandHashGrid, make_encoding
 from threestudio_like.ops.hash_encoding import HashGridEncoding
+from threestudio_like.ops.triplane import TriplaneEncoding
 
 
 @pytest.mark.parametrize("include_input", [False, True])
@@ -40,6 +42,8 @@ def test_factory_builds_each_type_with_matching_output_dims():
         ({"otype": "ProgressiveBandHashGrid", "n_levels": 4, "n_features_per_level": 4,
           "log2_hashmap_size": 12, "start_level": 1}, ProgressiveBandHashGrid, 16),
         ({"otype": "Frequency", "n_frequencies": 5, "include_input": True}, FrequencyEncoding, 33),
+        ({"otype": "Triplane", "resolution": 4, "n_channels": 3, "reduction": "concat"}, TriplaneEncoding, 9),
+        ({"otype": "DenseGrid", "resolution": 4, "n_channels": 5}, DenseGridEncoding, 5),
     ]
     for cfg, cls, dims in cases:
         enc = make_encoding(cfg, 3)
@@ -54,6 +58,20 @@ def test_factory_errors_name_the_problem():
         make_encoding({"n_levels": 4}, 3)
     with pytest.raises(UserError, match="n_frequency"):
         make_encoding({"otype": "Frequency", "n_frequency": 4}, 3)
+    with pytest.raises(UserError, match="3-D points"):
+        make_encoding({"otype": "Triplane"}, 2)
+    with pytest.raises(UserError, match="reduction must be one of sum\\|concat"):
+        make_encoding({"otype": "Triplane", "reduction": "mean"}, 3)
+
+
+def test_input_grad_switches_hash_grids_to_their_differentiable_path():
+    cfg = {"otype": "HashGrid", "n_levels": 2, "log2_hashmap_size": 10}
+    assert make_encoding(cfg, 3, input_grad=True).cfg.input_grad
+    assert not make_encoding(cfg, 3).cfg.input_grad
+    assert not make_encoding({**cfg, "input_grad": False}, 3, input_grad=True).cfg.input_grad  # explicit wins
+    x = torch.rand(5, 3, requires_grad=True)
+    (grad,) = torch.autograd.grad(make_encoding(cfg, 3, input_grad=True)(x).sum(), x)
+    assert grad.abs().sum() > 0
 
 
 def test_factory_accepts_omegaconf_nodes():

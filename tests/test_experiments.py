@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+TOY_EXPERIMENTS = ("default", "toy_zero123")
+"""The experiments that list the toy-shape evaluator."""
 
 
 def _inputs(experiment, tmp_path):
@@ -49,9 +51,13 @@ def test_experiment_smoke_end_to_end(experiment, tmp_path):
         assert (run / "ckpts" / f"{stage}.ckpt").is_file()
     assert (run / "video" / "turntable.mp4").is_file()
     assert (run / "export" / "model.obj").is_file() and (run / "export" / "model.glb").is_file()
-    if "prompt=a red cube" in args:  # toy prompts are scored against the true shape
-        score = [r for r in records if r["stage"] == "eval"][-1]
+    scores = [r for r in records if r["stage"] == "eval"]
+    if experiment in TOY_EXPERIMENTS:  # they list the toy-shape evaluator; the prompt names a red cube
+        assert "prompt=a red cube" in args and "toy-world score" in p.stderr
+        score = scores[-1]
         assert score["toy_shape"] == "cube" and 0.0 <= score["iou"] <= 1.0 and score["color"] == "red"
+    else:  # no other experiment scores a run, whatever its prompt names
+        assert scores == [] and "toy-world score" not in p.stderr
 
 
 @pytest.mark.slow

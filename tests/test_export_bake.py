@@ -126,7 +126,7 @@ def test_roughness_metallic_maps_baked(sphere_uv):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bake_nvdiffrast_matches_torch(sphere_uv):
-    pytest.importorskip("nvdiffrast", reason="nvdiffrast not installed (pip install threestudio_like[cuda])")
+    pytest.importorskip("nvdiffrast", reason="nvdiffrast not installed (pip install -e .[cuda])")
     mesh = Mesh(sphere_uv.v_pos.cuda(), sphere_uv.t_pos_idx.cuda(), sphere_uv.v_tex.cuda(), sphere_uv.t_tex_idx.cuda())
     fast = bake_textures(mesh, position_color, SIZE, rasterizer=Rasterizer("nvdiffrast"))
     ref = bake_textures(mesh, position_color, SIZE, rasterizer=Rasterizer("torch"))

@@ -11,7 +11,6 @@ from threestudio_like.core.errors import UserError
 from threestudio_like.geometry.dmtet import DMTetGeometry, normalized_level
 from threestudio_like.geometry.explicit_mesh import ExplicitMesh
 from threestudio_like.geometry.implicit_volume import ImplicitVolume
-from threestudio_like.geometry.triplane import TriplaneVolume
 
 SMALL_GRID = {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2, "log2_hashmap_size": 12,
               "base_resolution": 4, "per_level_scale": 2.0}
@@ -111,7 +110,8 @@ def test_dmtet_from_dmtet_copies_or_resamples():
 
 
 def test_dmtet_from_triplane_volume_keeps_its_encoding():
-    tv = TriplaneVolume({"plane_resolution": 8, "plane_channels": 4, "isosurface_resolution": 24})
+    tv = ImplicitVolume({"pos_encoding_config": {"otype": "Triplane", "resolution": 8, "n_channels": 4},
+                         "isosurface_resolution": 24})
     dm = DMTetGeometry.create_from(tv, {"isosurface_resolution": 12})
     assert dm.cfg.pos_encoding_config["otype"] == "Triplane"
     p = torch.rand(20, 3) * 2 - 1
@@ -149,7 +149,7 @@ def test_explicit_mesh_normalisation_and_up_axis(tmp_path):
     box.apply_translation([5.0, 3.0, 1.0])  # y (the file's up) is the longest side
     path = tmp_path / "box.obj"
     box.export(path)
-    em = ExplicitMesh({"mesh_path": str(path), "up_axis": "+y", "radius": 2.0, "normalize_extent": 0.5,
+    em = ExplicitMesh({"mesh_path": str(path), "up_axis": "+Y", "radius": 2.0, "normalize_extent": 0.5,
                        "pos_encoding_config": SMALL_GRID})
     v = em.mesh().v_pos
     lo, hi = v.min(0).values, v.max(0).values

@@ -7,14 +7,20 @@ import torch
 import torch.nn.functional as F
 
 from threestudio_like.core.errors import UserError
+from threestudio_like.export.mesh_ops import remove_small_components
 from threestudio_like.geometry.implicit_volume import ImplicitVolume
-from threestudio_like.geometry.isosurface import auto_threshold, otsu_threshold, remove_small_components
-from threestudio_like.geometry.triplane import TriplaneEncoding, TriplaneVolume, sample_plane
+from threestudio_like.geometry.isosurface import auto_threshold, otsu_threshold
 from threestudio_like.ops.marching_cubes import marching_cubes
+from threestudio_like.ops.triplane import TriplaneEncoding, sample_plane
 
 SMALL_GRID = {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2, "log2_hashmap_size": 12,
               "base_resolution": 4, "per_level_scale": 2.0}
 SMOOTH = {"otype": "Frequency", "n_frequencies": 2, "include_input": True}
+
+
+def _triplane(resolution, channels):
+    """The ``pos_encoding_config`` of a triplane encoding."""
+    return {"otype": "Triplane", "resolution": resolution, "n_channels": channels}
 
 
 def _zero_density_head(geometry):
@@ -135,7 +141,7 @@ def test_remove_small_components_drops_the_floater():
     big = 0.5 - (p - torch.tensor([-0.3, 0, 0])).norm(dim=-1)
     small = 0.12 - (p - torch.tensor([0.7, 0.6, 0.6])).norm(dim=-1)
     mesh = marching_cubes(torch.maximum(big, small), 0.0, [-1] * 3, [1] * 3)
-    kept = remove_small_components(mesh, 0.1)
+    kept, _ = remove_small_components(mesh, min_face_fraction=0.1)
     assert 0 < kept.num_faces < mesh.num_faces
     assert float(kept.v_pos[:, 0].max()) < 0.3  # only the big sphere (x ≤ 0.2) is left
     assert int(kept.t_pos_idx.max()) == kept.num_vertices - 1
@@ -149,7 +155,7 @@ def test_create_from_same_class_copies_state_and_refuses_other_kinds():
     with pytest.raises(UserError, match="different architecture"):
         ImplicitVolume.create_from(a, {"pos_encoding_config": {**SMALL_GRID, "n_levels": 3}})
     with pytest.raises(UserError, match="cannot build"):
-        ImplicitVolume.create_from(TriplaneVolume({"plane_resolution": 4, "plane_channels": 2}), {})
+        ImplicitVolume.create_from(ImplicitVolume({"pos_encoding_config": _triplane(4, 2)}), {})
 
 
 def test_unknown_config_key_and_bad_choices_raise():
@@ -182,7 +188,7 @@ def test_triplane_encoding_combines_the_three_projections(reduction):
 
 
 def test_triplane_volume_shares_the_volume_interface():
-    tv = _zero_density_head(TriplaneVolume({"plane_resolution": 8, "plane_channels": 4, "normal_type": "analytic",
+    tv = _zero_density_head(ImplicitVolume({"pos_encoding_config": _triplane(8, 4), "normal_type": "analytic",
                                             "density_bias": "blob_dreamfusion", "isosurface_resolution": 24}))
     p = _points(32, seed=5, scale=0.8)
     out = tv(p, output_normal=True)

@@ -227,7 +227,7 @@ def test_missing_tcnn_names_the_install_extra():
 
     if tcnn_available():
         pytest.skip("tinycudann is installed here")
-    with pytest.raises(UserError, match=r"pip install threestudio_like\[cuda\]"):
+    with pytest.raises(UserError, match=r"pip install -e \.\[cuda\]"):
         HashGridEncoding({"implementation": "tcnn"})
     enc = HashGridEncoding({"implementation": "auto", "n_levels": 2})  # auto falls back to torch
     assert enc(torch.rand(4, 3)).shape == (4, 4)
@@ -237,7 +237,7 @@ def test_missing_tcnn_names_the_install_extra():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="tcnn parity needs a CUDA GPU")
 @pytest.mark.parametrize("cfg", [{}, {"interpolation": "smoothstep", "n_features_per_level": 4}])
 def test_tcnn_matches_torch_twin(cfg):
-    pytest.importorskip("tinycudann", reason="tcnn parity needs tinycudann (pip install threestudio_like[cuda])")
+    pytest.importorskip("tinycudann", reason="tcnn parity needs tinycudann (pip install -e .[cuda])")
     torch.manual_seed(0)
     tc = HashGridEncoding({"implementation": "tcnn", **cfg}).cuda()
     tw = HashGridEncoding({"implementation": "torch", **cfg}).cuda()

@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 from test_sds import cameras, prompt_for, scaled_linear_alphas_cumprod
+from tiny_models import make_tiny_sd
 
 from threestudio_like.core.errors import UserError
 from threestudio_like.guidance.ism import IntervalScoreGuidance, ddim_invert
-from threestudio_like.toyworld.tiny_models import make_tiny_sd
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_ism_gradient_matches_independent_computation(model_dir, tmp_path, subtr
     prompt = prompt_for(model_dir, tmp_path)
     scale, b, interval, stride = 7.5, 3, 50, 200
     g = IntervalScoreGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale, weighting="sds",
-                                   interval=interval, inversion_stride=stride, subtract=subtract)).to("cpu")
+                                   interval=interval, inversion_stride=stride, subtract=subtract)).place("cpu")
     cams = cameras()
     torch.manual_seed(0)
     rgb = torch.rand(b, 16, 16, 3, requires_grad=True)
@@ -87,7 +87,7 @@ def test_ism_gradient_matches_independent_computation(model_dir, tmp_path, subtr
     grad = independent_ism_grad(model_dir, z, t, cond, prompt.uncond.expand(b, -1, -1), cams.c2w.reshape(b, 16),
                                 scale, interval, stride, subtract)
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), 2 * grad / b, rtol=1e-3, atol=1e-5)
-    assert out.name == "sds" and out.timesteps.tolist() == t.tolist()
+    assert out.timesteps.tolist() == t.tolist()
     # deterministic: no random noise on the path, the same render gives the same gradient
     rgb2 = rgb.detach().clone().requires_grad_(True)
     g(rgb=rgb2, prompt=prompt, cameras=cams, timesteps=t).loss.backward()

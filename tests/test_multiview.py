@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from threestudio_like.core.errors import UserError
-from threestudio_like.guidance.multiview import (
+from threestudio_like.systems.multiview_term import (
     MultiViewReconstructionLoss,
     load_view_grid,
     split_grid,

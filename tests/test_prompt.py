@@ -7,11 +7,11 @@ import os
 
 import pytest
 import torch
+from tiny_models import make_tiny_sd
 
 from threestudio_like.core.errors import UserError
 from threestudio_like.prompt import processor as processor_mod
 from threestudio_like.prompt.processor import PromptProcessor
-from threestudio_like.toyworld.tiny_models import make_tiny_sd
 
 PROMPT = "a red cube"
 

@@ -377,7 +377,7 @@ def test_implementation_choice_and_errors():
     with pytest.raises(UserError, match="auto\\|torch\\|nvdiffrast"):
         Rasterizer("opengl")
     if not nvdiffrast_available():
-        with pytest.raises(UserError, match=r"pip install threestudio_like\[cuda\]"):
+        with pytest.raises(UserError, match=r"pip install -e \.\[cuda\]"):
             Rasterizer("nvdiffrast")
     with pytest.raises(UserError, match="filter_mode"):
         R.texture(torch.zeros(1, 2, 2, 1), torch.zeros(1, 1, 1, 2), filter_mode="linear-mipmap-linear")
@@ -389,7 +389,7 @@ def test_implementation_choice_and_errors():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_parity_with_nvdiffrast():
-    pytest.importorskip("nvdiffrast", reason="nvdiffrast not installed (pip install threestudio_like[cuda])")
+    pytest.importorskip("nvdiffrast", reason="nvdiffrast not installed (pip install -e .[cuda])")
     fast, twin = Rasterizer("nvdiffrast"), Rasterizer("torch")
     pos, tri = icosphere_clip(3, 128)
     pos = torch.cat([pos, icosphere_clip(3, 128, elevation=-30, azimuth=120)[0]])

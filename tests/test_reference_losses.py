@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from threestudio_like.core.errors import UserError
-from threestudio_like.guidance.reference import (
+from threestudio_like.systems.reference_term import (
     depth_correlation_loss,
     normal_smoothness_loss,
     reference_mask_loss,

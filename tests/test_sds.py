@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from tiny_models import make_tiny_sd
 
 from threestudio_like.core.errors import UserError
 from threestudio_like.data.cameras import make_cameras
@@ -16,7 +17,6 @@ from threestudio_like.guidance.diffusion import (
 )
 from threestudio_like.guidance.sds import ScoreDistillationGuidance
 from threestudio_like.prompt.processor import PromptProcessor
-from threestudio_like.toyworld.tiny_models import make_tiny_sd
 
 PROMPT = "a red cube"
 
@@ -140,7 +140,7 @@ def test_sds_gradient_matches_independent_computation(models, tmp_path, kind):
     prompt = prompt_for(model_dir, tmp_path)
     scale, b = 7.5, 3
     g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale,
-                                       weighting="sds")).to("cpu")
+                                       weighting="sds")).place("cpu")
     cams = cameras()
     torch.manual_seed(0)
     rgb = torch.rand(b, 16, 16, 3, requires_grad=True)
@@ -159,7 +159,7 @@ def test_sds_gradient_matches_independent_computation(models, tmp_path, kind):
     # d loss / d rgb = d loss / d z · dz/drgb = grad / B · 2
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), 2 * grad / b, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.grad_norm, grad.norm(), rtol=1e-4, atol=1e-5)
-    assert out.name == "sds" and out.timesteps.tolist() == t.tolist()
+    assert out.timesteps.tolist() == t.tolist()
 
 
 def test_grad_clip_and_latent_input(models, tmp_path):
@@ -167,11 +167,11 @@ def test_grad_clip_and_latent_input(models, tmp_path):
     prompt = prompt_for(model_dir, tmp_path, view_dependent_prompting=False)
     clip = 0.01
     g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=100.0,
-                                       grad_clip=clip, weighting="uniform")).to("cpu")
+                                       grad_clip=clip, weighting="uniform", rgb_as_latents=True)).place("cpu")
     b = 2
     x = torch.rand(b, 8, 8, 4, requires_grad=True)  # latents rendered directly at the UNet size
     noise, t = torch.randn(b, 4, 8, 8), torch.tensor([300, 700])
-    out = g(rgb=x, prompt=prompt, cameras=cameras((0.0, 0.0), (0.0, 90.0), 8), rgb_as_latents=True,
+    out = g(rgb=x, prompt=prompt, cameras=cameras((0.0, 0.0), (0.0, 90.0), 8),
             noise=noise, timesteps=t)
     out.loss.backward()
     z = (2 * x.detach() - 1).permute(0, 3, 1, 2)
@@ -188,7 +188,7 @@ def test_denoised_clip_pulls_each_pixel_towards_the_clamped_estimate(models, tmp
     prompt = prompt_for(model_dir, tmp_path)
     scale, b = 30.0, 3
     g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale,
-                                       weighting="uniform", denoised_clip=1.0)).to("cpu")
+                                       weighting="uniform", denoised_clip=1.0)).place("cpu")
     cams = cameras()
     torch.manual_seed(1)
     rgb = torch.rand(b, 16, 16, 3, requires_grad=True)
@@ -213,7 +213,7 @@ def test_vae_encoding_matches_the_vae(models):
     from diffusers import AutoencoderKL
 
     model_dir = models["latent"]
-    g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir)).to("cpu")
+    g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir)).place("cpu")
     rgb = torch.rand(2, 32, 32, 3)
     torch.manual_seed(3)
     z = g.prior.encode(rgb)
@@ -229,7 +229,7 @@ def test_perp_neg_guidance_matches_independent(models, tmp_path):
     model_dir = models["pixel_v"]
     prompt = prompt_for(model_dir, tmp_path, use_perp_neg=True)
     scale = 5.0
-    g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale)).to("cpu")
+    g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale)).place("cpu")
     cams = cameras((0.0, 80.0), (45.0, 0.0))  # front–side interpolation; overhead (no negatives)
     noise, t = torch.randn(2, 3, 16, 16), torch.tensor([300, 600])
     z = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -286,10 +286,10 @@ def test_cuda_half_precision_matches_fp32(models, tmp_path):
     grads = []
     for half in (False, True):
         g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, half_precision=half,
-                                           guidance_scale=7.5)).to("cuda")
+                                           guidance_scale=7.5, rgb_as_latents=True)).place("cuda")
         assert g.prior.dtype == (torch.float16 if half else torch.float32)
         xi = x.clone().requires_grad_(True)
-        g(rgb=xi, prompt=prompt.to("cuda"), cameras=cams, rgb_as_latents=True, noise=noise, timesteps=t).loss.backward()
+        g(rgb=xi, prompt=prompt.to("cuda"), cameras=cams, noise=noise, timesteps=t).loss.backward()
         grads.append(xi.grad)
     assert grads[1].dtype == torch.float32
     assert (grads[1] - grads[0]).norm() / grads[0].norm() < 2e-2

@@ -1,14 +1,16 @@
 """Toy shapes (analytic SDFs) and the ground-truth metrics, against closed forms."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from threestudio_like.eval.evaluator import RunInputs
 from threestudio_like.eval.shape_metrics import (chamfer_distance, column_winding, grid_axis, grid_inside, grid_points,
                                                  mesh_inside, sample_surface, volumetric_iou)
+from threestudio_like.eval.toy_shape import ToyShapeEvaluator, score_mesh
 from threestudio_like.geometry.base import Mesh
-from threestudio_like.toyworld.scoring import score_mesh, shape_mesh
 from threestudio_like.toyworld.shapes import SHAPES, parse_prompt
 
 
@@ -37,7 +39,7 @@ def test_sdf_distances_are_exact_where_known():
 
 
 def test_iou_of_sphere_mesh_and_of_two_spheres():
-    mesh = shape_mesh(SHAPES["sphere"], resolution=48)
+    mesh = SHAPES["sphere"].mesh(resolution=48)
     occupied = grid_inside(mesh, 48, 1.0)
     assert volumetric_iou(lambda p: occupied, SHAPES["sphere"].inside, resolution=48) > 0.97
     big = lambda p: p.norm(dim=-1) < 0.8  # noqa: E731
@@ -49,7 +51,7 @@ def test_iou_of_sphere_mesh_and_of_two_spheres():
 def test_grid_inside_equals_winding_numbers(name):
     """Ray crossings per grid column (cost ∝ columns × faces) against the solid-angle winding
     number at every grid point, on closed meshes in general position (the cube turned)."""
-    mesh = shape_mesh(SHAPES[name], resolution=40)
+    mesh = SHAPES[name].mesh(resolution=40)
     if name == "cube":
         c, s = math.cos(0.3), math.sin(0.3)
         mesh = Mesh(mesh.v_pos @ torch.tensor([[c, -s, 0.1], [s, c, 0.0], [-0.1, 0.0, 1.0]]).T, mesh.t_pos_idx)
@@ -91,24 +93,24 @@ def test_chamfer_of_concentric_spheres_is_their_gap():
     a = torch.nn.functional.normalize(torch.randn(3000, 3, generator=g), dim=-1) * 0.5
     b = torch.nn.functional.normalize(torch.randn(3000, 3, generator=g), dim=-1) * 0.6
     assert chamfer_distance(a, b) == pytest.approx(0.1, abs=0.01)
-    mesh = shape_mesh(SHAPES["sphere"], resolution=48)
+    mesh = SHAPES["sphere"].mesh(resolution=48)
     pts = sample_surface(mesh, 2000, g)
     assert pts.norm(dim=-1).sub(0.45).abs().max() < 0.02
     assert chamfer_distance(pts, sample_surface(mesh, 2000, g)) < 0.03
 
 
 def test_score_prefers_the_prompted_shape_and_reads_colour():
-    mesh = shape_mesh(SHAPES["cube"], resolution=40)
+    mesh = SHAPES["cube"].mesh(resolution=40)
     red = torch.tensor([0.85, 0.15, 0.15])
-    s = score_mesh(mesh, "a red cube, side view", lambda p: red.expand(len(p), 3))
+    s = score_mesh(mesh, *parse_prompt("a red cube, side view"), lambda p: red.expand(len(p), 3))
     assert s["toy_shape"] == "cube" and s["iou"] > 0.9 and s["iou_margin"] > 0.1
     assert s["chamfer"] < 0.03 and s["color_error"] == pytest.approx(0.0, abs=1e-6)
     assert s["color_nearest"] == "red"
     dark_blue = torch.tensor([0.05, 0.1, 0.4])  # far from the toy blue, still nearer to it than to any other
-    s = score_mesh(mesh, "a blue cube", lambda p: dark_blue.expand(len(p), 3))
+    s = score_mesh(mesh, *parse_prompt("a blue cube"), lambda p: dark_blue.expand(len(p), 3))
     assert s["color_error"] == pytest.approx(float((dark_blue - torch.tensor([0.15, 0.3, 0.85])).norm()), rel=1e-5)
     assert s["color_error"] > 0.4 and s["color_nearest"] == "blue"
-    assert score_mesh(mesh, "a hamburger") is None
+    assert ToyShapeEvaluator().evaluate(SimpleNamespace(), RunInputs(prompt="a hamburger")) is None  # nothing to score
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
@@ -125,11 +127,11 @@ def test_round_about_z_flag_matches_the_sdf(name):
 def test_any_yaw_iou_finds_a_turned_cube():
     """A cube turned 30° about z: its plain IoU with the true cube is that of two squares 30° apart
     (overlap area by formula), its any-yaw IoU ≈ 1; a sphere is the same at every yaw."""
-    mesh = shape_mesh(SHAPES["cube"], resolution=40)
+    mesh = SHAPES["cube"].mesh(resolution=40)
     c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
     turn = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     turned = Mesh(mesh.v_pos @ turn.T, mesh.t_pos_idx)
-    score = score_mesh(turned, "a red cube")
+    score = score_mesh(turned, *parse_prompt("a red cube"))
     # two unit squares turned θ about their common centre: each corner of one loses the triangle
     # beyond the other's edge x cos θ + y sin θ = ½, legs ½ − ½ tan(θ/2) and ½ − (1 − sin θ)/(2 cos θ)
     t = math.radians(30)
@@ -138,7 +140,7 @@ def test_any_yaw_iou_finds_a_turned_cube():
     assert score["iou"] == pytest.approx(overlap / (2 - overlap), abs=0.02)
     assert score["iou_any_yaw"] > 0.9 > score["iou"] + 0.1 and score["best_other_any_yaw"] != "cube"
     assert score["iou_margin_any_yaw"] > 0.2 > score["iou_margin"]
-    sphere = score_mesh(shape_mesh(SHAPES["sphere"], resolution=40), "a red sphere")
+    sphere = score_mesh(SHAPES["sphere"].mesh(resolution=40), *parse_prompt("a red sphere"))
     assert sphere["iou_any_yaw"] == pytest.approx(sphere["iou"], abs=0.02)
 
 

@@ -79,8 +79,8 @@ def test_shipped_toy_sd_uses_its_camera():
     (turning it 45° changes nothing): the backdrop in the image carries the azimuth. Measured:
     cube 15 / 10 %, sphere 7 / 2 % at t = 400 / 600, azimuth gains < 0.2 %
     (benchmarks/bench_toy_prior.py)."""
+    from benchmarks.camera_gain import camera_errors
     from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
-    from threestudio_like.toyworld.camera_gain import camera_errors
 
     prior = load_diffusion_prior(str(ASSETS / "toy-sd"), half_precision=False)
     tokenizer, text_encoder = load_text_encoder(prior.model_dir)
@@ -99,14 +99,13 @@ def test_shipped_toy_sd_prefers_each_prompted_shape():
     prompted 0.007–0.010, next best 0.011–0.024; benchmarks/bench_toy_energy.py). Over the backdrop
     the prior sees the yaw: the cube turned 45° scores ≥ 5 % worse than the world-aligned one
     (measured 7 %; 15 % with 24 views; the previous prior, over white: 4 % with 48 views)."""
+    from benchmarks.shape_energy import shape_energies
     from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
-    from threestudio_like.toyworld.scoring import shape_mesh
-    from threestudio_like.toyworld.shape_energy import shape_energies
     from threestudio_like.toyworld.shapes import SHAPES, turn_about_z
 
     prior = load_diffusion_prior(str(ASSETS / "toy-sd"), half_precision=False)
     tokenizer, text_encoder = load_text_encoder(prior.model_dir)
-    meshes = {name: shape_mesh(s, resolution=48) for name, s in SHAPES.items()}
+    meshes = {name: s.mesh(resolution=48) for name, s in SHAPES.items()}
     meshes["cube_turned_45"] = Mesh(turn_about_z(meshes["cube"].v_pos, 45), meshes["cube"].t_pos_idx)
     names = ("sphere", "cube", "cylinder", "cone", "torus")
     energies = shape_energies(prior, tokenizer, text_encoder, [f"a red {n}" for n in names], meshes, views=8,

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from threestudio_like.data.cameras import make_cameras
-from threestudio_like.geometry.dense_grid import DenseGridEncoding, sample_grid
+from threestudio_like.ops.dense_grid import DenseGridEncoding, sample_grid
 from threestudio_like.toyworld import train_sd, train_zero123
 from threestudio_like.toyworld.dataset import SD_CAMERAS, ToyDatasetConfig, caption, make_dataset, render_toy
 from threestudio_like.toyworld.priors import VOCABULARY, write_word_tokenizer

@@ -60,7 +60,7 @@ def test_training_reduces_loss_and_logs(tmp_path):
     system, run_dir = _train(tmp_path, "log", fake_experiment(steps_a=30, steps_b=2))
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["stage"] == "a"]
     assert [r["step"] for r in records] == list(range(1, 31))
-    assert records[-1]["loss_fit"] < 0.5 * records[0]["loss_fit"]
+    assert records[-1]["loss_guidance"] < 0.5 * records[0]["loss_guidance"]
     assert (run_dir / "ckpts" / "a.ckpt").exists() and (run_dir / "ckpts" / "b.ckpt").exists()
     assert (run_dir / "save" / "a-000030.png").exists()
 
@@ -99,7 +99,7 @@ def test_nonfinite_steps_are_skipped_then_abort(tmp_path, monkeypatch):
 def test_unknown_loss_weight_is_an_error(tmp_path):
     cfg = fake_experiment()
     cfg["loss"] = {}
-    with pytest.raises(UserError, match="no weight for the loss term 'fit'"):
+    with pytest.raises(UserError, match="no weight for the loss term 'guidance'"):
         _train(tmp_path, "noweight", cfg)
 
 
@@ -118,7 +118,7 @@ def test_tensorboard_mirrors_scalars(tmp_path):
     acc = EventAccumulator(str(run_dir / "tb"))
     acc.Reload()
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["stage"] == "a"]
-    events = acc.Scalars("a/loss_fit")
+    events = acc.Scalars("a/loss_guidance")
     assert [e.step for e in events] == [1, 2, 3]
-    assert [e.value for e in events] == pytest.approx([r["loss_fit"] for r in records])
+    assert [e.value for e in events] == pytest.approx([r["loss_guidance"] for r in records])
     assert acc.Tags()["images"]  # validation renders

@@ -22,6 +22,7 @@ from threestudio_like.renderers.volume import (
     ray_aabb_intersect,
     render_weights_torch,
 )
+from threestudio_like.renderers.volume_nerfacc import nerfacc_available
 
 COLOR = (0.2, 0.6, 0.9)
 BG = (1.0, 0.5, 0.0)
@@ -341,6 +342,10 @@ def test_config_errors_are_user_errors():
         VolumeRenderer({"implementation": "cuda"})
     with pytest.raises(UserError, match="num_sample_per_ray|num_samples_per_ray"):
         VolumeRenderer({"num_sample_per_ray": 3})
+    if not nerfacc_available():
+        with pytest.raises(UserError, match=r"pip install -e \.\[cuda\]"):
+            VolumeRenderer({"implementation": "nerfacc"})
+        return
     r = VolumeRenderer({"implementation": "nerfacc"})
     with pytest.raises(UserError, match="needs CUDA"):
         render(r, orbit_cameras(1, 0.0, 2.0, 40.0, 2, 2), ConstantDensitySphere())

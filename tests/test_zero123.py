@@ -129,7 +129,7 @@ def test_guidance_gradient_matches_formula(pixel_dir):
     t = torch.tensor([300, 720])
     out = guidance(rgb, cams, noise=noise, timesteps=t)
     out.loss.backward()
-    assert out.name == "sds" and torch.equal(out.timesteps, t)
+    assert torch.equal(out.timesteps, t)
 
     pipe = guidance.pipe
     with torch.no_grad():

@@ -12,15 +12,15 @@ import json
 import os
 import shutil
 
-from threestudio_like.toyworld.tiny_models import ZERO123_EMBED_DIM as EMBED_DIM
+from tiny_models import ZERO123_EMBED_DIM as EMBED_DIM
 
 
 def make_tiny_zero123(path: str, pixel_space: bool = False, layout: str = "ours", seed: int = 0) -> str:
     """Save a tiny Zero123 pipeline to ``path`` (see module doc) and return ``path``."""
     from safetensors.torch import save_file
+    from tiny_models import make_tiny_zero123_components
 
     from threestudio_like.guidance.zero123_pipeline import Zero123Pipeline
-    from threestudio_like.toyworld.tiny_models import make_tiny_zero123_components
 
     pipe = Zero123Pipeline(**make_tiny_zero123_components(pixel_space, seed))
     pipe.save_pretrained(path)

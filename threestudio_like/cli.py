@@ -82,7 +82,7 @@ def _component_fields(overrides: list[str], path: str) -> Optional[list[str]]:
 
     from hydra import compose
 
-    from .core.config import import_target
+    from .core.config import Configurable, import_target
 
     if not path:
         return None
@@ -98,7 +98,7 @@ def _component_fields(overrides: list[str], path: str) -> Optional[list[str]]:
         cls = import_target(node["_target_"])
     except UserError:
         return None
-    return [f.name for f in dataclasses.fields(cls.Config)] if hasattr(cls, "Config") else None
+    return [f.name for f in dataclasses.fields(cls.Config)] if isinstance(cls, type) and issubclass(cls, Configurable) else None
 
 
 def _hydra_message(msg: str) -> str:
@@ -141,6 +141,7 @@ def _resume_config(run_dir: Path, overrides: list[str], raw: str) -> DictConfig:
 def validate(cfg: DictConfig) -> None:
     """Catch user mistakes before anything is written."""
     from .core.stages import resolve_stage, stage_names
+    from .eval.evaluator import build_evaluators
 
     mode = cfg.get("mode", "train")
     if mode not in MODES:
@@ -156,10 +157,11 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"image not found: {image}")
     for name in stage_names(cfg):
         _validate_stage(resolve_stage(cfg, name), f"stage.{name}")
+    build_evaluators(cfg.get("evaluators"))
 
 
 def _validate_stage(stage: dict[str, Any], where: str) -> None:
-    from .core.config import import_target, parse_structured
+    from .core.config import Configurable, import_target, parse_structured
     from .core.trainer import DEFAULT_SYSTEM
 
     cls = import_target(stage.get("_target_", DEFAULT_SYSTEM))
@@ -169,7 +171,7 @@ def _validate_stage(stage: dict[str, Any], where: str) -> None:
     for path, sub in components:
         if isinstance(sub, dict) and "_target_" in sub:
             comp_cls = import_target(sub["_target_"])
-            if hasattr(comp_cls, "Config"):
+            if isinstance(comp_cls, type) and issubclass(comp_cls, Configurable):
                 parse_structured(comp_cls.Config, sub, path)
 
 

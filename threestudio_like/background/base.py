@@ -1,4 +1,5 @@
-"""Backgrounds: ``background(dirs (B,H,W,3)) -> rgb (B,H,W,3)`` in [0,1], dirs = unit ray directions."""
+"""Backgrounds: ``background(dirs (B,H,W,3), generator) -> rgb (B,H,W,3)`` in [0,1], dirs = unit
+ray directions; ``generator`` drives the random colours of the training-time augmentations."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ from torch import Tensor, nn
 
 from ..core.config import Configurable
 from ..core.errors import UserError
+from ..ops.encodings import make_encoding
+from ..ops.mlp import MLP
 
 
-class SolidBackground(Configurable, nn.Module):
+class Background(Configurable, nn.Module):
+    """What renderers call: ``background(dirs (B,H,W,3), generator=None) -> rgb (B,H,W,3)``."""
+
+    def forward(self, dirs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        raise NotImplementedError
+
+
+class SolidBackground(Background):
     """A constant colour (white by default)."""
 
     @dataclass
@@ -24,7 +34,7 @@ class SolidBackground(Configurable, nn.Module):
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
 
-    def forward(self, dirs: Tensor) -> Tensor:
+    def forward(self, dirs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         color = torch.tensor(self.cfg.color, dtype=dirs.dtype, device=dirs.device)
         return color.expand(*dirs.shape[:-1], 3)
 
@@ -71,13 +81,13 @@ class AzimuthBackdrop(SolidBackground):
         if not (0 <= c.base - abs(c.amplitude) and c.base + abs(c.amplitude) <= 1):
             raise UserError(f"{where}: base ± amplitude must stay within [0, 1], got {c.base} ± {c.amplitude}")
 
-    def forward(self, dirs: Tensor) -> Tensor:
+    def forward(self, dirs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         theta = torch.atan2(dirs[..., 1], dirs[..., 0])
         brightness = self.cfg.base + self.cfg.amplitude * torch.cos(self.cfg.period * theta)
         return super().forward(dirs) * brightness[..., None]
 
 
-class NeuralEnvironmentMap(Configurable, nn.Module):
+class NeuralEnvironmentMap(Background):
     """An MLP of the view direction (frequency-encoded) → sigmoid colour (threestudio's
     neural-environment-map background). With ``random_aug`` it is replaced by a random solid
     colour per view with that probability while training."""
@@ -96,9 +106,6 @@ class NeuralEnvironmentMap(Configurable, nn.Module):
     def __init__(self, cfg=None, where: str = "background") -> None:
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
-        from ..ops.encodings import make_encoding
-        from ..ops.mlp import MLP
-
         c = self.cfg
         self.encoding = make_encoding({"otype": "Frequency", "n_frequencies": c.n_frequencies}, 3)
         self.mlp = MLP(self.encoding.n_output_dims, 3,

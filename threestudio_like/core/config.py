@@ -2,15 +2,21 @@
 
 Every component declares ``@dataclass class Config`` with documented fields. YAML (or a dict)
 is validated against it with :func:`parse_structured`: an unknown key is a :class:`UserError`
-that names the key and lists the valid ones; a value of the wrong type names the field.
+that names the key and lists the valid ones; a value of the wrong type names the field; a field
+annotated ``Literal["a", "b"]`` (a fixed set of choices) accepts only those values, and a wrong one
+is a :class:`UserError` listing them with a did-you-mean hint. Nested dataclass fields are checked
+the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
-from typing import Any, Mapping, TypeVar
+import types
+import typing
+from typing import Any, Literal, Mapping, Optional, TypeVar, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
@@ -39,22 +45,133 @@ def parse_structured(config_cls: type[T], cfg: Mapping | DictConfig | T | None, 
     if not isinstance(data, dict):
         raise UserError(f"{where or config_cls.__qualname__}: expected a mapping, got {type(data).__name__}")
     data = {k: v for k, v in data.items() if not str(k).startswith("_")}
-    valid = [f.name for f in dataclasses.fields(config_cls)]
-    for key in data:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            prefix = f"{where}." if where else ""
-            raise UserError(
-                f"unknown config key '{prefix}{key}'{hint}; valid keys: {', '.join(sorted(valid))}"
-            )
+    _check_keys(config_cls, data, where)
     try:
-        schema = OmegaConf.structured(config_cls)
-        merged = OmegaConf.merge(schema, data)
-        return OmegaConf.to_object(merged)
+        merged = OmegaConf.merge(OmegaConf.structured(_omegaconf_schema(config_cls)), data)
+        plain = OmegaConf.to_object(merged)
     except (ValidationError, ConfigKeyError, ConfigAttributeError) as e:
         msg = str(e).splitlines()[0]
-        raise UserError(f"{where or config_cls.__qualname__}: {msg}") from None
+        key = getattr(e, "full_key", None)
+        raise UserError(f"{_join(where, key) if key else where or config_cls.__qualname__}: {msg}") from None
+    return _from_schema(config_cls, plain, where)
+
+
+def _check_keys(config_cls: type, data: dict, where: str) -> None:
+    """Every key of ``data`` (and of nested config dataclasses' mappings) is a field."""
+    valid = [f.name for f in dataclasses.fields(config_cls)]
+    types = _field_types(config_cls)
+    for key, value in data.items():
+        if key not in valid:
+            raise UserError(f"unknown config key '{_join(where, key)}'{_did_you_mean(key, valid)}; "
+                            f"valid keys: {', '.join(sorted(valid))}")
+        nested = _nested_config(types.get(key))
+        if nested is not None and isinstance(value, dict):
+            _check_keys(nested, value, _join(where, key))
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _did_you_mean(value: Any, choices: typing.Sequence[Any]) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def literal_choices(annotation: Any) -> Optional[tuple[Any, ...]]:
+    """The allowed values of ``Literal[...]`` or ``Optional[Literal[...]]`` (None included), else None."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    if _is_union(annotation):
+        args = typing.get_args(annotation)
+        literals = [a for a in args if typing.get_origin(a) is Literal]
+        if len(literals) == 1 and all(a is type(None) or a is literals[0] for a in args):
+            return (*typing.get_args(literals[0]), None)
+    return None
+
+
+def _is_union(annotation: Any) -> bool:
+    """``Optional[X]``/``Union[X, Y]`` or ``X | Y``."""
+    return typing.get_origin(annotation) in (Union, types.UnionType)
+
+
+def _field_types(config_cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config dataclass (``from __future__ import annotations`` safe)."""
+    try:
+        return typing.get_type_hints(config_cls)
+    except Exception:  # an annotation that cannot be resolved: such fields are left to OmegaConf
+        return {f.name: f.type for f in dataclasses.fields(config_cls)}
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _nested_config(tp: Any) -> Optional[type]:
+    """The config dataclass of a ``Config`` or ``Optional[Config]`` field, else None."""
+    if _is_dataclass_type(tp):
+        return tp
+    if _is_union(tp):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and _is_dataclass_type(inner[0]):
+            return inner[0]
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _omegaconf_schema(config_cls: type) -> type:
+    """``config_cls`` as OmegaConf can read it: ``Literal`` fields become plain ``Any`` (checked
+    afterwards by :func:`_from_schema`), nested config dataclasses are converted the same way."""
+    types = _field_types(config_cls)
+    if not any(literal_choices(t) is not None or _nested_config(t) is not None for t in types.values()):
+        return config_cls
+    fields = []
+    for f in dataclasses.fields(config_cls):
+        tp = types.get(f.name, f.type)
+        nested = _nested_config(tp)
+        if literal_choices(tp) is not None:
+            tp = Any
+        elif nested is not None:
+            tp = _omegaconf_schema(nested) if nested is tp else Optional[_omegaconf_schema(nested)]
+        spec = dataclasses.field(default=f.default) if f.default is not dataclasses.MISSING else (
+            dataclasses.field(default_factory=_schema_factory(f.default_factory, tp))
+            if f.default_factory is not dataclasses.MISSING else dataclasses.field())
+        fields.append((f.name, tp, spec))
+    return dataclasses.make_dataclass(f"{config_cls.__name__}Schema", fields)
+
+
+def _schema_factory(factory: Any, schema_type: Any) -> Any:
+    """A nested config's default factory producing the schema class's instance."""
+    if not _is_dataclass_type(schema_type) or schema_type is factory:
+        return factory
+
+    def make() -> Any:
+        value = factory()
+        return schema_type(**{f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+
+    return make
+
+
+def _from_schema(config_cls: type[T], plain: Any, where: str) -> T:
+    """The typed ``config_cls`` instance of an OmegaConf-validated schema object, ``Literal``
+    choices checked."""
+    if isinstance(plain, config_cls):
+        return plain
+    types = _field_types(config_cls)
+    values = {}
+    for f in dataclasses.fields(config_cls):
+        value = getattr(plain, f.name)
+        tp = types.get(f.name, f.type)
+        choices = literal_choices(tp)
+        if choices is not None and value not in choices:
+            shown = "|".join("null" if c is None else str(c) for c in choices)
+            raise UserError(f"{_join(where, f.name)} must be one of {shown}, got '{value}'"
+                            f"{_did_you_mean(value, [c for c in choices if c is not None])}")
+        nested = _nested_config(tp)
+        if nested is not None and value is not None:
+            value = _from_schema(nested, value, _join(where, f.name))
+        values[f.name] = value
+    return config_cls(**values)
 
 
 def import_target(path: str) -> Any:

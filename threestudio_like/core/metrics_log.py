@@ -45,11 +45,17 @@ class MetricsLogger:
 
 
 def _plain(v: Any) -> Any:
-    if hasattr(v, "item") and getattr(v, "numel", lambda: 1)() == 1:
+    if isinstance(v, (np.ndarray, np.generic)) and v.size == 1 or _is_scalar_tensor(v):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
     return v
+
+
+def _is_scalar_tensor(v: Any) -> bool:
+    import torch
+
+    return isinstance(v, torch.Tensor) and v.numel() == 1
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

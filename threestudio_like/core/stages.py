@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from .config import import_target, merge_component, to_container
+from .config import Configurable, import_target, merge_component, to_container
 from .errors import UserError
 
 COMPONENTS = ("data", "geometry", "material", "background", "renderer", "guidance", "prompt_processor")
@@ -88,7 +88,8 @@ def _overlay(component: dict[str, Any], overlay: dict[str, Any]) -> None:
         cls = import_target(target) if target else None
     except UserError:
         return
-    valid = {f.name for f in dataclasses.fields(cls.Config)} if cls is not None and hasattr(cls, "Config") else set()
+    configurable = isinstance(cls, type) and issubclass(cls, Configurable)
+    valid = {f.name for f in dataclasses.fields(cls.Config)} if configurable else set()
     for key, value in overlay.items():
         if key in valid:
             if isinstance(value, dict) and isinstance(component.get(key), dict):

@@ -1,9 +1,16 @@
-"""Loading the input image (and its depth map) of image-to-3D experiments.
+"""Reading input images: the one image reader of the package.
 
-``load_rgba(path, (H, W))`` → rgb (1,H,W,3) in [0,1] and mask (1,H,W,1) from the alpha channel
-(an RGBA PNG as made by ``preprocess`` or any segmentation tool); ``load_depth(path, (H, W))``
-→ (1,H,W,1) float from a ``.npy`` array or a 8/16-bit grayscale image. Resizing uses area
-averaging. Problems with the files are :class:`UserError`\\ s.
+``read_image(path)`` → (H,W,C) float32 in [0,1] (8/16-bit or float files, C = 1..4), which all
+the loaders below go through:
+
+* ``load_image(path)`` → rgb (1,H,W,3) in [0,1], alpha composited over white (CLIP and Zero123
+  reference images);
+* ``load_rgba(path, (H, W))`` → rgb (1,H,W,3) in [0,1] and mask (1,H,W,1) from the alpha channel
+  (an RGBA PNG as made by ``preprocess`` or any segmentation tool);
+* ``load_depth(path, (H, W))`` → (1,H,W,1) float from a ``.npy`` array or a 8/16-bit grayscale
+  image.
+
+Resizing uses area averaging. Problems with the files are :class:`UserError`\\ s.
 """
 
 from __future__ import annotations
@@ -27,20 +34,31 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.nn.functional.interpolate(chw, size=size, mode=mode, **kwargs).permute(0, 2, 3, 1)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """(H,W,C) float32 in [0,1] (C = 1, 3 or 4)."""
+def read_image(path: str | Path, what: str = "image") -> np.ndarray:
+    """(H,W,C) float32 in [0,1] (C = 1, 2, 3 or 4); ``what`` names the file in errors."""
     import imageio.v3 as iio
 
     p = Path(str(path))
     if not p.is_file():
-        raise UserError(f"image not found: {p}")
+        raise UserError(f"{what} not found: {p}")
     try:
         arr = iio.imread(p)
     except Exception as e:  # imageio raises many types for unreadable files
-        raise UserError(f"cannot read image {p}: {e}") from None
+        raise UserError(f"cannot read {what} {p}: {e}") from None
     scale = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype == np.uint8 else 1.0
     arr = arr.astype(np.float32) / scale
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def load_image(path: str | Path, what: str = "image") -> Tensor:
+    """Image file → (1,H,W,3) in [0,1]; an alpha channel is composited over white (the
+    background CLIP targets and Zero123 references expect), grey is repeated to RGB."""
+    arr = read_image(path, what)
+    if arr.shape[-1] in (2, 4):
+        arr = arr[..., :-1] * arr[..., -1:] + (1.0 - arr[..., -1:])
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(arr))[None]
 
 
 def load_rgba(path: str | Path, size: tuple[int, int]) -> tuple[Tensor, Tensor]:

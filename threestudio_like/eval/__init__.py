@@ -1,1 +1,1 @@
-"""Metrics: Chamfer, IoU, PSNR, CLIP score, reprojection error."""
+"""Metrics (Chamfer, IoU, PSNR, CLIP similarity) and the evaluators that score a finished run."""

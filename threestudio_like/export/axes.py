@@ -1,18 +1,24 @@
-"""Coordinate conventions on output: up axis and unit-cube normalization.
+"""Coordinate conventions of files: up axis and unit-cube normalization.
 
 Our world is +Z up (``data/cameras.py``); glTF and many viewers expect +Y up. Going from +Z up
 to +Y up is the rotation ``(x, y, z) → (x, z, −y)`` (−90° about X): a proper rotation, so
-triangle winding and outward normals are preserved.
+triangle winding and outward normals are preserved. :func:`to_up_axis` converts on output
+(export), :func:`from_up_axis` on input (meshes loaded by ``geometry/explicit_mesh.py``).
 """
 
 from __future__ import annotations
+
+import typing
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..core.errors import UserError
 
-UP_AXES = ("+Z", "+Y")
+UpAxis = Literal["+Z", "+Y"]
+"""The up axis of a file (a config field of this type accepts only these)."""
+UP_AXES: tuple[str, ...] = typing.get_args(UpAxis)
 
 
 def to_up_axis(points: Tensor, up_axis: str) -> Tensor:
@@ -21,6 +27,16 @@ def to_up_axis(points: Tensor, up_axis: str) -> Tensor:
         return points
     if up_axis == "+Y":
         return torch.stack([points[..., 0], points[..., 2], -points[..., 1]], dim=-1)
+    raise UserError(f"unknown up_axis '{up_axis}'; choose one of {'|'.join(UP_AXES)}")
+
+
+def from_up_axis(points: Tensor, up_axis: str) -> Tensor:
+    """Points or directions (...,3) given in a frame with ``up_axis`` up, expressed in our +Z-up
+    world (the inverse of :func:`to_up_axis`)."""
+    if up_axis == "+Z":
+        return points
+    if up_axis == "+Y":
+        return torch.stack([points[..., 0], -points[..., 2], points[..., 1]], dim=-1)
     raise UserError(f"unknown up_axis '{up_axis}'; choose one of {'|'.join(UP_AXES)}")
 
 

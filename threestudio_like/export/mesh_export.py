@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 
@@ -17,7 +17,7 @@ from ..core.config import parse_structured
 from ..core.errors import UserError
 from ..geometry.base import Mesh
 from ..ops.rasterize import Rasterizer
-from .axes import UP_AXES, to_up_axis, unit_cube_transform
+from .axes import UpAxis, to_up_axis, unit_cube_transform
 from .bake import AppearanceFn, bake_textures
 from .gltf import write_glb
 from .mesh_ops import clean_mesh
@@ -50,12 +50,12 @@ class ExportConfig:
     """Make the winding consistent and the faces point outward (signed volume > 0)."""
     scale_to_unit_cube: bool = False
     """Centre the bounding box at the origin and scale its longest side to 1."""
-    up_axis: str = "+Z"
+    up_axis: UpAxis = "+Z"
     """Up axis of OBJ and PLY files: ``+Z`` (our world frame, unchanged) or ``+Y``."""
-    glb_up_axis: str = "+Y"
+    glb_up_axis: UpAxis = "+Y"
     """Up axis of the GLB: ``+Y`` as glTF specifies (rotated from our +Z-up world), or ``+Z``."""
-    rasterizer: str = "auto"
-    """Rasterizer for UV baking: ``auto`` | ``torch`` | ``nvdiffrast``."""
+    rasterizer: Literal["auto", "torch", "nvdiffrast"] = "auto"
+    """Rasterizer for UV baking (ops/rasterize.py)."""
 
 
 def _validate(cfg: ExportConfig) -> None:
@@ -64,9 +64,6 @@ def _validate(cfg: ExportConfig) -> None:
         raise UserError(f"export.formats must be a non-empty list of {'|'.join(FORMATS)}, got {list(cfg.formats)}")
     if cfg.texture_size < 8 or cfg.texture_size > 16384:
         raise UserError(f"export.texture_size must be between 8 and 16384 texels, got {cfg.texture_size}")
-    for key in ("up_axis", "glb_up_axis"):
-        if getattr(cfg, key) not in UP_AXES:
-            raise UserError(f"export.{key} must be one of {'|'.join(UP_AXES)}, got '{getattr(cfg, key)}'")
     if cfg.uv_padding < 0 or cfg.dilate_px < 0 or cfg.decimate_target < 0 or cfg.min_component_faces < 0:
         raise UserError("export.uv_padding, dilate_px, decimate_target and min_component_faces must be >= 0")
     if 0 < cfg.decimate_target < 4:

@@ -9,8 +9,9 @@ input's device and dtype. UV atlases are not carried through (cleanup runs befor
 - :func:`remove_degenerate_faces` drops faces with a repeated vertex or zero area and unused
   vertices.
 - :func:`remove_small_components` removes floaters: vertex-connected components with fewer than
-  ``min_faces`` faces or less than ``min_area_fraction`` of the total area. The largest component
-  (by area) is always kept, so a non-empty mesh never comes out empty.
+  ``min_faces`` faces, fewer than ``min_face_fraction`` of all faces or less than
+  ``min_area_fraction`` of the total area. The largest component (by area) is always kept, so a
+  non-empty mesh never comes out empty. (Also used on every isosurface, ``geometry/isosurface.py``.)
 - :func:`decimate` reduces the face count to at most ``target_faces`` by vertex clustering on a
   grid (bisection on the cell size). Pure numpy; coarser than quadric edge collapse.
 - :func:`orient_outward` makes the winding consistent across each edge-connected patch (faces
@@ -96,9 +97,10 @@ def vertex_components(n_vertices: int, f: np.ndarray) -> tuple[int, np.ndarray]:
     return n, labels[f[:, 0]]
 
 
-def remove_small_components(mesh: Mesh, min_faces: int = 0,
-                            min_area_fraction: float = 0.0) -> tuple[Mesh, int]:
-    """Remove components with < ``min_faces`` faces or < ``min_area_fraction`` of the total area.
+def remove_small_components(mesh: Mesh, min_faces: int = 0, min_area_fraction: float = 0.0,
+                            min_face_fraction: float = 0.0) -> tuple[Mesh, int]:
+    """Remove components with < ``min_faces`` faces, < ``min_face_fraction`` of all faces or
+    < ``min_area_fraction`` of the total area.
 
     Returns ``(mesh, number of components removed)``. The largest component by area is kept
     whatever the thresholds.
@@ -109,7 +111,7 @@ def remove_small_components(mesh: Mesh, min_faces: int = 0,
     n, label = vertex_components(len(v), f)
     faces = np.bincount(label, minlength=n)
     area = np.bincount(label, weights=_face_areas(v, f), minlength=n)
-    keep = (faces >= min_faces) & (area >= min_area_fraction * area.sum())
+    keep = (faces >= min_faces) & (faces >= min_face_fraction * len(f)) & (area >= min_area_fraction * area.sum())
     keep[np.argmax(area)] = True
     v_new, f_new = _compact(v, f[keep[label]])
     return _to_mesh(v_new, f_new, mesh), int(n - keep.sum())

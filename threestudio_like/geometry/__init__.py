@@ -1,1 +1,1 @@
-"""Representations: implicit volume (hash grid / triplane), DMTet, explicit mesh."""
+"""Representations: implicit volume (on a hash grid, triplane or dense grid), DMTet, explicit mesh."""

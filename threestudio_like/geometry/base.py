@@ -1,23 +1,29 @@
-"""Geometry interface and the mesh type shared by renderers and export.
+"""Geometry interfaces and the mesh type shared by renderers and export.
 
 All geometries live in a cube ``[-radius, radius]^3`` around the origin (world frame of
-``data/cameras.py``: +Z up). Two families:
+``data/cameras.py``: +Z up). What the system, the renderers and export call is declared here:
 
-* **implicit** (volume rendering): ``forward(points)`` gives density and appearance features;
-* **explicit** (rasterization): ``mesh()`` gives a triangle :class:`Mesh` (differentiable in
-  its vertices for DMTet) and ``forward(points)`` gives the appearance features at surface points.
-
-Every geometry can produce a mesh (``isosurface()`` for implicit ones) for export and for the
-next stage's ``create_from``.
+* :class:`Geometry` — every geometry: ``forward(points)`` → :class:`GeometryOutput`,
+  ``isosurface()`` → :class:`Mesh` (export, the next stage's ``create_from``) and the classmethod
+  ``create_from(previous stage's geometry, cfg)``;
+* :class:`SurfaceGeometry` — a triangle mesh, rasterized: ``mesh()`` (differentiable in its
+  vertices for DMTet); its ``isosurface()`` is that mesh. Density volumes (volume rendering)
+  add ``forward_density(points)`` instead (``implicit_volume.py``);
+* :class:`FieldGeometry` — appearance features from a neural field
+  ``feature_network(encoding(contract_to_unit(p)))``, which a geometry of another kind can take
+  over in ``create_from``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from ..core.config import Configurable, to_container
+from ..core.schedule import Updateable
 
 
 @dataclass
@@ -64,3 +70,85 @@ class Mesh:
         for k in range(3):
             vn = vn.index_add(0, self.t_pos_idx[:, k], n)
         return torch.nn.functional.normalize(vn, dim=-1, eps=1e-12)
+
+
+class Geometry(Configurable, Updateable, nn.Module):
+    """Base of every geometry; ``cfg.radius`` is the half side of its scene box."""
+
+    def forward(self, points: Tensor, output_normal: bool = False) -> GeometryOutput:
+        """points (N,3) world → per-point outputs (features (N,F); density, normal where the
+        geometry has them)."""
+        raise NotImplementedError
+
+    def isosurface(self) -> Mesh:
+        """The surface as a triangle mesh, for export and for the next stage."""
+        raise NotImplementedError
+
+    @classmethod
+    def create_from(cls, other: "Geometry", cfg: Any = None, where: str = "geometry") -> "Geometry":
+        """This kind of geometry built from the previous stage's ``other`` (stage hand-off);
+        a :class:`~threestudio_like.core.errors.UserError` when it cannot be."""
+        raise NotImplementedError
+
+
+class SurfaceGeometry(Geometry):
+    """A geometry whose surface is a triangle mesh: renderers rasterize ``mesh()``."""
+
+    def mesh(self) -> Mesh:
+        """The surface mesh (differentiable in its vertices where the geometry trains them)."""
+        raise NotImplementedError
+
+    def isosurface(self) -> Mesh:
+        """The surface for export: ``mesh()``."""
+        return self.mesh()
+
+
+def contract_to_unit(points: Tensor, radius: float) -> Tensor:
+    """World points (N,3) in ``[-radius, radius]^3`` → encoding input (N,3) in [0,1]^3 (clamped)."""
+    return ((points / radius + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+def default_hash_grid() -> Dict[str, Any]:
+    """Instant-NGP / Magic3D hash grid: 16 levels × 2 features, 2^19 table, base 16, scale ≈1.447."""
+    return {"otype": "HashGrid", "n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19,
+            "base_resolution": 16, "per_level_scale": 1.447269237440378}
+
+
+def encoding_config_or_default(cfg: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """``pos_encoding_config`` as given, the hash grid of :func:`default_hash_grid` when None, or
+    that hash grid updated with the given keys when they name no ``otype``. (The config field
+    defaults to None because OmegaConf would merge a user's dict into a default dict, mixing
+    the keys of two encodings.)"""
+    if cfg is None:
+        return default_hash_grid()
+    data = dict(to_container(cfg))
+    return data if "otype" in data else {**default_hash_grid(), **data}
+
+
+class FieldGeometry(Geometry):
+    """A geometry whose appearance features are ``feature_network(encoding(u))`` with
+    ``u = contract_to_unit(p, radius)``; subclasses build ``encoding`` (with
+    :func:`~threestudio_like.ops.encodings.make_encoding` of :meth:`encoding_config`) and
+    ``feature_network`` (an :class:`~threestudio_like.ops.mlp.MLP` with ``mlp_network_config``)."""
+
+    @dataclass
+    class Config:
+        radius: float = 1.0
+        """Half the side of the scene box [-radius, radius]^3."""
+        n_feature_dims: int = 3
+        """Appearance features per point (3 for an RGB albedo material)."""
+        pos_encoding_config: Optional[Dict[str, Any]] = None
+        """Encoding of the contracted point (ops/encodings.py): otype HashGrid |
+        ProgressiveBandHashGrid | Frequency | Triplane | DenseGrid and that encoding's fields;
+        None (or no otype) = the Instant-NGP hash grid."""
+        mlp_network_config: Dict[str, Any] = field(default_factory=dict)
+        """Config of the MLP heads on the encoding (ops.mlp.MLP.Config; its defaults: one hidden
+        ReLU layer of 64)."""
+
+    encoding: nn.Module
+    feature_network: nn.Module
+
+    def encoding_config(self) -> Dict[str, Any]:
+        """The encoding as a complete ``pos_encoding_config`` dict (default filled in), so that
+        another geometry can build the same appearance field."""
+        return encoding_config_or_default(self.cfg.pos_encoding_config)

@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from ..core.errors import UserError
 from ..ops.marching_tets import marching_tets
 from ..ops.tet_grid import tet_grid
-from .base import Mesh
-from .explicit_mesh import SurfaceGeometry
-from .implicit_volume import VolumeGeometry
+from .base import Geometry, Mesh
+from .explicit_mesh import FieldSurface
+from .implicit_volume import ImplicitVolume
 from .isosurface import at_nearest_grid_point, enclosed_voids
 
 
@@ -38,11 +38,11 @@ def normalized_level(level: Tensor, tets: Tensor) -> Tensor:
     return (level / scale.clamp(min=1e-12)).clamp(-1.0, 1.0)
 
 
-class DMTetGeometry(SurfaceGeometry):
+class DMTetGeometry(FieldSurface):
     """``mesh() -> Mesh`` (differentiable in sdf and deformation); ``forward(points (N,3))``."""
 
     @dataclass
-    class Config(SurfaceGeometry.Config):
+    class Config(FieldSurface.Config):
         isosurface_resolution: int = 128
         """Tet grid cells per side (threestudio's 128_tets file ≈ 64 here; see ops/tet_grid.py)."""
         isosurface_deformable_grid: bool = True
@@ -88,7 +88,7 @@ class DMTetGeometry(SurfaceGeometry):
         return mesh
 
     @classmethod
-    def create_from(cls, other: nn.Module, cfg=None, where: str = "geometry") -> "DMTetGeometry":
+    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> "DMTetGeometry":
         """Stage hand-off. Always copied: the appearance field (encoding + feature MLP weights, and
         the ``radius``, ``n_feature_dims``, ``pos_encoding_config``, ``mlp_network_config`` they
         need — taken from ``other``, overriding ``cfg``).
@@ -100,9 +100,9 @@ class DMTetGeometry(SurfaceGeometry):
         * from a DMTet: ``sdf`` and ``deformation`` copied when the resolutions match; otherwise
           ``sdf`` is resampled trilinearly on the new grid and the deformation starts at zero.
         """
-        if not isinstance(other, (VolumeGeometry, DMTetGeometry)):
+        if not isinstance(other, (ImplicitVolume, DMTetGeometry)):
             raise UserError(f"{where}: cannot build a DMTet from a {type(other).__name__}; the previous stage "
-                            "needs an ImplicitVolume, TriplaneVolume or DMTet geometry")
+                            "needs an ImplicitVolume or DMTet geometry")
         c = cls._config_with_appearance_of(other, cfg, where)
         device = next(other.parameters()).device
         instance = cls(c, where=where).to(device)
@@ -113,8 +113,8 @@ class DMTetGeometry(SurfaceGeometry):
                 instance.deformation.copy_(other.deformation)
         return instance
 
-    def _sdf_from(self, other: nn.Module) -> Tensor:
-        if isinstance(other, VolumeGeometry):
+    def _sdf_from(self, other: ImplicitVolume | DMTetGeometry) -> Tensor:
+        if isinstance(other, ImplicitVolume):
             grid = other.density_grid()
             threshold = other.isosurface_threshold_value(grid)
             density = torch.cat([other.forward_density(p).reshape(-1) for p in self.grid_vertices.split(1 << 16)])

@@ -1,13 +1,13 @@
 """Surface geometries (rasterized): a shared base with the appearance field, and a fixed mesh.
 
-:class:`SurfaceGeometry` is the base of :class:`ExplicitMesh` and ``DMTetGeometry``: a triangle
+:class:`FieldSurface` is the base of :class:`ExplicitMesh` and ``DMTetGeometry``: a triangle
 mesh from ``mesh()`` plus an appearance field ``feature_network(encoding(u))`` at surface points
 (``u = (p / radius + 1) / 2``, the same contraction as the volumes, so a volume's colour field
 can be moved over unchanged). ``forward(points (N,3)) -> GeometryOutput(features (N,F))``;
 normals come from the mesh, not from the field.
 
 :class:`ExplicitMesh` loads an OBJ/GLB/PLY (anything trimesh reads), optionally turns a +Y-up
-file into our +Z-up world (rotation of +90° about x: ``(x, y, z) -> (x, -z, y)``), centres its
+file into our +Z-up world (:func:`~threestudio_like.export.axes.from_up_axis`), centres its
 bounding box on the origin and scales it so that its largest half-extent is
 ``normalize_extent * radius``. The mesh is fixed (buffers, saved in checkpoints); only the
 appearance field trains.
@@ -16,38 +16,24 @@ appearance field trains.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable, parse_structured
+from ..core.config import parse_structured
 from ..core.errors import UserError
-from ..core.schedule import Updateable
+from ..export.axes import UpAxis, from_up_axis
+from ..ops.encodings import ProgressiveBandHashGrid, make_encoding
 from ..ops.mlp import MLP
-from .base import GeometryOutput, Mesh
-from .implicit_volume import contract_to_unit, encoding_config_or_default, make_field_encoding
-
-UP_AXES = ("+z", "+y")
+from .base import FieldGeometry, Geometry, GeometryOutput, Mesh, SurfaceGeometry, contract_to_unit
 
 
-class SurfaceGeometry(Configurable, Updateable, nn.Module):
+class FieldSurface(FieldGeometry, SurfaceGeometry):
     """Base of the mesh geometries: ``mesh()``, ``isosurface()`` (= ``mesh()``), appearance field."""
-
-    @dataclass
-    class Config:
-        radius: float = 1.0
-        """Half the side of the scene box [-radius, radius]^3."""
-        n_feature_dims: int = 3
-        """Appearance features per point."""
-        pos_encoding_config: Optional[Dict[str, Any]] = None
-        """Encoding of the appearance field (otype HashGrid | ProgressiveBandHashGrid | Frequency |
-        Triplane); None (or no otype) = the Instant-NGP hash grid."""
-        mlp_network_config: Dict[str, Any] = field(default_factory=dict)
-        """Config of the feature MLP (ops.mlp.MLP.Config; its defaults: one hidden ReLU layer of 64)."""
 
     def __init__(self, cfg=None, where: str = "geometry") -> None:
         nn.Module.__init__(self)
@@ -56,13 +42,9 @@ class SurfaceGeometry(Configurable, Updateable, nn.Module):
         c = self.cfg
         if c.radius <= 0:
             raise UserError(f"{where}.radius: must be > 0, got {c.radius}")
-        self.encoding = make_field_encoding(self.encoding_config(), 3, where=f"{where}.pos_encoding_config")
+        self.encoding = make_encoding(self.encoding_config(), 3, where=f"{where}.pos_encoding_config")
         self.feature_network = MLP(self.encoding.n_output_dims, c.n_feature_dims, c.mlp_network_config,
                                    where=f"{where}.mlp_network_config")
-
-    def encoding_config(self) -> Dict[str, Any]:
-        """The appearance encoding as a ``pos_encoding_config`` dict."""
-        return encoding_config_or_default(self.cfg.pos_encoding_config)
 
     def forward(self, points: Tensor, output_normal: bool = False) -> GeometryOutput:
         """points (N,3) world → features (N,F); density and normal are None (take normals from
@@ -70,38 +52,33 @@ class SurfaceGeometry(Configurable, Updateable, nn.Module):
         enc = self.encoding(contract_to_unit(points, self.cfg.radius))
         return GeometryOutput(features=self.feature_network(enc))
 
-    def mesh(self) -> Mesh:
-        raise NotImplementedError
-
-    def isosurface(self) -> Mesh:
-        """The surface for export: ``mesh()``."""
-        return self.mesh()
-
     # ---- stage hand-off helpers -------------------------------------------------------------
     @classmethod
-    def _config_with_appearance_of(cls, other: nn.Module, cfg: Any, where: str) -> Any:
+    def _config_with_appearance_of(cls, other: Geometry, cfg: Any, where: str) -> Any:
         """``cfg`` parsed, with ``radius``, ``n_feature_dims``, ``pos_encoding_config`` and
-        ``mlp_network_config`` taken from ``other`` so its appearance field can be copied."""
+        ``mlp_network_config`` taken from ``other`` (when it has an appearance field) so that
+        its appearance field can be copied."""
         c = parse_structured(cls.Config, cfg, where)
-        if not (hasattr(other, "encoding") and hasattr(other, "feature_network") and hasattr(other, "encoding_config")):
+        if not isinstance(other, FieldGeometry):
             return c
         return dataclasses.replace(c, radius=float(other.cfg.radius), n_feature_dims=int(other.cfg.n_feature_dims),
                                    pos_encoding_config=_continued_encoding(other),
                                    mlp_network_config=dict(other.cfg.mlp_network_config))
 
-    def copy_appearance_from(self, other: nn.Module) -> None:
-        """Copy ``other``'s encoding and feature MLP weights (same architecture required)."""
-        if hasattr(other, "encoding") and hasattr(other, "feature_network"):
+    def copy_appearance_from(self, other: Geometry) -> None:
+        """Copy ``other``'s encoding and feature MLP weights (same architecture required), when
+        it has an appearance field."""
+        if isinstance(other, FieldGeometry):
             self.encoding.load_state_dict(other.encoding.state_dict())
             self.feature_network.load_state_dict(other.feature_network.state_dict())
 
 
-def _continued_encoding(other: nn.Module) -> dict[str, Any]:
+def _continued_encoding(other: FieldGeometry) -> dict[str, Any]:
     """``other``'s encoding config for the next stage. A progressive-band hash grid continues
     from the level it had reached (the next stage restarts its step count, which would otherwise
     switch fine levels off again and change the colours at the hand-off)."""
-    encoding = dict(other.encoding_config())
-    if encoding.get("otype") == "ProgressiveBandHashGrid" and hasattr(other.encoding, "current_level"):
+    encoding = other.encoding_config()
+    if isinstance(other.encoding, ProgressiveBandHashGrid):
         encoding.update(start_level=int(other.encoding.current_level), start_step=0)
     return encoding
 
@@ -127,8 +104,7 @@ def load_mesh_file(path: str | Path, where: str = "geometry") -> tuple[np.ndarra
 def normalize_vertices(v: Tensor, radius: float, extent: float, up_axis: str) -> Tensor:
     """Up-axis conversion, then centre the bounding box and scale the largest half-extent to
     ``extent * radius``."""
-    if up_axis == "+y":
-        v = torch.stack([v[:, 0], -v[:, 2], v[:, 1]], dim=-1)
+    v = from_up_axis(v, up_axis)
     lo, hi = v.min(0).values, v.max(0).values
     half = float((hi - lo).max()) / 2
     if half <= 0:
@@ -136,15 +112,15 @@ def normalize_vertices(v: Tensor, radius: float, extent: float, up_axis: str) ->
     return (v - (lo + hi) / 2) * (extent * radius / half)
 
 
-class ExplicitMesh(SurfaceGeometry):
+class ExplicitMesh(FieldSurface):
     """A fixed triangle mesh with a trainable appearance field (texture stages)."""
 
     @dataclass
-    class Config(SurfaceGeometry.Config):
+    class Config(FieldSurface.Config):
         mesh_path: str = ""
         """OBJ/GLB/PLY file to load (empty when the mesh comes from create_from or a checkpoint)."""
-        up_axis: str = "+z"
-        """Up axis of the file: +z (ours) | +y (glTF, most DCC exports), converted to +z."""
+        up_axis: UpAxis = "+Z"
+        """Up axis of the file: +Z (ours) | +Y (glTF, most DCC exports), converted to +Z."""
         normalize: bool = True
         """Centre the loaded mesh and scale it into the scene box."""
         normalize_extent: float = 0.8
@@ -153,8 +129,6 @@ class ExplicitMesh(SurfaceGeometry):
     def __init__(self, cfg=None, where: str = "geometry", mesh: Optional[Mesh] = None) -> None:
         super().__init__(cfg, where)
         c = self.cfg
-        if c.up_axis not in UP_AXES:
-            raise UserError(f"{where}.up_axis: '{c.up_axis}' is not one of {'|'.join(UP_AXES)}")
         if mesh is not None:
             v, f = mesh.v_pos.detach().float(), mesh.t_pos_idx.detach().long()
         elif c.mesh_path:
@@ -162,8 +136,8 @@ class ExplicitMesh(SurfaceGeometry):
             v, f = torch.from_numpy(v_np), torch.from_numpy(f_np)
             if c.normalize:
                 v = normalize_vertices(v, c.radius, c.normalize_extent, c.up_axis)
-            elif c.up_axis == "+y":
-                v = torch.stack([v[:, 0], -v[:, 2], v[:, 1]], dim=-1)
+            else:
+                v = from_up_axis(v, c.up_axis)
             v = v.float()
         else:  # filled by load_state_dict
             v, f = torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64)
@@ -184,13 +158,13 @@ class ExplicitMesh(SurfaceGeometry):
         return Mesh(v_pos=self.v_pos, t_pos_idx=self.t_pos_idx)
 
     @classmethod
-    def create_from(cls, other: nn.Module, cfg=None, where: str = "geometry") -> "ExplicitMesh":
+    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> "ExplicitMesh":
         """From another ExplicitMesh: a copy (mesh and appearance). From any other geometry: its
         ``isosurface()`` (detached; DMTet's deformed marching-tets mesh, a volume's marching-cubes
         mesh), with its appearance field (encoding + feature MLP weights, and the configs and
         radius they need) when it has one. ``mesh_path`` is ignored."""
         c = cls._config_with_appearance_of(other, cfg, where)
-        mesh = other.mesh() if isinstance(other, ExplicitMesh) else other.isosurface()
+        mesh = other.isosurface()
         with torch.no_grad():
             mesh = Mesh(v_pos=mesh.v_pos.detach().clone(), t_pos_idx=mesh.t_pos_idx.detach().clone())
         instance = cls(dataclasses.replace(c, mesh_path=""), where=where, mesh=mesh)

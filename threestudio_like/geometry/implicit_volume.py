@@ -1,7 +1,8 @@
-"""Density volumes for volume rendering: a shared base and the hash-grid ``ImplicitVolume``.
+"""The density volume: ``ImplicitVolume`` on any encoding (hash grid, triplane, dense grid...).
 
-A :class:`VolumeGeometry` is an encoding of the contracted point ``u = (p / radius + 1) / 2``
-(clamped to [0,1]^3) followed by two MLP heads on the same code (threestudio's
+An :class:`ImplicitVolume` is an encoding of the contracted point ``u = (p / radius + 1) / 2``
+(clamped to [0,1]^3; the encoding is built by :func:`~threestudio_like.ops.encodings.make_encoding`
+from ``pos_encoding_config``) followed by two MLP heads on the same code (threestudio's
 ``ImplicitVolume`` semantics):
 
 * density ``sigma = act(density_network(enc) + bias(p))`` (N,1), with the blob ``bias`` that makes
@@ -14,96 +15,48 @@ A :class:`VolumeGeometry` is an encoding of the contracted point ``u = (p / radi
   queries at ``p ± eps e_k``, clamped to the box) or by autograd (``analytic``; the graph is
   kept — ``create_graph`` — whenever the caller has gradients enabled, so normal losses train).
 
-Subclasses only say which encoding they use (:meth:`VolumeGeometry.encoding_config`):
-:class:`ImplicitVolume` a hash grid / frequency encoding, ``TriplaneVolume`` (``triplane.py``)
-three feature planes. ``isosurface()`` runs marching cubes on a density grid at the level chosen
-by :mod:`.isosurface` (``auto`` by default).
+``configs/geometry/``: ``implicit_volume.yaml`` (hash grid), ``triplane.yaml`` (three feature
+planes), ``dense_volume.yaml`` (voxel grid). ``isosurface()`` runs marching cubes on a density
+grid at the level chosen by :mod:`.isosurface` (``auto`` by default).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.config import Configurable, to_container
 from ..core.errors import UserError
-from ..core.schedule import Updateable
 from ..ops.encodings import make_encoding
 from ..ops.mlp import MLP, get_activation
-from .base import GeometryOutput, Mesh
+from .base import FieldGeometry, Geometry, GeometryOutput, Mesh, contract_to_unit
 from .isosurface import density_grid, extract_isosurface, resolve_threshold
 
 DENSITY_BIASES = ("blob_magic3d", "blob_dreamfusion")
-NORMAL_TYPES = ("finite_difference", "analytic", "none")
-HASH_GRIDS = ("HashGrid", "ProgressiveBandHashGrid")
 
 
-def default_hash_grid() -> Dict[str, Any]:
-    """Instant-NGP / Magic3D hash grid: 16 levels × 2 features, 2^19 table, base 16, scale ≈1.447."""
-    return {"otype": "HashGrid", "n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19,
-            "base_resolution": 16, "per_level_scale": 1.447269237440378}
+class ImplicitVolume(FieldGeometry):
+    """Density volume for volume rendering (Magic3D/DreamFusion's NeRF geometry).
 
-
-def encoding_config_or_default(cfg: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """``pos_encoding_config`` as given, the hash grid of :func:`default_hash_grid` when None, or
-    that hash grid updated with the given keys when they name no ``otype``. (The config field
-    defaults to None because OmegaConf would merge a user's dict into a default dict, mixing
-    the keys of two encodings.)"""
-    if cfg is None:
-        return default_hash_grid()
-    data = dict(to_container(cfg))
-    return data if "otype" in data else {**default_hash_grid(), **data}
-
-
-def contract_to_unit(points: Tensor, radius: float) -> Tensor:
-    """World points (N,3) in ``[-radius, radius]^3`` → encoding input (N,3) in [0,1]^3 (clamped)."""
-    return ((points / radius + 1.0) * 0.5).clamp(0.0, 1.0)
-
-
-def make_field_encoding(cfg: Any, n_input_dims: int = 3, where: str = "encoding") -> nn.Module:
-    """:func:`~threestudio_like.ops.encodings.make_encoding`, plus ``otype: Triplane``
-    (:class:`~threestudio_like.geometry.triplane.TriplaneEncoding`) and ``otype: DenseGrid``
-    (:class:`~threestudio_like.geometry.dense_grid.DenseGridEncoding`), 3-D input only."""
-    data = dict(to_container(cfg) or {})
-    if data.get("otype") in ("Triplane", "DenseGrid"):
-        from .dense_grid import DenseGridEncoding
-        from .triplane import TriplaneEncoding
-
-        otype = data.pop("otype")
-        if n_input_dims != 3:
-            raise UserError(f"{where}: a {otype} encoding takes 3-D points, got {n_input_dims}-D")
-        return (TriplaneEncoding if otype == "Triplane" else DenseGridEncoding)(data, where=where)
-    return make_encoding(data, n_input_dims, where=where)
-
-
-class VolumeGeometry(Configurable, Updateable, nn.Module):
-    """Base of the density volumes (not built directly: use :class:`ImplicitVolume` or
-    ``TriplaneVolume``). ``forward(points (N,3), output_normal) -> GeometryOutput``;
-    ``forward_density(points (N,3)) -> (N,1)``; ``isosurface() -> Mesh``."""
+    ``forward(points (N,3), output_normal) -> GeometryOutput``; ``forward_density(points (N,3))
+    -> (N,1)``; ``isosurface() -> Mesh``."""
 
     @dataclass
-    class Config:
-        radius: float = 1.0
-        """Half the side of the scene box [-radius, radius]^3."""
-        n_feature_dims: int = 3
-        """Appearance features per point (3 for an RGB albedo material)."""
-        mlp_network_config: Dict[str, Any] = field(default_factory=dict)
-        """Config of both MLP heads (ops.mlp.MLP.Config; its defaults: one hidden ReLU layer of 64)."""
-        density_activation: str = "softplus"
-        """softplus | exp | trunc_exp: raw density → density."""
+    class Config(FieldGeometry.Config):
+        density_activation: Literal["softplus", "exp", "trunc_exp"] = "softplus"
+        """Raw density → density."""
         density_bias: Any = "blob_magic3d"
         """Added to the raw density: blob_magic3d | blob_dreamfusion | a number."""
         density_blob_scale: float = 10.0
         """Height of the blob bias."""
         density_blob_std: float = 0.5
         """Width of the blob bias, world units."""
-        normal_type: str = "finite_difference"
-        """finite_difference | analytic | none."""
+        normal_type: Literal["finite_difference", "analytic", "none"] = "finite_difference"
+        """How normals are computed (module docstring); none: no normals."""
         finite_difference_eps: float = 0.01
         """Step of the finite-difference normals, world units."""
         isosurface_resolution: int = 64
@@ -125,34 +78,19 @@ class VolumeGeometry(Configurable, Updateable, nn.Module):
         self.where = where
         c = self.cfg
         self._density_act = get_activation(c.density_activation)
-        if c.density_activation not in ("softplus", "exp", "trunc_exp"):
-            raise UserError(f"{where}.density_activation: '{c.density_activation}' is not one of softplus|exp|trunc_exp")
         if not (c.density_bias in DENSITY_BIASES or
                 (isinstance(c.density_bias, (int, float)) and not isinstance(c.density_bias, bool))):
             raise UserError(f"{where}.density_bias: expected {'|'.join(DENSITY_BIASES)} or a number, "
                             f"got {c.density_bias!r}")
-        if c.normal_type not in NORMAL_TYPES:
-            raise UserError(f"{where}.normal_type: '{c.normal_type}' is not one of {'|'.join(NORMAL_TYPES)}")
         if c.radius <= 0 or c.finite_difference_eps <= 0 or c.density_blob_std <= 0:
             raise UserError(f"{where}: radius, finite_difference_eps and density_blob_std must be > 0")
         if c.isosurface_resolution < 2:
             raise UserError(f"{where}.isosurface_resolution: must be >= 2, got {c.isosurface_resolution}")
-        self.encoding = self._build_encoding()
+        self.encoding = make_encoding(self.encoding_config(), 3, where=f"{where}.pos_encoding_config",
+                                      input_grad=c.normal_type == "analytic")
         n_enc = self.encoding.n_output_dims
         self.density_network = MLP(n_enc, 1, c.mlp_network_config, where=f"{where}.mlp_network_config")
         self.feature_network = MLP(n_enc, c.n_feature_dims, c.mlp_network_config, where=f"{where}.mlp_network_config")
-
-    # ---- what subclasses choose ------------------------------------------------------------
-    def encoding_config(self) -> Dict[str, Any]:
-        """The encoding as a ``pos_encoding_config`` dict (:func:`make_field_encoding`), so that
-        another geometry can build the same appearance field (DMTet's ``create_from``)."""
-        raise NotImplementedError
-
-    def _build_encoding(self) -> nn.Module:
-        data = dict(self.encoding_config())
-        if self.cfg.normal_type == "analytic" and data.get("otype") in HASH_GRIDS:
-            data.setdefault("input_grad", True)  # the fast hash-grid path has no input gradient
-        return make_field_encoding(data, 3, where=f"{self.where}.pos_encoding_config")
 
     # ---- fields ----------------------------------------------------------------------------
     def density_bias(self, points: Tensor) -> Tensor:
@@ -227,14 +165,19 @@ class VolumeGeometry(Configurable, Updateable, nn.Module):
 
     # ---- stage hand-off --------------------------------------------------------------------
     @classmethod
-    def create_from(cls, other: nn.Module, cfg=None, where: str = "geometry") -> "VolumeGeometry":
-        """A copy of ``other`` (same class and architecture): every parameter and buffer is
-        copied; settings that hold no state (isosurface, normals, bias) come from ``cfg``."""
-        if type(other) is not cls:
+    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> "ImplicitVolume":
+        """A copy of ``other`` (an ImplicitVolume of the same architecture): every parameter and
+        buffer is copied; settings that hold no state (isosurface, normals, bias) come from ``cfg``."""
+        if not isinstance(other, cls):
             raise UserError(f"{where}: cannot build a {cls.__name__} from a {type(other).__name__}; "
                             f"use geometry_init=scratch or a {cls.__name__} in the previous stage")
         device = next(other.parameters()).device
         instance = cls(cfg, where=where).to(device)
+        mine, theirs = type(instance.encoding), type(other.encoding)
+        if not (issubclass(mine, theirs) or issubclass(theirs, mine)):
+            raise UserError(f"{where}: cannot build a {cls.__name__} on a {mine.__name__} from one on a "
+                            f"{theirs.__name__}; keep the previous stage's pos_encoding_config or use "
+                            "geometry_init=scratch")
         try:
             instance.load_state_dict(other.state_dict())
         except RuntimeError as e:
@@ -242,16 +185,3 @@ class VolumeGeometry(Configurable, Updateable, nn.Module):
             raise UserError(f"{where}: the previous stage's {cls.__name__} has a different architecture "
                             f"({first}); keep its encoding and MLP configs") from None
         return instance
-
-
-class ImplicitVolume(VolumeGeometry):
-    """Hash-grid (or frequency-encoded) density volume: Magic3D/DreamFusion's NeRF geometry."""
-
-    @dataclass
-    class Config(VolumeGeometry.Config):
-        pos_encoding_config: Optional[Dict[str, Any]] = None
-        """Encoding of the contracted point: otype HashGrid | ProgressiveBandHashGrid | Frequency
-        | Triplane | DenseGrid and that encoding's fields; None (or no otype) = the Instant-NGP hash grid."""
-
-    def encoding_config(self) -> Dict[str, Any]:
-        return encoding_config_or_default(self.cfg.pos_encoding_config)

@@ -26,14 +26,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from scipy.ndimage import binary_fill_holes
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from ..core.errors import UserError
+from ..export.mesh_ops import remove_small_components
 from ..ops.marching_cubes import marching_cubes
 from .base import Mesh
 
@@ -126,27 +124,6 @@ def at_nearest_grid_point(grid: Tensor, points: Tensor, radius: float) -> Tensor
     return grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
 
 
-def remove_small_components(mesh: Mesh, min_fraction: float) -> Mesh:
-    """Drop connected components (faces sharing vertices) with fewer than ``min_fraction`` of
-    all faces, and the vertices no face uses any more."""
-    if mesh.num_faces == 0 or min_fraction <= 0:
-        return mesh
-    f = mesh.t_pos_idx.detach().cpu().numpy()
-    n = mesh.num_vertices
-    rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
-    cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
-    graph = coo_matrix((np.ones(rows.shape[0], dtype=np.int8), (rows, cols)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    face_label = labels[f[:, 0]]
-    sizes = np.bincount(face_label)
-    keep = torch.from_numpy(sizes[face_label] >= min_fraction * f.shape[0]).to(mesh.t_pos_idx.device)
-    faces = mesh.t_pos_idx[keep]
-    used = torch.zeros(n, dtype=torch.bool, device=faces.device)
-    used[faces.reshape(-1)] = True
-    new_index = torch.cumsum(used.long(), 0) - 1
-    return Mesh(v_pos=mesh.v_pos[used], t_pos_idx=new_index[faces])
-
-
 def enclosed_voids(inside: Tensor) -> Tensor:
     """(R,R,R) bool: the cells not ``inside`` that no path of face-adjacent cells outside
     ``inside`` joins to the grid's boundary (cavities)."""
@@ -164,7 +141,7 @@ def extract_isosurface(density: Tensor, threshold: float, radius: float, where: 
         density = torch.where(voids, density.max(), density)
     mesh = marching_cubes(density, threshold, [-radius] * 3, [radius] * 3)
     if remove_outliers:
-        mesh = remove_small_components(mesh, outlier_fraction)
+        mesh, _ = remove_small_components(mesh, min_face_fraction=outlier_fraction)
     if mesh.num_faces == 0:
         lo, hi = float(density.min()), float(density.max())
         raise UserError(f"{where}: isosurface at threshold {threshold:g} has no faces (densities range over "

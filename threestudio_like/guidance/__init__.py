@@ -1,1 +1,1 @@
-"""Priors that score renders: SDS, VSD, Zero123, CLIP, reference-view losses."""
+"""Priors that score renders: SDS, VSD, ISM, Zero123, CLIP."""

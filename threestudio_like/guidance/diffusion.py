@@ -1,4 +1,5 @@
-"""Pieces shared by the score-distillation guidances (SDS, VSD, Zero123).
+"""The formulas of score distillation (SDS, VSD, ISM, Zero123); the step that composes them is
+:mod:`.distillation`.
 
 Notation: ``alphas`` is ᾱ_t (the scheduler's ``alphas_cumprod`` at each view's timestep, (B,)),
 ``z`` the clean latents (B,C,h,w), ``z_t = √ᾱ_t z + √(1−ᾱ_t) ε``.
@@ -13,21 +14,20 @@ Notation: ``alphas`` is ᾱ_t (the scheduler's ``alphas_cumprod`` at each view's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import torch
 from torch import Tensor
 
 from ..core.errors import UserError
-from ..core.schedule import schedule_value
 
-WEIGHTINGS = ("sds", "uniform", "fantasia3d", "sigma2")
+Weighting = Literal["sds", "uniform", "fantasia3d", "sigma2"]
 """w(t): ``sds`` 1−ᾱ (DreamFusion), ``uniform`` 1, ``fantasia3d`` √ᾱ(1−ᾱ), ``sigma2`` (1−ᾱ)/ᾱ."""
 
 
 @dataclass
 class DistillationConfig:
-    """Fields every score-distillation guidance shares (SDS, VSD, Zero123); each guidance's
+    """Fields every score-distillation guidance shares (SDS, VSD, ISM, Zero123); each guidance's
     ``Config`` extends it and sets its own ``pretrained_model_name_or_path``/``guidance_scale``."""
 
     pretrained_model_name_or_path: str = ""
@@ -38,7 +38,7 @@ class DistillationConfig:
     """Lower bound of t as a fraction of the training timesteps; number or schedule."""
     max_step_percent: Any = 0.98
     """Upper bound of t; number or schedule (anneal it down over training)."""
-    weighting: str = "sds"
+    weighting: Weighting = "sds"
     """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ)."""
     grad_clip: Any = None
     """Clamp the gradient element-wise to ±value (null = off); number or schedule."""
@@ -48,21 +48,6 @@ class DistillationConfig:
     a render beyond the colours the prior was trained on (:func:`clamp_denoised`)."""
     half_precision: bool = True
     """fp16 weights on CUDA (always fp32 on CPU)."""
-
-
-def scheduled_step_range(cfg: DistillationConfig, num_train_timesteps: int, step: int) -> tuple[int, int]:
-    """Inclusive (t_min, t_max) of ``cfg``'s (possibly scheduled) bounds at training ``step``."""
-    return timestep_range(num_train_timesteps, schedule_value(cfg.min_step_percent, step),
-                          schedule_value(cfg.max_step_percent, step))
-
-
-def scheduled_grad_clip(cfg: DistillationConfig, step: int) -> Optional[float]:
-    return None if cfg.grad_clip is None else float(schedule_value(cfg.grad_clip, step))
-
-
-def check_weighting(name: str, where: str) -> None:
-    if name not in WEIGHTINGS:
-        raise UserError(f"{where}.weighting must be one of {', '.join(WEIGHTINGS)}; got '{name}'")
 
 
 def timestep_range(num_train_timesteps: int, min_percent: float, max_percent: float) -> tuple[int, int]:
@@ -81,7 +66,7 @@ def sample_timesteps(batch: int, lo: int, hi: int, device: torch.device | str | 
 
 
 def weighting_factor(name: str, alphas: Tensor) -> Tensor:
-    """w(t) for ᾱ_t (B,) → (B,) (see :data:`WEIGHTINGS`)."""
+    """w(t) for ᾱ_t (B,) → (B,) (see :data:`Weighting`)."""
     if name == "sds":
         return 1.0 - alphas
     if name == "uniform":
@@ -90,7 +75,7 @@ def weighting_factor(name: str, alphas: Tensor) -> Tensor:
         return alphas.sqrt() * (1.0 - alphas)
     if name == "sigma2":
         return (1.0 - alphas) / alphas
-    raise UserError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got '{name}'")
+    raise UserError(f"weighting must be one of {'|'.join(get_args(Weighting))}; got '{name}'")
 
 
 def to_epsilon(output: Tensor, noisy: Tensor, alphas: Tensor, prediction_type: str) -> Tensor:

@@ -25,7 +25,7 @@ call (batch 2B); the timesteps are drawn on the CPU so the stride count needs no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -33,8 +33,8 @@ from torch import Tensor
 from ..core.errors import UserError
 from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
-from .base import GuidanceOutput
-from .diffusion import clamp_denoised, distillation_gradient, sample_timesteps, scheduled_grad_clip, sds_loss
+from .diffusion import sample_timesteps
+from .distillation import NoisyPoint
 from .sds import ScoreDistillationGuidance
 
 
@@ -51,11 +51,13 @@ def ddim_invert(z: Tensor, a: Tensor, b: Tensor, eps: Tensor, alphas_cumprod: Te
 
 
 class IntervalScoreGuidance(ScoreDistillationGuidance):
-    """``__call__(rgb (B,H,W,3) in [0,1], prompt, cameras) -> GuidanceOutput(name="sds")``.
+    """``guidance(rgb (B,H,W,3) in [0,1], cameras, prompt) -> GuidanceOutput``.
 
-    A drop-in for SDS (same prior, prompt, CFG, weighting, clamps and loss key ``sds``, so a
-    system's ``loss.sds`` weight applies); only the noisy point and the subtracted noise differ.
+    A drop-in for SDS (same prior, prompt, CFG, weighting and clamps); only the noisy point and
+    the subtracted noise differ.
     """
+
+    name = "ISM"
 
     @dataclass
     class Config(ScoreDistillationGuidance.Config):
@@ -63,7 +65,7 @@ class IntervalScoreGuidance(ScoreDistillationGuidance):
         """δ_T: the inverted point sits at s = t − interval (LucidDreamer: 50)."""
         inversion_stride: int = 200
         """δ_S: largest DDIM inversion stride from the clean render up to s (LucidDreamer: 200)."""
-        subtract: str = "interval"
+        subtract: Literal["interval", "render"] = "interval"
         """``interval``: ε_s (ISM); ``render``: the noise that takes the render itself to z_t,
         (z_t − √ᾱ_t z)/√(1−ᾱ_t), i.e. SDS at the inverted point (SDI, Lukoianov et al. 2024)."""
 
@@ -71,31 +73,26 @@ class IntervalScoreGuidance(ScoreDistillationGuidance):
         super().__init__(cfg, where)
         if self.cfg.interval < 1 or self.cfg.inversion_stride < 1:
             raise UserError(f"{where}.interval and {where}.inversion_stride must be ≥ 1")
-        if self.cfg.subtract not in ("interval", "render"):
-            raise UserError(f"{where}.subtract must be 'interval' or 'render'; got '{self.cfg.subtract}'")
 
-    def forward(self, rgb: Tensor, prompt: PromptEmbeddings, cameras: CameraBatch, rgb_as_latents: bool = False,
-                noise: Optional[Tensor] = None, timesteps: Optional[Tensor] = None) -> GuidanceOutput:
-        """As :meth:`ScoreDistillationGuidance.forward`; ``noise`` is unused (the path is
-        deterministic), ``timesteps`` (B,) may be given (tests)."""
-        if prompt is None:
-            raise UserError("ISM guidance needs text embeddings: configure a prompt_processor")
-        prior = self.prior
-        latents = prior.encode(rgb, rgb_as_latents or self.cfg.rgb_as_latents)
+    def noisy_point(self, latents: Tensor, prompt: PromptEmbeddings, cameras: CameraBatch, noise: Optional[Tensor],
+                    timesteps: Optional[Tensor]) -> NoisyPoint:
+        """z_t by DDIM inversion of the render, with ε_s as its noise (``noise`` is unused: the path
+        is deterministic; ``timesteps`` (B,) may be given)."""
         if timesteps is None:  # drawn on the CPU: the number of inversion strides is known without a sync
             timesteps = sample_timesteps(latents.shape[0], *self.step_range())
         strides = -(-(max(int(timesteps.max()) - self.cfg.interval, 0) + 1) // self.cfg.inversion_stride)
         t = timesteps.to(latents.device).long()
         with torch.no_grad():
             z_t, eps_s = self.invert(latents.detach(), t, strides, prompt, cameras)
-            eps = self.guided_noise(z_t, t, prompt, cameras)
-        alphas = prior.alphas_cumprod.to(latents.device)[t]
-        if self.cfg.subtract == "render":
-            a = alphas.view(-1, *([1] * (latents.ndim - 1)))
-            eps_s = (z_t - a.sqrt() * latents.detach()) / (1.0 - a).sqrt()
-        eps = clamp_denoised(eps, z_t, alphas, self.cfg.denoised_clip)
-        grad = distillation_gradient(eps - eps_s, alphas, self.cfg.weighting, scheduled_grad_clip(self.cfg, self._step))
-        return GuidanceOutput(loss=sds_loss(latents, grad), name="sds", grad_norm=grad.norm().detach(), timesteps=t)
+        return NoisyPoint(t, z_t, eps_s)
+
+    def baseline_noise(self, latents: Tensor, point: NoisyPoint, prompt: PromptEmbeddings,
+                       cameras: CameraBatch) -> Tensor:
+        """ε_s (``interval``), or the noise taking the render itself to z_t (``render``)."""
+        if self.cfg.subtract == "interval":
+            return point.noise
+        a = self.prior.alphas_cumprod.to(latents.device)[point.timesteps].view(-1, *([1] * (latents.ndim - 1)))
+        return (point.noisy - a.sqrt() * latents) / (1.0 - a).sqrt()
 
     def invert(self, z: Tensor, t: Tensor, strides: int, prompt: PromptEmbeddings,
                cameras: CameraBatch) -> tuple[Tensor, Tensor]:

@@ -1,13 +1,12 @@
 """Score distillation with Zero123: novel views scored against one reference image.
 
-Per step, for renders (B,H,W,3) at cameras relative to the reference camera:
+The step is SDS's (:mod:`.distillation`); this class supplies the prior and its conditioning,
+for renders (B,H,W,3) at cameras relative to the reference camera:
 
-1. z = encode(render) (VAE sample × scale, or ``2·rgb − 1`` for pixel-space priors);
-2. t ~ U[t_min, t_max] per view; z_t = √ᾱ_t z + √(1−ᾱ_t) ε (``scheduler.add_noise``);
-3. context = cc_projection([CLIP(reference), pose(camera)]), UNet input = [z_t, z_ref];
-   ε̂ = ε_u + s(ε_c − ε_u) with zero context + zero reference latent as unconditional;
-4. grad = w(t)(ε̂ − ε) (ε̂'s x̂₀ clamped with ``denoised_clip``), optionally clipped;
-   loss = ½‖z − (z − grad).detach()‖² / B.
+* ``encode``: VAE sample × scale, or ``2·rgb − 1`` for pixel-space priors;
+* ``guided_noise``: context = cc_projection([CLIP(reference), pose(camera)]), UNet input =
+  [z_t, z_ref]; ε̂ = ε_u + s(ε_c − ε_u) with zero context + zero reference latent as
+  unconditional; grad = w(t)(ε̂ − ε).
 
 The pose convention is documented in :mod:`.zero123_pipeline`. The reference image is encoded
 once by :meth:`Zero123Guidance.set_reference` (CLIP embedding + concat latent cached).
@@ -16,37 +15,35 @@ once by :meth:`Zero123Guidance.set_reference` (CLIP embedding + concat latent ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..core.config import Configurable
 from ..core.errors import UserError
-from ..core.schedule import Updateable, schedule_value
 from ..data.cameras import CameraBatch
-from .base import GuidanceOutput
-from .clip import load_image
-from .diffusion import (
-    DistillationConfig, add_noise, clamp_denoised, distillation_gradient, scheduled_grad_clip, scheduled_step_range, sds_loss,
-)
-from .zero123_pipeline import POSE_EMBEDDINGS, Zero123Pipeline, relative_pose
+from ..data.image import load_image
+from .distillation import DistillationGuidance
+from .zero123_pipeline import Zero123Pipeline, relative_pose
 
 
-class Zero123Guidance(Configurable, Updateable, nn.Module):
-    """``__call__(rgb (B,H,W,3) [0,1], cameras, prompt=None) -> GuidanceOutput(name="sds")``.
+class Zero123Guidance(DistillationGuidance):
+    """``guidance(rgb (B,H,W,3) [0,1], cameras, prompt=None) -> GuidanceOutput``.
 
-    The frozen pipeline is a plain attribute (not a submodule): the guidance has no trainable
-    state and checkpoints hold nothing of it.
+    The frozen pipeline (a diffusers pipeline, not an ``nn.Module``) is a plain attribute: the
+    guidance has no trainable state and checkpoints hold nothing of it.
     """
 
+    name = "Zero123"
+    uses_reference = True
+
     @dataclass
-    class Config(DistillationConfig):
+    class Config(DistillationGuidance.Config):
         pretrained_model_name_or_path: str = "kxic/zero123-xl-diffusers"
         """Local directory or hub id (local HF cache only) of a diffusers-format Zero123 checkpoint."""
         guidance_scale: Any = 3.0
         """CFG scale (Zero123 uses 3–5); number or schedule."""
-        pose_embedding: str = "auto"
+        pose_embedding: Literal["auto", "zero123", "stable_zero123"] = "auto"
         """``zero123`` (Δradius last), ``stable_zero123`` (reference polar last) or ``auto``
         (``stable_zero123`` when the model name contains 'stable')."""
         reference_image: str = ""
@@ -59,38 +56,38 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
         """Distance of the reference camera (same units as the data's camera distances)."""
 
     def __init__(self, cfg: Any = None, where: str = "guidance") -> None:
-        nn.Module.__init__(self)
-        self.parse_config(cfg, where)
+        super().__init__(cfg, where)
         c = self.cfg
         kind = c.pose_embedding
         if kind == "auto":
             kind = "stable_zero123" if "stable" in c.pretrained_model_name_or_path.lower() else "zero123"
-        if kind not in POSE_EMBEDDINGS:
-            raise UserError(f"{where}.pose_embedding must be auto, {' or '.join(POSE_EMBEDDINGS)}; got '{kind}'")
         self.pose_kind = kind
         pipe = Zero123Pipeline.from_pretrained(c.pretrained_model_name_or_path)
         pipe.set_progress_bar_config(disable=True)
         for m in (pipe.unet, pipe.image_encoder, pipe.cc_projection, pipe.vae):
             if m is not None:
                 m.requires_grad_(False).eval()
-        self.__dict__["pipe"] = pipe  # frozen: kept out of parameters()/state_dict()
-        self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+        if pipe.scheduler.config.prediction_type != "epsilon":
+            raise UserError(f"{where}: Zero123 guidance needs an epsilon-prediction checkpoint "
+                            f"(this one predicts '{pipe.scheduler.config.prediction_type}')")
+        self.pipe = pipe
         self._reference: Optional[dict[str, Any]] = None
-        self._step = 0
         if c.reference_image:
-            self.set_reference(load_image(c.reference_image), c.reference_elevation_deg,
+            self.set_reference(load_image(c.reference_image, what="reference image"), c.reference_elevation_deg,
                                c.reference_azimuth_deg, c.reference_distance)
 
-    # ---- device ------------------------------------------------------------------------------
-    def to(self, *args: Any, **kwargs: Any) -> "Zero123Guidance":
-        device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
-        if device is not None:
-            half = self.cfg.half_precision and torch.device(device).type == "cuda"
-            self.pipe.to(torch.device(device), torch.float16 if half else torch.float32)
+    @property
+    def scheduler(self) -> Any:
+        return self.pipe.scheduler
+
+    def place(self, device: torch.device | str) -> "Zero123Guidance":
+        device = torch.device(device)
+        half = self.cfg.half_precision and device.type == "cuda"
+        self.pipe.to(device, torch.float16 if half else torch.float32)
         if self._reference is not None:
-            self._reference = {k: v.to(self.pipe.device) if isinstance(v, Tensor) else v
-                               for k, v in self._reference.items()}
-        return nn.Module.to(self, *args, **kwargs)
+            self._reference = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self._reference.items()}
+        super().place(device)
+        return self
 
     # ---- reference ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -118,37 +115,15 @@ class Zero123Guidance(Configurable, Updateable, nn.Module):
                             "(or the system must call set_reference)")
         return self._reference
 
-    # ---- schedules ---------------------------------------------------------------------------
-    def on_update_step(self, epoch: int, global_step: int) -> None:
-        self._step = global_step
+    # ---- the steps Zero123 supplies -----------------------------------------------------------
+    def check_inputs(self, prompt: Any) -> None:
+        self._require_reference()
 
-    def step_range(self) -> tuple[int, int]:
-        """Inclusive (t_min, t_max) at the current training step."""
-        return scheduled_step_range(self.cfg, self.num_train_timesteps, self._step)
+    def encode(self, rgb: Tensor) -> Tensor:
+        return self.pipe.encode_latents(rgb.permute(0, 3, 1, 2).to(self.pipe.dtype)).float()
 
-    # ---- the guidance ------------------------------------------------------------------------
-    def forward(self, rgb: Tensor, cameras: CameraBatch, prompt: Any = None, noise: Optional[Tensor] = None,
-                timesteps: Optional[Tensor] = None) -> GuidanceOutput:
-        """``rgb`` (B,H,W,3) in [0,1] at ``cameras`` (B) → SDS loss. ``noise``/``timesteps``
-        (B,C,h,w)/(B,) may be given (tests); ``prompt`` is ignored (image-conditioned)."""
+    def guided_noise(self, noisy: Tensor, t: Tensor, prompt: Any, cameras: CameraBatch) -> Tensor:
+        """View-conditioned ε̂ with CFG (``prompt`` is unused: image-conditioned)."""
         ref = self._require_reference()
-        pipe = self.pipe
-        if pipe.scheduler.config.prediction_type != "epsilon":
-            raise UserError("Zero123 guidance needs an epsilon-prediction checkpoint "
-                            f"(this one predicts '{pipe.scheduler.config.prediction_type}')")
-        # 1. latents of the renders (differentiable)
-        latents = pipe.encode_latents(rgb.permute(0, 3, 1, 2).to(pipe.dtype)).float()
-        # 2. timesteps and noise
-        timesteps, noise, noisy = add_noise(latents, pipe.scheduler, self.step_range(), noise, timesteps)
-        # 3. view-conditioned noise prediction with CFG
-        with torch.no_grad():
-            context = pipe.conditioning(ref["embedding"], self.poses(cameras).to(latents.device))
-            scale = float(schedule_value(self.cfg.guidance_scale, self._step))
-            eps = pipe.predict_noise(noisy, timesteps, context, ref["latent"], scale).float()
-        # 4. SDS gradient and the loss whose gradient it is
-        alphas = pipe.scheduler.alphas_cumprod.to(latents.device)[timesteps]
-        eps = clamp_denoised(eps, noisy.float(), alphas, self.cfg.denoised_clip)
-        clip = scheduled_grad_clip(self.cfg, self._step)
-        grad = distillation_gradient(eps - noise, alphas, self.cfg.weighting, clip)
-        return GuidanceOutput(loss=sds_loss(latents, grad), name="sds", grad_norm=grad.norm().detach(),
-                              timesteps=timesteps)
+        context = self.pipe.conditioning(ref["embedding"], self.poses(cameras).to(noisy.device))
+        return self.pipe.predict_noise(noisy, t, context, ref["latent"], self.guidance_scale()).float()

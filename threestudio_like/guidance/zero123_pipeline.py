@@ -42,21 +42,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor, nn
 
 from ..core.errors import UserError
-from .clip import ClipImageNormalization, clip_preprocess
+from ..ops.clip_preprocess import ClipImageNormalization, clip_preprocess
+from .pretrained import resolve_pretrained_dir
 
 POSE_EMBEDDINGS = ("zero123", "stable_zero123")
 PROJECTION_FOLDERS = ("cc_projection", "clip_camera_projection")
 """Folder names the camera projection is stored under (our/kxic layout, ashawkey layout)."""
-
-
-def resolve_model_dir(name_or_path: str) -> str:
-    """A local directory as is; a hub id through the local Hugging Face cache only
-    (``guidance/pretrained.py``)."""
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    from .pretrained import resolve_pretrained_dir
-
-    return resolve_pretrained_dir(name_or_path)
 
 
 def relative_pose(elevation_deg: Tensor, azimuth_deg: Tensor, distance: Tensor,
@@ -263,7 +254,7 @@ class Zero123Pipeline(DiffusionPipeline):
         import diffusers
         import transformers
 
-        path = resolve_model_dir(str(pretrained_model_name_or_path))
+        path = resolve_pretrained_dir(str(pretrained_model_name_or_path))
         index_file = os.path.join(path, "model_index.json")
         if not os.path.isfile(index_file):
             raise UserError(f"'{path}' is not a diffusers checkpoint (no model_index.json); "

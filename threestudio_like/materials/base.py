@@ -11,7 +11,7 @@ training step (DreamFusion's augmentation).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -28,8 +28,8 @@ class Material(Configurable, nn.Module):
 
     @dataclass
     class Config:
-        albedo_activation: str = "sigmoid"
-        """Activation from features to albedo: sigmoid | none."""
+        albedo_activation: Literal["sigmoid", "none"] = "sigmoid"
+        """Activation from features to albedo."""
 
     requires_normal = False
     n_feature_dims = 3

@@ -1,1 +1,3 @@
-"""Fast ops, each with a pure-torch twin: hash encoding, rasterization, marching cubes/tets."""
+"""Ops, each with a pure-torch twin and, where one exists, an optional CUDA backend chosen by
+``backend.py``: encodings (one factory, ``encodings.py``), rasterization, marching cubes/tets,
+CLIP image preprocessing."""

@@ -1,11 +1,15 @@
-"""Input encodings for coordinate networks and the ``make_encoding`` factory.
+"""Input encodings for coordinate networks and :func:`make_encoding`, the one factory that builds
+any of them from its config (``otype`` plus that encoding's ``Config`` fields):
 
-* :class:`FrequencyEncoding` — NeRF positional encoding in tiny-cuda-nn's ``Frequency`` layout;
-* :class:`~threestudio_like.ops.hash_encoding.HashGridEncoding` — Instant-NGP hash grid;
-* :class:`ProgressiveBandHashGrid` — hash grid whose fine levels are switched on during training
-  (threestudio's coarse-to-fine schedule).
+* ``HashGrid`` — :class:`~threestudio_like.ops.hash_encoding.HashGridEncoding`, Instant-NGP hash grid;
+* ``ProgressiveBandHashGrid`` — :class:`ProgressiveBandHashGrid`, a hash grid whose fine levels are
+  switched on during training (threestudio's coarse-to-fine schedule);
+* ``Frequency`` — :class:`FrequencyEncoding`, NeRF positional encoding in tiny-cuda-nn's layout;
+* ``Triplane`` — :class:`~threestudio_like.ops.triplane.TriplaneEncoding`, three feature planes (3-D);
+* ``DenseGrid`` — :class:`~threestudio_like.ops.dense_grid.DenseGridEncoding`, a voxel grid (3-D).
 
-Every encoding maps ``(..., n_input_dims)`` to ``(..., n_output_dims)`` and has ``n_output_dims``.
+Every encoding maps ``(..., n_input_dims)`` to ``(..., n_output_dims)`` and has ``n_output_dims``
+(the triplane and dense grid take ``(N, 3)``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from torch import Tensor, nn
 from ..core.config import Configurable, to_container
 from ..core.errors import UserError
 from ..core.schedule import Updateable
+from .dense_grid import DenseGridEncoding
 from .hash_encoding import HashGridEncoding
+from .triplane import TriplaneEncoding
 
 
 class FrequencyEncoding(Configurable, nn.Module):
@@ -88,15 +94,25 @@ ENCODINGS: dict[str, type[nn.Module]] = {
     "HashGrid": HashGridEncoding,
     "ProgressiveBandHashGrid": ProgressiveBandHashGrid,
     "Frequency": FrequencyEncoding,
+    "Triplane": TriplaneEncoding,
+    "DenseGrid": DenseGridEncoding,
 }
 
 
-def make_encoding(cfg: Mapping[str, Any], n_input_dims: int, where: str = "encoding") -> nn.Module:
-    """Build the encoding named by ``cfg["otype"]`` (HashGrid | ProgressiveBandHashGrid |
-    Frequency); the other keys are that class's ``Config`` fields. The result has
-    ``n_output_dims`` and maps ``(..., n_input_dims)`` to ``(..., n_output_dims)``."""
+def make_encoding(cfg: Mapping[str, Any], n_input_dims: int, where: str = "encoding",
+                  input_grad: bool = False) -> nn.Module:
+    """Build the encoding named by ``cfg["otype"]`` (one of :data:`ENCODINGS`); the other keys are
+    that class's ``Config`` fields. The result has ``n_output_dims`` and maps
+    ``(..., n_input_dims)`` to ``(..., n_output_dims)``.
+
+    ``input_grad``: the caller differentiates the output with respect to the input (analytic
+    normals), so a hash grid defaults to its differentiable path (its ``input_grad: true``); the
+    other encodings always are differentiable.
+    """
     data = dict(to_container(cfg) or {})
     otype = data.pop("otype", None)
     if otype not in ENCODINGS:
         raise UserError(f"{where}.otype: '{otype}' is not one of {', '.join(ENCODINGS)}")
+    if input_grad and issubclass(ENCODINGS[otype], HashGridEncoding):
+        data.setdefault("input_grad", True)
     return ENCODINGS[otype](data, n_input_dims=n_input_dims, where=where)

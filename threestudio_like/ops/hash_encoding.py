@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ from torch import Tensor, nn
 
 from ..core.config import Configurable
 from ..core.errors import UserError
+from .backend import choose_backend
+from .hash_encoding_tcnn import tcnn_available
 
 #: tiny-cuda-nn's ``coherent_prime_hash`` factors, one per input dimension.
 COHERENT_PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
@@ -56,8 +58,6 @@ _UINT32 = 0xFFFFFFFF
 CORNER_CACHE_BYTES = 256 * 2**20
 """Forward keeps each level's corner indices and fractions for backward (instead of recomputing
 them) while they fit in this many bytes (88 bytes per point and level in 3-D)."""
-INTERPOLATIONS = ("linear", "smoothstep")
-IMPLEMENTATIONS = ("auto", "torch", "tcnn")
 
 
 @dataclass(frozen=True)
@@ -306,10 +306,10 @@ class HashGridEncoding(Configurable, nn.Module):
         """Vertices per side of the coarsest level."""
         per_level_scale: float = 1.447269237440378
         """Growth factor of the resolution from one level to the next."""
-        interpolation: str = "linear"
-        """Interpolation between the 2^D cell corners: linear | smoothstep."""
-        implementation: str = "auto"
-        """auto (tcnn if installed and the input is on CUDA, else torch) | torch | tcnn."""
+        interpolation: Literal["linear", "smoothstep"] = "linear"
+        """Interpolation between the 2^D cell corners."""
+        implementation: Literal["auto", "torch", "tcnn"] = "auto"
+        """auto (tcnn if installed and the input is on CUDA, else torch) | torch | tcnn (ops/backend.py)."""
         input_grad: bool = False
         """Propagate gradients to the input points (autograd normals); slower torch path."""
 
@@ -317,10 +317,6 @@ class HashGridEncoding(Configurable, nn.Module):
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
         c = self.cfg
-        if c.interpolation not in INTERPOLATIONS:
-            raise UserError(f"{where}.interpolation: '{c.interpolation}' is not one of {', '.join(INTERPOLATIONS)}")
-        if c.implementation not in IMPLEMENTATIONS:
-            raise UserError(f"{where}.implementation: '{c.implementation}' is not one of {', '.join(IMPLEMENTATIONS)}")
         if c.n_features_per_level not in (1, 2, 4, 8):
             raise UserError(f"{where}.n_features_per_level: must be 1, 2, 4 or 8, got {c.n_features_per_level}")
         if not 1 <= n_input_dims < len(MAX_DENSE_RESOLUTION):
@@ -337,29 +333,18 @@ class HashGridEncoding(Configurable, nn.Module):
         n_params = (self.levels[-1].offset + self.levels[-1].size) * c.n_features_per_level
         self.params = nn.Parameter(torch.empty(n_params).uniform_(-1e-4, 1e-4))
         self._tcnn = None
-        if c.implementation == "tcnn":
-            from .hash_encoding_tcnn import require_tcnn
+        self._backend(None)  # a missing tcnn is an error now, not at the first forward
 
-            require_tcnn(where)
-
-    def _use_tcnn(self, x: Tensor) -> bool:
-        impl = self.cfg.implementation
-        if impl == "torch":
-            return False
-        from .hash_encoding_tcnn import tcnn_available
-
-        if impl == "tcnn":
-            if not x.is_cuda:
-                raise UserError(f"{self.where}.implementation: tcnn needs CUDA inputs; use 'auto' or 'torch' on CPU")
-            return True
-        return x.is_cuda and tcnn_available()
+    def _backend(self, device: Optional[torch.device]) -> str:
+        """'tcnn' or 'torch' for inputs on ``device`` (:func:`~.backend.choose_backend`)."""
+        return choose_backend(self.cfg.implementation, "tcnn", tcnn_available, device, f"{self.where}.implementation")
 
     def forward(self, x: Tensor, n_active_levels: Optional[int] = None) -> Tensor:
         """Encode ``x`` ``(..., D)``; levels ``>= n_active_levels`` (default all) are zero."""
         lead = x.shape[:-1]
         x = x.reshape(-1, self.n_input_dims).to(self.params.dtype)
         n_active = self.cfg.n_levels if n_active_levels is None else max(0, min(n_active_levels, self.cfg.n_levels))
-        if self._use_tcnn(x):
+        if self._backend(x.device) == "tcnn":
             if self._tcnn is None:
                 from .hash_encoding_tcnn import TcnnHashGrid
 

@@ -14,10 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core.errors import UserError
-
-INSTALL_HINT = "pip install threestudio_like[cuda]"
-
 
 @lru_cache(maxsize=1)
 def tcnn_available() -> bool:
@@ -27,13 +23,6 @@ def tcnn_available() -> bool:
     except (ImportError, OSError, RuntimeError):
         return False
     return True
-
-
-def require_tcnn(where: str) -> None:
-    """Raise a :class:`UserError` naming the install extra when tcnn is missing."""
-    if not tcnn_available():
-        raise UserError(f"{where}.implementation: tcnn was asked for but tinycudann is not installed; "
-                        f"run `{INSTALL_HINT}` or set implementation: torch")
 
 
 def tcnn_encoding_config(cfg: Any) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 from ..core.config import Configurable
 from ..core.errors import UserError
 
+Activation = Literal["relu", "softplus", "silu", "sigmoid", "none"]
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "softplus": nn.Softplus,
@@ -31,10 +33,10 @@ class MLP(Configurable, nn.Module):
         """Width of each hidden layer."""
         n_hidden_layers: int = 1
         """Number of hidden layers."""
-        activation: str = "relu"
-        """Hidden activation: relu | softplus | silu."""
-        output_activation: str = "none"
-        """Output activation: none | sigmoid | relu | softplus."""
+        activation: Activation = "relu"
+        """Activation of the hidden layers."""
+        output_activation: Activation = "none"
+        """Activation of the output layer."""
         bias: bool = True
         """Use biases (tcnn's fully fused MLP has none)."""
 
@@ -42,9 +44,6 @@ class MLP(Configurable, nn.Module):
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
         c = self.cfg
-        for name in (c.activation, c.output_activation):
-            if name not in ACTIVATIONS:
-                raise UserError(f"{where}: unknown activation '{name}'; choose one of {sorted(ACTIVATIONS)}")
         dims = [n_input] + [c.n_neurons] * c.n_hidden_layers + [n_output]
         layers: list[nn.Module] = []
         for i in range(len(dims) - 1):

@@ -1,7 +1,8 @@
 """Differentiable triangle rasterization: nvdiffrast's four ops behind one switch.
 
 ``Rasterizer(implementation)`` with ``auto | torch | nvdiffrast``: ``auto`` uses nvdiffrast for
-CUDA inputs when it is installed, the pure-torch twin (:mod:`.rasterize_torch`) otherwise.
+CUDA inputs when it is installed, the pure-torch twin (:mod:`.rasterize_torch`) otherwise
+(:func:`~.backend.choose_backend`).
 Both follow nvdiffrast's conventions (see the twin's docstring for the few differences):
 
 - ``rasterize(pos, tri, (H, W))``: pos (B,V,4) clip space (or (V,4) for one image), tri (F,3)
@@ -24,10 +25,10 @@ import torch
 from torch import Tensor
 
 from ..core.errors import UserError
+from .backend import choose_backend
 from .rasterize_nvdiffrast import NvdiffrastBackend, nvdiffrast_available
 from .rasterize_torch import antialias_torch, edge_topology, interpolate_torch, rasterize_torch, texture_torch
 
-IMPLEMENTATIONS = ("auto", "torch", "nvdiffrast")
 FILTER_MODES = ("linear", "nearest")
 BOUNDARY_MODES = ("wrap", "clamp", "zero")
 
@@ -36,29 +37,18 @@ class Rasterizer:
     """Holds the chosen backend (and nvdiffrast's per-device context) for the four ops."""
 
     def __init__(self, implementation: str = "auto", device: torch.device | str | None = None) -> None:
-        if implementation not in IMPLEMENTATIONS:
-            raise UserError(f"unknown rasterizer implementation '{implementation}'; choose one of "
-                            f"{'|'.join(IMPLEMENTATIONS)}")
-        if implementation == "nvdiffrast" and not nvdiffrast_available():
-            raise UserError("rasterizer implementation 'nvdiffrast' is not installed; run "
-                            "`pip install threestudio_like[cuda]` or use implementation=torch")
         self.implementation = implementation
+        self.backend_for(None)  # an unknown or missing backend is an error now
         self._contexts: dict[torch.device, NvdiffrastBackend] = {}
         self._topology_of: tuple[Tensor, int] | None = None  # (tri, its version) — a held reference
         self._topology: Tensor | None = None
         if device is not None and self.backend_for(torch.device(device)) == "nvdiffrast":
             self._nvdiffrast(torch.device(device))
 
-    def backend_for(self, device: torch.device) -> str:
+    def backend_for(self, device: torch.device | None) -> str:
         """The backend used for inputs on ``device``: 'nvdiffrast' or 'torch'."""
-        if self.implementation == "torch":
-            return "torch"
-        if self.implementation == "nvdiffrast":
-            if device.type != "cuda":
-                raise UserError(f"rasterizer implementation 'nvdiffrast' needs CUDA tensors, got {device}; "
-                                "use implementation=torch (or auto) on CPU")
-            return "nvdiffrast"
-        return "nvdiffrast" if device.type == "cuda" and nvdiffrast_available() else "torch"
+        return choose_backend(self.implementation, "nvdiffrast", nvdiffrast_available, device,
+                              "rasterizer implementation")
 
     # ------------------------------------------------------------------ ops
 

@@ -1,11 +1,18 @@
-"""The typed result every renderer returns."""
+"""The renderer interface and the typed result every renderer returns."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
-from torch import Tensor
+from torch import Tensor, nn
+
+from ..background.base import Background
+from ..core.config import Configurable
+from ..core.schedule import Updateable
+from ..data.cameras import CameraBatch
+from ..geometry.base import Geometry
+from ..materials.base import Material
 
 
 @dataclass
@@ -24,3 +31,12 @@ class RenderOutput:
     depth: Tensor
     normal: Optional[Tensor] = None
     extras: dict = field(default_factory=dict)
+
+
+class Renderer(Configurable, Updateable, nn.Module):
+    """What the system calls: ``renderer(cameras, geometry, material, background, shading)``
+    → :class:`RenderOutput` (``renderers/volume.py``, ``renderers/raster.py``)."""
+
+    def forward(self, cameras: CameraBatch, geometry: Geometry, material: Material,
+                background: Background, shading: str = "diffuse") -> RenderOutput:
+        raise NotImplementedError

@@ -4,30 +4,33 @@
 rgb (antialiased at silhouettes, so geometry gets gradients there), opacity (antialiased mask),
 depth (distance from the camera centre along the ray, 0 where empty), normal (interpolated
 world vertex normals, 0 where empty) and ``extras["mesh"]`` (for mesh regularizers).
-The mesh comes from ``geometry.mesh()`` (DMTet, explicit meshes) or ``geometry.isosurface()``.
+The mesh is ``geometry.mesh()`` for a :class:`~threestudio_like.geometry.base.SurfaceGeometry`
+(DMTet, explicit meshes; differentiable), else the geometry's ``isosurface()`` (detached).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from ..core.config import Configurable
-from ..core.schedule import Updateable
+from ..background.base import Background
 from ..data.cameras import CameraBatch
+from ..geometry.base import Geometry, SurfaceGeometry
+from ..materials.base import Material
 from ..ops.rasterize import Rasterizer
-from .base import RenderOutput
+from .base import Renderer, RenderOutput
 
 
-class RasterRenderer(Configurable, Updateable, nn.Module):
+class RasterRenderer(Renderer):
     """Rasterizer-based renderer (nvdiffrast on CUDA, the pure-torch twin elsewhere)."""
 
     @dataclass
     class Config:
-        implementation: str = "auto"
-        """Rasterizer backend: auto | torch | nvdiffrast."""
+        implementation: Literal["auto", "torch", "nvdiffrast"] = "auto"
+        """Rasterizer backend (ops/rasterize.py)."""
         antialias: bool = True
         """Antialias colour and mask at silhouette edges (gives geometry gradients there)."""
 
@@ -41,8 +44,9 @@ class RasterRenderer(Configurable, Updateable, nn.Module):
             self._rasterizer = Rasterizer(self.cfg.implementation, device=device)
         return self._rasterizer
 
-    def forward(self, cameras: CameraBatch, geometry, material, background, shading: str = "diffuse") -> RenderOutput:
-        mesh = geometry.mesh() if hasattr(geometry, "mesh") else geometry.isosurface()
+    def forward(self, cameras: CameraBatch, geometry: Geometry, material: Material, background: Background,
+                shading: str = "diffuse") -> RenderOutput:
+        mesh = geometry.mesh() if isinstance(geometry, SurfaceGeometry) else geometry.isosurface()
         b, h, w = cameras.batch_size, cameras.height, cameras.width
         r = self.rasterizer(mesh.v_pos.device)
         faces = mesh.t_pos_idx.to(torch.int32)

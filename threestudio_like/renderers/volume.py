@@ -18,31 +18,27 @@ Per ray (pixel) of a :class:`~threestudio_like.data.cameras.CameraBatch`:
 6. **Accumulate** ``rgb = Σ w·c``, ``opacity = Σ w``, ``depth = Σ w·t_mid`` (not divided by the
    opacity: 0 where empty), ``normal = Σ w·n``; composite ``rgb + (1 − opacity)·background``.
 
-Steps 2 and 5 run in torch here or in nerfacc's CUDA kernels (``implementation``), see
-:mod:`.volume_nerfacc`.
+Steps 2 and 5 run in torch here or in nerfacc's CUDA kernels (``implementation``, chosen by
+:func:`~threestudio_like.ops.backend.choose_backend`), see :mod:`.volume_nerfacc`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable
+from ..background.base import Background
 from ..core.errors import UserError
-from ..core.schedule import Updateable
 from ..data.cameras import CameraBatch
-from .base import RenderOutput
+from ..materials.base import Material
+from ..ops.backend import choose_backend
+from .base import Renderer, RenderOutput
 from .occupancy_grid import OccupancyGrid
 from .volume_nerfacc import march_rays_nerfacc, nerfacc_available, render_weights_nerfacc, visible_nerfacc
-
-IMPLEMENTATIONS = ("auto", "torch", "nerfacc")
-ESTIMATORS = ("occgrid", "uniform")
-
 
 # ----------------------------------------------------------------------------- torch twin ops
 
@@ -140,7 +136,7 @@ def accumulate_along_rays(weights: Tensor, ray_indices: Tensor, n_rays: int,
 
 # ----------------------------------------------------------------------------- renderer
 
-class VolumeRenderer(Configurable, Updateable, nn.Module):
+class VolumeRenderer(Renderer):
     """Renders an implicit geometry (density + features) with a material over a background.
 
     ``forward(cameras, geometry, material, background, shading, generator) -> RenderOutput``;
@@ -164,9 +160,9 @@ class VolumeRenderer(Configurable, Updateable, nn.Module):
         """Nothing is sampled closer than this to the camera (besides the scene box clip)."""
         far_plane: float = 1e10
         """Nothing is sampled farther than this from the camera (besides the scene box clip)."""
-        implementation: str = "auto"
+        implementation: Literal["auto", "torch", "nerfacc"] = "auto"
         """Marching/weights backend: auto (nerfacc on CUDA when installed, else torch) | torch | nerfacc."""
-        estimator: str = "occgrid"
+        estimator: Literal["occgrid", "uniform"] = "occgrid"
         """occgrid (skip empty cells and, in eval, occluded samples) | uniform (every step)."""
         grid_resolution: int = 32
         """Occupancy grid cells per axis over the scene box."""
@@ -195,14 +191,8 @@ class VolumeRenderer(Configurable, Updateable, nn.Module):
     def __init__(self, cfg=None, where: str = "renderer") -> None:
         nn.Module.__init__(self)
         c = self.parse_config(cfg, where)
-        if c.implementation not in IMPLEMENTATIONS:
-            raise UserError(f"{where}.implementation: unknown '{c.implementation}'; choose one of "
-                            f"{'|'.join(IMPLEMENTATIONS)}")
-        if c.estimator not in ESTIMATORS:
-            raise UserError(f"{where}.estimator: unknown '{c.estimator}'; choose one of {'|'.join(ESTIMATORS)}")
-        if c.implementation == "nerfacc" and not nerfacc_available():
-            raise UserError("volume renderer implementation 'nerfacc' is not installed; run "
-                            "`pip install threestudio_like[cuda]` or use implementation=torch")
+        self.where = where
+        self._backend(None)  # a missing nerfacc is an error now, not at the first render
         if c.num_samples_per_ray < 1:
             raise UserError(f"{where}.num_samples_per_ray must be ≥ 1, got {c.num_samples_per_ray}")
         if c.grid_update_every < 1:
@@ -240,21 +230,15 @@ class VolumeRenderer(Configurable, Updateable, nn.Module):
         if self._grid_updated_at is None or step % self.cfg.grid_update_every == 0:
             self.update_occupancy_grid(geometry, step, generator)
 
-    def _backend(self, device: torch.device) -> str:
-        impl = self.cfg.implementation
-        if impl == "torch":
-            return "torch"
-        if impl == "nerfacc":
-            if device.type != "cuda":
-                raise UserError(f"volume renderer implementation 'nerfacc' needs CUDA tensors, got {device}; "
-                                "use implementation=torch (or auto) on CPU")
-            return "nerfacc"
-        return "nerfacc" if device.type == "cuda" and nerfacc_available() else "torch"
+    def _backend(self, device: Optional[torch.device]) -> str:
+        """'nerfacc' or 'torch' for rays on ``device``."""
+        return choose_backend(self.cfg.implementation, "nerfacc", nerfacc_available, device,
+                              f"{self.where}.implementation")
 
     # --------------------------------------------------------------------- rendering
 
-    def forward(self, cameras: CameraBatch, geometry: nn.Module, material: nn.Module,
-                background: nn.Module, shading: str = "diffuse",
+    def forward(self, cameras: CameraBatch, geometry: nn.Module, material: Material,
+                background: Background, shading: str = "diffuse",
                 generator: Optional[torch.Generator] = None) -> RenderOutput:
         """Render B views (H×W). ``generator`` drives the jitter, the grid update and the background."""
         c = self.cfg
@@ -265,7 +249,7 @@ class VolumeRenderer(Configurable, Updateable, nn.Module):
         n_rays = rays_o.shape[0]
         if self.training and self.occupancy_grid is not None:
             self._maybe_update_grid(geometry, generator)
-        need_normal = c.return_normals or (getattr(material, "requires_normal", False) and shading != "albedo")
+        need_normal = c.return_normals or (material.requires_normal and shading != "albedo")
         chunk = c.train_chunk_size if self.training else c.eval_chunk_size
         chunk = n_rays if chunk <= 0 else chunk
         parts = [self._render_rays(rays_o[s:s + chunk], rays_d[s:s + chunk], light[s:s + chunk], s,
@@ -273,7 +257,7 @@ class VolumeRenderer(Configurable, Updateable, nn.Module):
                  for s in range(0, n_rays, chunk)]
         merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if parts[0][k] is not None}
 
-        bg = self._background(background, cameras.rays_d, generator)
+        bg = background(cameras.rays_d, generator=generator)
         opacity = merged.pop("opacity").reshape(b, h, w, 1)
         rgb = merged.pop("rgb").reshape(b, h, w, 3) + (1.0 - opacity) * bg
         depth = merged.pop("depth").reshape(b, h, w, 1)
@@ -282,7 +266,7 @@ class VolumeRenderer(Configurable, Updateable, nn.Module):
         return RenderOutput(rgb=rgb, opacity=opacity, depth=depth, normal=normal, extras=merged)
 
     def _render_rays(self, rays_o: Tensor, rays_d: Tensor, light: Tensor, offset: int,
-                     geometry: nn.Module, material: nn.Module, shading: str, need_normal: bool,
+                     geometry: nn.Module, material: Material, shading: str, need_normal: bool,
                      generator: Optional[torch.Generator]) -> dict[str, Optional[Tensor]]:
         """R rays (R,3) → per-ray rgb (R,3) opacity/depth (R,1) normal (R,3)|None and packed extras."""
         c = self.cfg
@@ -345,10 +329,3 @@ class VolumeRenderer(Configurable, Updateable, nn.Module):
             "normal_points": geo.normal if need_normal else None,
         }
         return out
-
-    @staticmethod
-    def _background(background: nn.Module, dirs: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        """background(dirs (B,H,W,3)) → (B,H,W,3); passes ``generator`` when it takes one."""
-        if "generator" in inspect.signature(background.forward).parameters:
-            return background(dirs, generator=generator)
-        return background(dirs)

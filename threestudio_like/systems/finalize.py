@@ -1,8 +1,9 @@
-"""What a run does after its stages: export the textured mesh, render the turntable, write
-the report (and, for toy-world prompts or toy renders, score the result against the known shape)."""
+"""What a run does after its stages: export the textured mesh, run the configured evaluators,
+render the turntable, write the report."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,18 @@ import torch
 from omegaconf import DictConfig
 
 from ..core.config import to_container
+from ..eval.evaluator import RunInputs, build_evaluators
 
 
 def finalize_run(system: Any, trainer: Any, cfg: DictConfig, run_dir: Path, mode: str) -> None:
-    """``train``: export (+ toy-world score) + turntable + report; ``export``: export + report;
-    ``test``: turntable."""
+    """``train``: export + evaluators + turntable + report; ``export``: export + evaluators +
+    report; ``test``: turntable."""
     export_cfg = dict(to_container(cfg.get("export")) or {})
     video_cfg = dict(to_container(cfg.get("video")) or {})
-    if mode in ("train", "export") and export_cfg.pop("enabled", True):
-        export_run(system, Path(run_dir) / "export", export_cfg)
-        score_toy_prompt(system, trainer, toy_description(cfg))
+    if mode in ("train", "export"):
+        if export_cfg.pop("enabled", True):
+            export_run(system, Path(run_dir) / "export", export_cfg)
+        evaluate_run(system, trainer, cfg)
     if mode in ("train", "test") and video_cfg.get("enabled", True):
         render_turntable(system, Path(run_dir), int(video_cfg.get("n_views", 30)), float(video_cfg.get("fps", 15)))
     if mode in ("train", "export"):
@@ -52,41 +55,26 @@ def export_run(system: Any, out_dir: Path, export_cfg: dict) -> dict[str, Path]:
         system.train(was_training)
 
 
-def toy_description(cfg: DictConfig) -> str:
-    """What the toy-world scorer parses: the prompt, else the input image's file name
-    (``red_cube.png`` → ``"red cube"``, the shipped toy renders are named so)."""
-    if cfg.get("prompt"):
-        return str(cfg.get("prompt"))
-    return Path(str(cfg.get("image") or "")).stem.replace("_", " ")
-
-
-@torch.no_grad()
-def score_toy_prompt(system: Any, trainer: Any, prompt: str) -> None:
-    """When the prompt names a toy shape, score the final surface against it (metrics.jsonl
-    record with ``stage: "eval"``, and one summary line on stderr)."""
-    import sys
-
-    from ..toyworld.scoring import score_mesh
-    from ..toyworld.shapes import parse_prompt
-
-    if parse_prompt(prompt) is None:
+def evaluate_run(system: Any, trainer: Any, cfg: DictConfig) -> None:
+    """Run the config's ``evaluators`` in order on the final model (eval mode, no gradients): each
+    one's scores go to ``metrics.jsonl`` as a record with ``stage: "eval"`` and its summary line to
+    stderr; an evaluator with nothing to score (None) writes neither."""
+    evaluators = build_evaluators(cfg.get("evaluators"))
+    if not evaluators:
         return
-    geometry, material = system.geometry, system.material
+    inputs = RunInputs.from_config(cfg)
+    was_training = system.training
     system.eval()
     try:
-        mesh = geometry.isosurface()
-        scores = score_mesh(mesh, prompt, lambda p: material.appearance(geometry(p.to(system.device)).features)["albedo"])
+        with torch.no_grad():
+            for evaluator in evaluators:
+                scores = evaluator.evaluate(system, inputs)
+                if scores is None:
+                    continue
+                trainer.logger.log({"stage": "eval", **scores})
+                print(evaluator.summary(scores), file=sys.stderr)
     finally:
-        system.train()
-    if scores is None:
-        return
-    trainer.logger.log({"stage": "eval", **scores})
-    print(f"toy-world score: IoU {scores['iou']:.3f} vs {scores['toy_shape']} (best other "
-          f"{scores['best_other_shape']} {scores['iou_best_other']:.3f}; at the best yaw {scores['iou_any_yaw']:.3f} "
-          f"vs {scores['best_other_any_yaw']} {scores['iou_best_other_any_yaw']:.3f}), "
-          f"Chamfer {scores['chamfer']:.3f}"
-          + (f", colour error {scores['color_error']:.3f} (nearest toy colour: {scores['color_nearest']})"
-             if "color_error" in scores else ""), file=sys.stderr)
+        system.train(was_training)
 
 
 def render_turntable(system: Any, run_dir: Path, n_views: int, fps: float) -> Path:

@@ -8,7 +8,7 @@ returned name with ``loss.<name>`` from the stage config.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -17,11 +17,16 @@ from ..core.config import Configurable
 from ..core.schedule import Updateable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .base import StepContext
+    from .score_distillation import StepContext
 
 
 class LossTerm(Configurable, Updateable, nn.Module):
-    """Base class: ``name`` (the config key) is the default loss name."""
+    """Base class: ``name`` (the config key) is the default loss name.
+
+    The system calls :meth:`forward` every step; before training, :meth:`reference_image` (a term
+    that holds the stage's input image provides it to view-conditioned guidance) and
+    :meth:`setup_guidance` (a term that scores with a prior of its own loads it).
+    """
 
     @dataclass
     class Config:
@@ -31,6 +36,14 @@ class LossTerm(Configurable, Updateable, nn.Module):
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
         self.name = name or type(self).__name__
+
+    def reference_image(self) -> Optional[tuple[Tensor, float, float, float]]:
+        """The stage's input image (1,H,W,3) over white with its camera (elevation°, azimuth°,
+        distance), or None."""
+        return None
+
+    def setup_guidance(self, device: torch.device, reference: Optional[tuple[Tensor, float, float, float]]) -> None:
+        """Load the pretrained models the term scores with (only for stages that train)."""
 
     def forward(self, ctx: "StepContext") -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -23,11 +23,10 @@ from torch import Tensor, nn
 
 from ..background.base import AzimuthBackdrop, SolidBackground
 from ..data.cameras import CameraBatch, RandomCameraSampler
-from ..geometry.base import GeometryOutput, Mesh
+from ..geometry.base import GeometryOutput, Mesh, SurfaceGeometry
 from ..materials.base import DiffuseWithPointLight
 from ..prompt.views import view_names, view_prompt
 from ..renderers.raster import RasterRenderer
-from .scoring import shape_mesh
 from .shapes import COLORS, SHAPES
 
 SD_CAMERAS: dict[str, Any] = dict(
@@ -70,7 +69,7 @@ class ToyDatasetConfig:
     seed: int = 0
 
 
-class ToyShapeGeometry(nn.Module):
+class ToyShapeGeometry(SurfaceGeometry):
     """A toy shape as an explicit geometry: its marching-cubes mesh, a constant albedo."""
 
     def __init__(self, mesh: Mesh, color: tuple[float, float, float]) -> None:
@@ -90,7 +89,7 @@ def render_toy(shape: str, color: str, cameras: CameraBatch, shading: str = "dif
                mesh: Optional[Mesh] = None, background: Optional[nn.Module] = None) -> tuple[Tensor, Tensor]:
     """(rgb (B,H,W,3), opacity (B,H,W,1)) of a toy shape seen from ``cameras``, over
     ``background`` (default white). ``cameras`` must be built at ``supersample`` × the output size."""
-    geometry = ToyShapeGeometry(mesh if mesh is not None else shape_mesh(SHAPES[shape]), COLORS[color])
+    geometry = ToyShapeGeometry(mesh if mesh is not None else SHAPES[shape].mesh(), COLORS[color])
     material = DiffuseWithPointLight({"albedo_activation": "none"})
     background = background if background is not None else SolidBackground()
     out = RasterRenderer({"implementation": "torch"})(cameras, geometry, material, background, shading)
@@ -110,7 +109,7 @@ def make_dataset(cfg: ToyDatasetConfig, progress: bool = False) -> dict[str, Ten
     generator = torch.Generator().manual_seed(cfg.seed)
     hi = cfg.size * cfg.supersample
     sampler = RandomCameraSampler({**cfg.cameras, "height": hi, "width": hi, "batch_size": cfg.chunk})
-    meshes = {s: shape_mesh(SHAPES[s]) for s in shapes}
+    meshes = {s: SHAPES[s].mesh() for s in shapes}
     background = sd_background() if cfg.backdrop else SolidBackground()
     out: dict[str, list[Tensor]] = {k: [] for k in ("images", "alpha", "shape", "color", "c2w", "elevation",
                                                      "azimuth", "distance")}

@@ -1,7 +1,8 @@
 """The toy world's shapes: analytic signed distance functions with a known colour.
 
 Every shape fits in a ball of radius ≈ 0.5 around the origin, +Z up (``data/cameras.py``), and
-has ``sdf(points (N,3)) -> (N,)`` (negative inside), ``inside(points) -> bool``. The ``mug`` has
+has ``sdf(points (N,3)) -> (N,)`` (negative inside), ``inside(points) -> bool`` and ``mesh()``, its
+reference surface (marching cubes of the SDF). The ``mug`` has
 its handle on the back (−X; azimuth 0 is the front), so front and back views differ.
 ``parse_prompt("a blue sphere, side view")`` finds the shape and colour a prompt names.
 """
@@ -10,11 +11,20 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
+
+from ..geometry.base import Mesh
+from ..ops.marching_cubes import marching_cubes
+
+ShapeName = Literal["sphere", "cube", "cylinder", "cone", "torus", "mug"]
+"""The toy shapes' names (the keys of :data:`SHAPES`), for config fields."""
+ColorName = Literal["red", "green", "blue", "yellow"]
+"""The toy colours' names (the keys of :data:`COLORS`), for config fields."""
 
 COLORS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.15, 0.15),
@@ -91,6 +101,14 @@ class ToyShape:
 
     def inside(self, points: Tensor) -> Tensor:
         return self.sdf(points.float()) < 0
+
+    def mesh(self, resolution: int = 64, extent: float = 1.0) -> Mesh:
+        """The reference surface: marching cubes of the SDF's zero level set on a ``resolution``³
+        grid over [−extent, extent]³."""
+        axis = torch.linspace(-extent, extent, resolution)
+        grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+        values = -self.sdf(grid).reshape(resolution, resolution, resolution)  # > 0 inside
+        return marching_cubes(values, 0.0, [-extent] * 3, [extent] * 3)
 
 
 SHAPES: dict[str, ToyShape] = {s.name: s for s in (

@@ -1,4 +1,4 @@
-"""Which 3-D shape does the toy SD prior prefer for a prompt? (``benchmarks/bench_toy_energy.py``, a test.)
+"""Which 3-D shape does the toy SD prior prefer for a prompt? (``bench_toy_energy.py``, tests/test_toyworld_assets.py.)
 
 Score distillation moves a shape's renders x along −w(t)(ε̂(x_t) − ε): it descends, view by view,
 the denoising error of the prior on noised renders. :func:`shape_energies` measures that error for
@@ -19,10 +19,10 @@ from typing import Optional
 
 import torch
 
-from ..data.cameras import make_cameras
-from ..geometry.base import Mesh
-from ..guidance.diffusion import clamp_denoised
-from .dataset import SD_CAMERAS, render_toy, sd_background
+from threestudio_like.data.cameras import make_cameras
+from threestudio_like.geometry.base import Mesh
+from threestudio_like.guidance.diffusion import clamp_denoised
+from threestudio_like.toyworld.dataset import SD_CAMERAS, render_toy, sd_background
 
 TIMESTEPS = tuple(range(50, 1000, 100))
 

@@ -46,10 +46,12 @@ class DenseGridEncoding(Configurable, nn.Module):
         init_std: float = 0.1
         """Standard deviation of the normal initialisation."""
 
-    def __init__(self, cfg=None, where: str = "encoding") -> None:
+    def __init__(self, cfg=None, n_input_dims: int = 3, where: str = "encoding") -> None:
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
         c = self.cfg
+        if n_input_dims != 3:
+            raise UserError(f"{where}: a DenseGrid encoding takes 3-D points, got {n_input_dims}-D")
         if c.resolution < 2 or c.n_channels < 1:
             raise UserError(f"{where}: resolution must be >= 2 and n_channels >= 1, got {c.resolution}, {c.n_channels}")
         self.grid = nn.Parameter(torch.randn(c.resolution, c.resolution, c.resolution, c.n_channels) * c.init_std)

@@ -1,4 +1,4 @@
-"""Triplane density volume (EG3D / RODIN / TripoSR style).
+"""Triplane feature encoding (EG3D / RODIN / TripoSR style).
 
 :class:`TriplaneEncoding` holds three axis-aligned feature planes, ``planes`` (3, R, R, C) for
 the xy, xz and yz planes (``planes[p, row, col]``: ``col`` follows the first coordinate of the
@@ -8,23 +8,21 @@ semantics); the three C-vectors are summed (C outputs) or concatenated (3C outpu
 is a gather written in torch, so it is differentiable twice (analytic normals with
 ``create_graph``), which ``grid_sample`` is not.
 
-:class:`TriplaneVolume` is a :class:`~.implicit_volume.VolumeGeometry` on that encoding: the same
-density/feature heads, blob bias, normals, isosurface and hand-offs as ``ImplicitVolume``.
+Use it as ``pos_encoding_config: {otype: Triplane, resolution: 128, n_channels: 32}`` of an
+``ImplicitVolume`` (``configs/geometry/triplane.yaml``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..core.config import Configurable
 from ..core.errors import UserError
-from .implicit_volume import VolumeGeometry
 
-REDUCTIONS = ("sum", "concat")
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz: (column coordinate, row coordinate)
 
 
@@ -53,17 +51,17 @@ class TriplaneEncoding(Configurable, nn.Module):
         """Texels per side of each plane."""
         n_channels: int = 32
         """Feature channels per plane."""
-        reduction: str = "sum"
-        """How the three plane features combine: sum | concat."""
+        reduction: Literal["sum", "concat"] = "sum"
+        """How the three plane features combine."""
         init_std: float = 0.1
         """Standard deviation of the normal initialisation of the planes."""
 
-    def __init__(self, cfg=None, where: str = "encoding") -> None:
+    def __init__(self, cfg=None, n_input_dims: int = 3, where: str = "encoding") -> None:
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
         c = self.cfg
-        if c.reduction not in REDUCTIONS:
-            raise UserError(f"{where}.reduction: '{c.reduction}' is not one of {'|'.join(REDUCTIONS)}")
+        if n_input_dims != 3:
+            raise UserError(f"{where}: a Triplane encoding takes 3-D points, got {n_input_dims}-D")
         if c.resolution < 2 or c.n_channels < 1:
             raise UserError(f"{where}: resolution must be >= 2 and n_channels >= 1, got {c.resolution}, {c.n_channels}")
         self.planes = nn.Parameter(torch.randn(3, c.resolution, c.resolution, c.n_channels) * c.init_std)
@@ -72,23 +70,3 @@ class TriplaneEncoding(Configurable, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feats = [sample_plane(self.planes[p], x[:, list(axes)]) for p, axes in enumerate(PLANE_AXES)]
         return torch.cat(feats, dim=-1) if self.cfg.reduction == "concat" else feats[0] + feats[1] + feats[2]
-
-
-class TriplaneVolume(VolumeGeometry):
-    """Density volume on three feature planes; same interface as ``ImplicitVolume``."""
-
-    @dataclass
-    class Config(VolumeGeometry.Config):
-        plane_resolution: int = 128
-        """Texels per side of each feature plane."""
-        plane_channels: int = 32
-        """Feature channels per plane."""
-        plane_reduction: str = "sum"
-        """sum | concat of the three plane features."""
-        plane_init_std: float = 0.1
-        """Standard deviation of the planes' initialisation."""
-
-    def encoding_config(self) -> Dict[str, Any]:
-        c = self.cfg
-        return {"otype": "Triplane", "resolution": c.plane_resolution, "n_channels": c.plane_channels,
-                "reduction": c.plane_reduction, "init_std": c.plane_init_std}

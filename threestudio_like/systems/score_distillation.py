@@ -9,18 +9,40 @@ not by subclassing.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable, instantiate, to_container
+from ..core.config import Configurable, import_target, instantiate, to_container
 from ..core.errors import UserError
 from ..core.schedule import Updateable, schedule_value
-from ..data.cameras import CameraBatch, RandomCameraSampler  # noqa: F401  (type of self.data)
+from ..data.cameras import CameraBatch, RandomCameraSampler
+from ..guidance.base import Guidance, GuidanceOutput
+from ..prompt.processor import PromptEmbeddings
 from ..renderers.base import RenderOutput
+from .optimization import LRSchedulerConfig, OptimizerConfig, build_lr_scheduler, build_optimizer
+from .regularizers import LossTerm
+
+GUIDANCE_LOSS = "guidance"
+"""The loss name the stage's guidance is weighted under (``loss.guidance``), whatever prior fills it."""
+
+
+@dataclass
+class ScoringGuidance(Updateable):
+    """A guidance with its prompt embeddings, ready to score renders.
+
+    Held by a plain (non-``nn.Module``) object so that neither lands in the owner's module tree:
+    the guidance is loaded only for stages that train, and its trainable state (VSD's LoRA) is
+    checkpointed on its own. ``update_step`` reaches the guidance through it.
+    """
+
+    guidance: Guidance
+    prompt: Optional[PromptEmbeddings]
+
+    def __call__(self, image: Tensor, cameras: CameraBatch) -> GuidanceOutput:
+        return self.guidance(rgb=image, cameras=cameras, prompt=self.prompt)
 
 
 @dataclass
@@ -44,7 +66,7 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         """Camera sampler config (``data/cameras.py`` RandomCameraSampler)."""
         geometry: dict = field(default_factory=dict)
         """Geometry component (``_target_`` + its Config)."""
-        geometry_init: str = "scratch"
+        geometry_init: Literal["scratch", "previous"] = "scratch"
         """``scratch`` or ``previous`` (``create_from`` the previous stage's geometry)."""
         material: dict = field(default_factory=dict)
         """Material component."""
@@ -54,18 +76,19 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         """Renderer component."""
         guidance: Optional[dict] = None
         """Guidance component (SDS, VSD, Zero123...) or null."""
-        guidance_input: str = "rgb"
+        guidance_input: Literal["rgb", "normal"] = "rgb"
         """What the guidance scores: ``rgb`` or ``normal`` (geometry-refinement stages)."""
         prompt_processor: Optional[dict] = None
         """Prompt processor component (text guidance) or null."""
         terms: dict = field(default_factory=dict)
         """Loss terms by name (regularizers, reference-view losses, extra guidance)."""
         loss: dict = field(default_factory=dict)
-        """Weight (number or schedule) of every loss name the guidance and terms return."""
-        optimizer: dict = field(default_factory=dict)
-        """Optimizer: name (Adam|AdamW), lr, betas, eps, weight_decay, params {prefix: {lr}}."""
-        lr_scheduler: Optional[dict] = None
-        """Optional LR schedule: {name: constant|cosine|exponential, warmup_steps, gamma}."""
+        """Weight (number or schedule) of every loss name: ``guidance`` for the guidance, and each
+        name the terms return."""
+        optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+        """Optimizer of the geometry, material and background parameters."""
+        lr_scheduler: Optional[LRSchedulerConfig] = None
+        """Optional learning-rate schedule (null = constant)."""
         clip_grad_norm: Optional[float] = None
         """Clip the global gradient norm (null = off)."""
         val_every: int = 0
@@ -84,40 +107,35 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
             _carry_state(previous.material, self.material)
             _carry_state(previous.background, self.background)
         self.renderer = instantiate(c.renderer, where=f"{where}.renderer")
-        self.terms = nn.ModuleDict({
+        if GUIDANCE_LOSS in c.terms:
+            raise UserError(f"{where}.terms.{GUIDANCE_LOSS}: '{GUIDANCE_LOSS}' is the stage guidance's loss name; "
+                            "give the term another name")
+        self.terms: dict[str, LossTerm] = nn.ModuleDict({  # type: ignore[assignment]
             name: instantiate(t, where=f"{where}.terms.{name}", name=name)
             for name, t in c.terms.items() if t is not None
         })
-        # Guidance and prompt hold frozen pretrained models: plain attributes (not submodules),
-        # so checkpoints hold only their trainable state; built by setup_guidance().
-        self.guidance: Any = None
-        self.prompt: Any = None
+        self.scoring: Optional[ScoringGuidance] = None  # built by setup_guidance()
         self.global_step = 0
 
     # ---- construction ------------------------------------------------------------------
     def _build_geometry(self, previous: Optional["ScoreDistillationSystem"]) -> nn.Module:
         c, where = self.cfg, f"{self.where}.geometry"
         if c.geometry_init == "scratch" or previous is None:
-            if c.geometry_init not in ("scratch", "previous"):
-                raise UserError(f"{self.where}.geometry_init must be 'scratch' or 'previous', got '{c.geometry_init}'")
             return instantiate(c.geometry, where=where)
-        from ..core.config import import_target
-
         data = dict(to_container(c.geometry))
         cls = import_target(data.pop("_target_"))
         return cls.create_from(previous.geometry, data, where=where)
 
     def setup_guidance(self) -> None:
         """Load the guidance and the prompt embeddings (heavy; only for stages that train)."""
-        c = self.cfg
-        reference = next((t for t in self.terms.values() if hasattr(t, "reference_image")), None)
-        guidance, prompt = build_guidance(c.guidance, c.prompt_processor, self.device, reference, self.where)
-        # plain attributes, not submodules: checkpoints must not hold the frozen pretrained weights
-        object.__setattr__(self, "guidance", guidance)
-        object.__setattr__(self, "prompt", prompt)
+        reference = next((r for r in (t.reference_image() for t in self.terms.values()) if r is not None), None)
+        self.scoring = build_guidance(self.cfg.guidance, self.cfg.prompt_processor, self.device, reference, self.where)
         for term in self.terms.values():
-            if hasattr(term, "setup_guidance"):
-                term.setup_guidance(self.device, reference)
+            term.setup_guidance(self.device, reference)
+
+    @property
+    def guidance(self) -> Optional[Guidance]:
+        return None if self.scoring is None else self.scoring.guidance
 
     @property
     def device(self) -> torch.device:
@@ -144,12 +162,11 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         terms: dict[str, Tensor] = {}
         logs: dict[str, Tensor] = {}
         # 3. score the renders with the guidance
-        if self.guidance is not None:
-            image = render.rgb if self.cfg.guidance_input == "rgb" else _normal_image(render)
-            out = self.guidance(rgb=image, cameras=cameras, prompt=self.prompt)
-            terms[out.name] = out.loss
+        if self.scoring is not None:
+            out = self.scoring(render.rgb if self.cfg.guidance_input == "rgb" else normal_image(render), cameras)
+            terms[GUIDANCE_LOSS] = out.loss
             if out.grad_norm is not None:
-                logs[f"{out.name}_grad_norm"] = out.grad_norm
+                logs[f"{GUIDANCE_LOSS}_grad_norm"] = out.grad_norm
             logs.update({k: v.detach() for k, v in out.extras.items()})
         # 4. regularizers and other loss terms
         ctx = StepContext(system=self, cameras=cameras, render=render, global_step=global_step)
@@ -176,67 +193,29 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         return total
 
     def configure_optimizer(self) -> tuple[torch.optim.Optimizer, Optional[torch.optim.lr_scheduler.LRScheduler]]:
-        opt_cfg = dict(self.cfg.optimizer)
-        name = opt_cfg.pop("name", "Adam")
-        lr = opt_cfg.pop("lr", 1e-2)
-        groups_cfg = opt_cfg.pop("params", {}) or {}
-        if name not in ("Adam", "AdamW"):
-            raise UserError(f"{self.where}.optimizer.name must be Adam or AdamW, got '{name}'")
-        groups: dict[str, list] = {prefix: [] for prefix in groups_cfg}
-        groups[""] = []
-        for pname, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            match = max((pre for pre in groups_cfg if pname.startswith(pre)), key=len, default="")
-            groups[match].append(p)
-        param_groups = [{"params": ps, "lr": (groups_cfg[pre] or {}).get("lr", lr) if pre else lr, "name": pre or "default"}
-                        for pre, ps in groups.items() if ps]
-        if self.guidance is not None and hasattr(self.guidance, "trainable_parameter_groups"):
-            param_groups += self.guidance.trainable_parameter_groups()
-        if not param_groups:
-            raise UserError(f"{self.where}: nothing to optimize (all parameters frozen)")
-        cls = torch.optim.Adam if name == "Adam" else torch.optim.AdamW
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in opt_cfg.items()}
-        optimizer = cls(param_groups, lr=lr, **kwargs)
-        return optimizer, self._lr_scheduler(optimizer)
-
-    def _lr_scheduler(self, optimizer: torch.optim.Optimizer) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
-        s = self.cfg.lr_scheduler
-        if not s:
-            return None
-        kind, warmup, steps = s.get("name", "constant"), int(s.get("warmup_steps", 0)), self.cfg.steps
-        gamma = float(s.get("gamma", 0.1))
-
-        def factor(step: int) -> float:
-            w = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-            a = min(1.0, step / max(steps, 1))
-            if kind == "constant":
-                return w
-            if kind == "cosine":
-                return w * 0.5 * (1 + math.cos(math.pi * a))
-            if kind == "exponential":
-                return w * gamma**a
-            raise UserError(f"{self.where}.lr_scheduler.name must be constant|cosine|exponential, got '{kind}'")
-
-        factor(0)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        """The stage's optimizer over its trainable parameters (the guidance trains its own), and
+        the learning-rate schedule."""
+        optimizer = build_optimizer(self.cfg.optimizer, list(self.named_parameters()), f"{self.where}.optimizer")
+        return optimizer, build_lr_scheduler(self.cfg.lr_scheduler, optimizer, self.cfg.steps)
 
     # ---- checkpoints -------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"system": self.state_dict()}
         g = self.guidance
-        if g is not None and any(p.requires_grad for p in g.parameters()):
+        if g is not None and g.has_trainable_state():
             state["guidance"] = g.state_dict()
-            if hasattr(g, "optimizer_state_dict"):
-                state["guidance_optimizer"] = g.optimizer_state_dict()
+            optimizer = g.optimizer_state_dict()
+            if optimizer is not None:
+                state["guidance_optimizer"] = optimizer
         return state
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.load_state_dict(state["system"])
-        if "guidance" in state and self.guidance is not None:
-            self.guidance.load_state_dict(state["guidance"])
-            if "guidance_optimizer" in state and hasattr(self.guidance, "load_optimizer_state_dict"):
-                self.guidance.load_optimizer_state_dict(state["guidance_optimizer"])
+        g = self.guidance
+        if "guidance" in state and g is not None:
+            g.load_state_dict(state["guidance"])
+            if "guidance_optimizer" in state:
+                g.load_optimizer_state_dict(state["guidance_optimizer"])
 
     # ---- evaluation --------------------------------------------------------------------
     @torch.no_grad()
@@ -249,7 +228,7 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
             for i in range(0, cameras.batch_size, chunk):
                 r = self.render(cameras.index(slice(i, i + chunk)), shading=shading)
                 out["rgb"].append(r.rgb)
-                out["normal"].append(_normal_image(r))
+                out["normal"].append(normal_image(r))
                 out["opacity"].append(r.opacity.expand(*r.opacity.shape[:-1], 3))
         finally:
             self.train(was_training)
@@ -257,23 +236,26 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
 
 
 def build_guidance(guidance_cfg: Optional[dict], prompt_cfg: Optional[dict], device: torch.device,
-                   reference: Any, where: str) -> tuple[Any, Any]:
-    """Instantiate a guidance (and its prompt embeddings) on ``device``; hand it the input image
-    when it conditions on one (``set_reference(rgb, elevation_deg, azimuth_deg, distance)``)."""
+                   reference: Optional[tuple[Tensor, float, float, float]], where: str) -> Optional[ScoringGuidance]:
+    """Instantiate a guidance and its prompt embeddings on ``device`` (None without a guidance);
+    hand it the input image ``reference`` = (rgb (1,H,W,3), elevation°, azimuth°, distance) when
+    it conditions on one."""
+    if guidance_cfg is None:
+        return None
     prompt = None
     if prompt_cfg is not None:
         processor = instantiate(prompt_cfg, where=f"{where}.prompt_processor")
         prompt = processor(device=device)
-    if guidance_cfg is None:
-        return None, prompt
     guidance = instantiate(guidance_cfg, where=f"{where}.guidance")
-    guidance.to(device)
-    if reference is not None and hasattr(guidance, "set_reference"):
-        guidance.set_reference(*reference.reference_image())
-    return guidance, prompt
+    if not isinstance(guidance, Guidance):
+        raise UserError(f"{where}.guidance: {type(guidance).__name__} is not a guidance (threestudio_like.guidance)")
+    guidance.place(device)
+    if reference is not None and guidance.uses_reference:
+        guidance.set_reference(*reference)
+    return ScoringGuidance(guidance, prompt)
 
 
-def _normal_image(render: RenderOutput) -> Tensor:
+def normal_image(render: RenderOutput) -> Tensor:
     """World normals as an image: (n+1)/2 over a white background (B,H,W,3)."""
     if render.normal is None:
         return torch.ones_like(render.rgb)

@@ -1,4 +1,4 @@
-"""How much the toy SD prior uses its camera input (``benchmarks/bench_toy_prior.py``, a test).
+"""How much the toy SD prior uses its camera input (``bench_toy_prior.py``, tests/test_toyworld_assets.py).
 
 :func:`camera_errors` renders random views of a toy shape (the default experiment's camera
 ranges), noises them to timestep t with the prior's scheduler and measures the error of the
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from ..data.cameras import make_cameras
-from .dataset import SD_CAMERAS, render_toy, sd_background
+from threestudio_like.data.cameras import make_cameras
+from threestudio_like.toyworld.dataset import SD_CAMERAS, render_toy, sd_background
 
 TIMESTEPS = (200, 400, 600, 800)
 

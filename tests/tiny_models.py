@@ -1,16 +1,15 @@
 """Tiny random-weight checkpoints in the real diffusers/transformers layouts.
 
-They serve ``debug=smoke`` (shipped in ``assets/tiny-sd``, ``assets/tiny-zero123``,
-``assets/tiny-clip``, made by ``python -m threestudio_like.toyworld.tiny_models``) and the tests:
-code under test loads them with the same ``from_pretrained`` calls as a real checkpoint.
-Deterministic for a given seed; each builds and saves in well under a second.
+The tests build them (code under test loads them with the same ``from_pretrained`` calls as a
+real checkpoint), and so does ``tools/write_smoke_assets.py``, which writes the ``debug=smoke``
+models shipped in ``threestudio_like/assets/tiny-sd``, ``tiny-zero123`` and ``tiny-clip``.
+Deterministic for a given seed; each builds and saves in well under a second. Zero123 pipelines
+are saved by ``tiny_zero123.make_tiny_zero123`` (also in the third-party layouts).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-from pathlib import Path
 
 import torch
 
@@ -25,7 +24,7 @@ ZERO123_EMBED_DIM = 16
 def write_letter_tokenizer(path: str, max_tokens: int = MAX_TOKENS) -> None:
     """A real ``CLIPTokenizer`` saved to ``path`` whose vocabulary is letters, digits and ',':
     with no merges every word is spelled out (``"cube" → c u b e</w>``)."""
-    from .priors import write_word_tokenizer
+    from threestudio_like.toyworld.priors import write_word_tokenizer
 
     write_word_tokenizer(path, words=(), max_tokens=max_tokens)
 
@@ -38,7 +37,7 @@ def make_tiny_sd_components(pixel_space: bool = False, camera_conditioned: bool 
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
-    from .priors import clip_text_model
+    from threestudio_like.toyworld.priors import clip_text_model
 
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
@@ -81,7 +80,7 @@ def make_tiny_zero123_components(pixel_space: bool = False, seed: int = 0) -> di
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from ..guidance.zero123_pipeline import CCProjection
+    from threestudio_like.guidance.zero123_pipeline import CCProjection
 
     torch.manual_seed(seed)
     c = 3 if pixel_space else 4
@@ -104,14 +103,6 @@ def make_tiny_zero123_components(pixel_space: bool = False, seed: int = 0) -> di
         m.eval()
     return dict(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
                 cc_projection=cc, feature_extractor=feature_extractor)
-
-
-def make_tiny_zero123(path: str, pixel_space: bool = False, seed: int = 0) -> str:
-    """Save a tiny Zero123 pipeline (our layout) to ``path`` and return it."""
-    from ..guidance.zero123_pipeline import Zero123Pipeline
-
-    Zero123Pipeline(**make_tiny_zero123_components(pixel_space, seed)).save_pretrained(path)
-    return path
 
 
 def make_tiny_clip(path: str, seed: int = 0) -> str:
@@ -144,24 +135,3 @@ def _tiny_vae():
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 8), latent_channels=4,
         norm_num_groups=4, layers_per_block=1, sample_size=16,
     )
-
-
-def write_smoke_assets(assets_dir: str | Path) -> list[Path]:
-    """The ``debug=smoke`` models: pixel-space tiny SD and Zero123, tiny CLIP."""
-    root = Path(assets_dir)
-    out = [Path(make_tiny_sd(str(root / "tiny-sd"), pixel_space=True)),
-           Path(make_tiny_zero123(str(root / "tiny-zero123"), pixel_space=True)),
-           Path(make_tiny_clip(str(root / "tiny-clip")))]
-    return out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "assets"),
-                        help="assets directory (default: the package's)")
-    for path in write_smoke_assets(parser.parse_args().out):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

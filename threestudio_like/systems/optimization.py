@@ -1,0 +1,89 @@
+"""A stage's optimizer and learning-rate schedule: typed configs and the objects they build."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import torch
+from torch import nn
+
+from ..core.errors import UserError
+
+
+@dataclass
+class ParamGroupConfig:
+    """Settings of the parameters whose names start with a prefix."""
+
+    lr: Optional[float] = None
+    """Learning rate of the group (null: the optimizer's ``lr``)."""
+
+
+@dataclass
+class OptimizerConfig:
+    """``stage.<name>.optimizer``: torch's Adam or AdamW over the system's trainable parameters."""
+
+    name: Literal["Adam", "AdamW"] = "Adam"
+    """Optimizer class."""
+    lr: float = 0.01
+    """Learning rate of every parameter no ``params`` prefix matches."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam's (β₁, β₂)."""
+    eps: float = 1.0e-8
+    """Adam's ε."""
+    weight_decay: Optional[float] = None
+    """Weight decay (decoupled for AdamW); null: torch's default (Adam 0, AdamW 0.01)."""
+    params: dict[str, ParamGroupConfig] = field(default_factory=dict)
+    """Per-prefix groups (``geometry.encoding: {lr: 0.01}``); the longest matching prefix wins."""
+
+
+@dataclass
+class LRSchedulerConfig:
+    """``stage.<name>.lr_scheduler``: a factor on every group's learning rate."""
+
+    name: Literal["constant", "cosine", "exponential"] = "constant"
+    """Decay over the stage's steps: none, half a cosine to 0, or exponential down to ``gamma``."""
+    warmup_steps: int = 0
+    """Linear warm-up from 1/warmup_steps to 1 over the first steps (0 = off)."""
+    gamma: float = 0.1
+    """Final factor of the ``exponential`` decay."""
+
+
+def build_optimizer(cfg: OptimizerConfig, named_parameters: list[tuple[str, nn.Parameter]],
+                    where: str) -> torch.optim.Optimizer:
+    """One param group per configured prefix (plus ``default``), parameters without
+    ``requires_grad`` left out."""
+    groups: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in cfg.params}
+    groups[""] = []
+    for name, p in named_parameters:
+        if p.requires_grad:
+            groups[max((pre for pre in cfg.params if name.startswith(pre)), key=len, default="")].append(p)
+    param_groups = []
+    for prefix, params in groups.items():
+        if params:
+            lr = cfg.params[prefix].lr if prefix and cfg.params[prefix].lr is not None else cfg.lr
+            param_groups.append({"params": params, "lr": lr, "name": prefix or "default"})
+    if not param_groups:
+        raise UserError(f"{where}: nothing to optimize (all parameters frozen)")
+    cls = torch.optim.Adam if cfg.name == "Adam" else torch.optim.AdamW
+    decay = {} if cfg.weight_decay is None else {"weight_decay": cfg.weight_decay}
+    return cls(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **decay)
+
+
+def lr_factor(cfg: LRSchedulerConfig, step: int, steps: int) -> float:
+    """The factor on the learning rate at ``step`` of a stage of ``steps`` steps."""
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    progress = min(1.0, step / max(steps, 1))
+    if cfg.name == "cosine":
+        return warmup * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.name == "exponential":
+        return warmup * cfg.gamma**progress
+    return warmup
+
+
+def build_lr_scheduler(cfg: Optional[LRSchedulerConfig], optimizer: torch.optim.Optimizer,
+                       steps: int) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+    if cfg is None:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps))
