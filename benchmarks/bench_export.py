@@ -50,11 +50,14 @@ def run(subdivisions: int, sizes: list[int]) -> dict:
     row["uv_unwrap_s"], uv = seconds(lambda: uv_unwrap(cleaned, max(sizes)))
     raster = Rasterizer("torch")
     for size in sizes:
-        row[f"bake_{size}_s"], baked = seconds(lambda: bake_textures(uv, position_color, size, rasterizer=raster))
+        row[f"bake_{size}_s"], baked = seconds(
+            lambda size=size: bake_textures(uv, position_color, size, rasterizer=raster)
+        )
     row[f"glb_bytes_{max(sizes)}_s"], _ = seconds(lambda: glb_bytes(uv, baked))
     with tempfile.TemporaryDirectory() as tmp:
         row[f"export_mesh_obj_glb_{max(sizes)}_s"], _ = seconds(
-            lambda: export_mesh(mesh, position_color, tmp, {"texture_size": max(sizes), "rasterizer": "torch"}))
+            lambda: export_mesh(mesh, position_color, tmp, {"texture_size": max(sizes), "rasterizer": "torch"})
+        )
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
 
 
@@ -63,8 +66,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one small mesh, 256² textures")
     args = parser.parse_args()
     cases = [(3, [256])] if args.quick else [(4, [512, 1024]), (5, [1024, 2048])]
-    result = {"benchmark": "export", "torch_threads": torch.get_num_threads(),
-              "loadavg_1min": os.getloadavg()[0], "cases": [run(s, sizes) for s, sizes in cases]}
+    result = {
+        "benchmark": "export",
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_1min": os.getloadavg()[0],
+        "cases": [run(s, sizes) for s, sizes in cases],
+    }
     print(json.dumps(result))
 
 

@@ -70,28 +70,77 @@ class PriorSpec:
 
 PRIORS = {
     "toy": PriorSpec(
-        unet=dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(16, 32, 64), layers_per_block=1,
-                  down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-                  cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8),
-        vae=None, text_tokens=16, text_dim=64, render=32),
+        unet=dict(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(16, 32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+            cross_attention_dim=64,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        ),
+        vae=None,
+        text_tokens=16,
+        text_dim=64,
+        render=32,
+    ),
     "tiny": PriorSpec(
-        unet=dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                  cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4),
-        vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                 up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), latent_channels=4,
-                 norm_num_groups=4, layers_per_block=1, sample_size=16),
-        text_tokens=32, text_dim=32, render=16),
+        unet=dict(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            norm_num_groups=4,
+        ),
+        vae=dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            block_out_channels=(8, 8),
+            latent_channels=4,
+            norm_num_groups=4,
+            layers_per_block=1,
+            sample_size=16,
+        ),
+        text_tokens=32,
+        text_dim=32,
+        render=16,
+    ),
     "sd21-base": PriorSpec(
-        unet=dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-                  layers_per_block=2, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-                  use_linear_projection=True, **SD_UNET_BLOCKS),
-        vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                 up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
-                 latent_channels=4, layers_per_block=2, sample_size=512),
-        text_tokens=77, text_dim=1024, render=64),
+        unet=dict(
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=1024,
+            attention_head_dim=(5, 10, 20, 20),
+            use_linear_projection=True,
+            **SD_UNET_BLOCKS,
+        ),
+        vae=dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=512,
+        ),
+        text_tokens=77,
+        text_dim=1024,
+        render=64,
+    ),
 }
 
 
@@ -126,14 +175,23 @@ def text_guidance_step(module: str, cls: str, cfg: dict) -> Callable[[str, str, 
         prior = build_prior(spec, device)
         klass = getattr(importlib.import_module(module), cls)
         # the module whose loader the class calls (ISM inherits SDS's __init__)
-        loader = next(m for m in (importlib.import_module(c.__module__) for c in klass.__mro__)
-                      if hasattr(m, "load_diffusion_prior"))
+        loader = next(
+            m
+            for m in (importlib.import_module(c.__module__) for c in klass.__mro__)
+            if hasattr(m, "load_diffusion_prior")
+        )
         with mock.patch.object(loader, "load_diffusion_prior", lambda *a, **k: prior), torch.device(device):
             guidance = klass(dict(pretrained_model_name_or_path="random", **cfg))
         prompt = random_prompt(spec, device)
         n = batch
-        cams = make_cameras(torch.full((n,), 15.0), torch.linspace(-180, 180, n + 1)[:n], torch.full((n,), 2.0),
-                            torch.full((n,), 40.0), 8, 8)
+        cams = make_cameras(
+            torch.full((n,), 15.0),
+            torch.linspace(-180, 180, n + 1)[:n],
+            torch.full((n,), 2.0),
+            torch.full((n,), 40.0),
+            8,
+            8,
+        )
         cams = replace(cams, c2w=cams.c2w.to(device))  # view names are read from CPU angles
         channels = 3 if spec.vae is not None or spec.unet["in_channels"] == 3 else spec.unet["in_channels"]
 
@@ -158,13 +216,35 @@ class GuidanceEntry:
 
 ZERO123_XL = dict(  # zero123-xl: SD1.x UNet with 8 input channels at 32² latents (256² renders),
     # CLIP ViT-L/14 image encoder (768-d embedding), SD VAE
-    unet=dict(sample_size=32, in_channels=8, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-              layers_per_block=2, cross_attention_dim=768, attention_head_dim=8, **SD_UNET_BLOCKS),
-    vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-             up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
-             latent_channels=4, layers_per_block=2, sample_size=256),
-    vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                image_size=224, patch_size=14, projection_dim=768),
+    unet=dict(
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        **SD_UNET_BLOCKS,
+    ),
+    vae=dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=256,
+    ),
+    vision=dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+        projection_dim=768,
+    ),
     render=256,
 )
 
@@ -187,18 +267,27 @@ def zero123_step(size: str, device: str, batch: int) -> Callable[[], None]:
             parts, render = make_tiny_zero123_components(pixel_space=True), 8
         else:
             x = ZERO123_XL
-            parts = dict(unet=UNet2DConditionModel(**x["unet"]), vae=AutoencoderKL(**x["vae"]),
-                         image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**x["vision"])),
-                         scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-                         cc_projection=CCProjection(embedding_dim=768, additional_embeddings=4))
+            parts = dict(
+                unet=UNet2DConditionModel(**x["unet"]),
+                vae=AutoencoderKL(**x["vae"]),
+                image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**x["vision"])),
+                scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+                cc_projection=CCProjection(embedding_dim=768, additional_embeddings=4),
+            )
             render = x["render"]
     pipe = Zero123Pipeline(**parts)
     with mock.patch.object(mod.Zero123Pipeline, "from_pretrained", lambda *a, **k: pipe):
         guidance = mod.Zero123Guidance({"pretrained_model_name_or_path": "random", "half_precision": False})
     guidance.pipe.to(torch.device(device), torch.float32)
     guidance.set_reference(torch.rand(1, render, render, 3, device=device), 0.0, 0.0, 3.2)
-    cams = make_cameras(torch.full((batch,), 15.0), torch.linspace(-180, 180, batch + 1)[:batch],
-                        torch.full((batch,), 3.2), torch.full((batch,), 20.0), 8, 8)
+    cams = make_cameras(
+        torch.full((batch,), 15.0),
+        torch.linspace(-180, 180, batch + 1)[:batch],
+        torch.full((batch,), 3.2),
+        torch.full((batch,), 20.0),
+        8,
+        8,
+    )
 
     def step() -> None:
         rgb = torch.rand(batch, render, render, 3, device=device, requires_grad=True)
@@ -208,12 +297,22 @@ def zero123_step(size: str, device: str, batch: int) -> Callable[[], None]:
 
 
 GUIDANCES: list[GuidanceEntry] = [
-    GuidanceEntry("sds", text_guidance_step("threestudio_like.guidance.sds", "ScoreDistillationGuidance",
-                                            dict(guidance_scale=100.0))),
-    GuidanceEntry("vsd", text_guidance_step("threestudio_like.guidance.vsd", "VariationalScoreDistillation",
-                                            dict(guidance_scale=7.5))),
-    GuidanceEntry("ism_t500", text_guidance_step("threestudio_like.guidance.ism", "IntervalScoreGuidance",
-                                                 dict(guidance_scale=7.5, min_step_percent=0.5, max_step_percent=0.5))),
+    GuidanceEntry(
+        "sds",
+        text_guidance_step("threestudio_like.guidance.sds", "ScoreDistillationGuidance", dict(guidance_scale=100.0)),
+    ),
+    GuidanceEntry(
+        "vsd",
+        text_guidance_step("threestudio_like.guidance.vsd", "VariationalScoreDistillation", dict(guidance_scale=7.5)),
+    ),
+    GuidanceEntry(
+        "ism_t500",
+        text_guidance_step(
+            "threestudio_like.guidance.ism",
+            "IntervalScoreGuidance",
+            dict(guidance_scale=7.5, min_step_percent=0.5, max_step_percent=0.5),
+        ),
+    ),
     GuidanceEntry("zero123", zero123_step, sizes=("tiny", "zero123-xl")),
 ]
 
@@ -238,18 +337,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1, help="views per step")
-    parser.add_argument("--time-sd21", action="store_true",
-                        help="also time one real-size step (sd21-base, zero123-xl) on CPU (slow)")
+    parser.add_argument(
+        "--time-sd21", action="store_true", help="also time one real-size step (sd21-base, zero123-xl) on CPU (slow)"
+    )
     args = parser.parse_args()
-    result: dict = {"threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()[0], "batch": args.batch,
-                    "utilisation_assumed": UTILISATION, "peak_tflops_bf16": PEAK_TFLOPS, "guidances": {}}
+    result: dict = {
+        "threads": torch.get_num_threads(),
+        "loadavg_start": os.getloadavg()[0],
+        "batch": args.batch,
+        "utilisation_assumed": UTILISATION,
+        "peak_tflops_bf16": PEAK_TFLOPS,
+        "guidances": {},
+    }
     for entry in GUIDANCES:
         rows = {}
         for size in entry.sizes:
             flops = count_flops(entry.setup(size, "meta", args.batch))
             row = {"gflops_per_step": round(flops / 1e9, 4)}
-            row.update({f"projected_ms_{gpu}": round(1e3 * flops / (UTILISATION * peak * 1e12), 3)
-                        for gpu, peak in PEAK_TFLOPS.items()})
+            row.update(
+                {
+                    f"projected_ms_{gpu}": round(1e3 * flops / (UTILISATION * peak * 1e12), 3)
+                    for gpu, peak in PEAK_TFLOPS.items()
+                }
+            )
             real_size = size in ("sd21-base", "zero123-xl")
             if not real_size or args.time_sd21:
                 seconds = time_step(entry.setup(size, "cpu", args.batch), 1 if real_size else args.repeats)

@@ -53,7 +53,7 @@ def plain_autograd(x: torch.Tensor, table: torch.Tensor, levels) -> torch.Tensor
             w.append(torch.prod(torch.stack([frac[:, d] if bits[d] else 1 - frac[:, d] for d in range(3)]), 0))
         idx = torch.stack(idx, 1)
         w = torch.stack(w, 1)
-        feats = table[lv.offset: lv.offset + lv.size].index_select(0, idx.view(-1)).view(*idx.shape, -1)
+        feats = table[lv.offset : lv.offset + lv.size].index_select(0, idx.view(-1)).view(*idx.shape, -1)
         outs.append((feats * w[..., None]).sum(1))
     return torch.cat(outs, dim=1)
 
@@ -123,7 +123,7 @@ def run(n: int, repeats: int, threads: int) -> dict:
         "floor_entry": (entry_f, entry_fb),
     }
     times = {name: {"fwd": [], "fwd_bwd": []} for name in cases}
-    for name, (f, fb) in cases.items():  # warm-up
+    for f, fb in cases.values():  # warm-up
         f()
         fb()
     for _ in range(repeats):  # interleaved, so load changes hit all cases alike
@@ -131,9 +131,7 @@ def run(n: int, repeats: int, threads: int) -> dict:
             with torch.no_grad():
                 times[name]["fwd"].append(timed(f))
             times[name]["fwd_bwd"].append(timed(fb))
-    kpts = {
-        name: {k: round(n / statistics.median(v) / 1e3, 1) for k, v in t.items()} for name, t in times.items()
-    }
+    kpts = {name: {k: round(n / statistics.median(v) / 1e3, 1) for k, v in t.items()} for name, t in times.items()}
     ratios = {}
     for k in ("fwd", "fwd_bwd"):
         for base in ("plain", "floor", "floor_entry"):
@@ -175,16 +173,28 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     runs = [run(args.n, args.repeats, t) for t in args.threads]
-    print(json.dumps({
-        "benchmark": "hash_encoding",
-        "config": {"n_points": args.n, "n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19,
-                   "base_resolution": 16, "per_level_scale": 1.447269237440378, "dtype": "float32"},
-        "torch": torch.__version__,
-        "load_avg_before": [round(v, 2) for v in load_before],
-        "load_avg_after": [round(v, 2) for v in os.getloadavg()],
-        "runs": runs,
-        "tcnn_cuda_kpts_per_s": run_tcnn(args.n, args.repeats),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "benchmark": "hash_encoding",
+                "config": {
+                    "n_points": args.n,
+                    "n_levels": 16,
+                    "n_features_per_level": 2,
+                    "log2_hashmap_size": 19,
+                    "base_resolution": 16,
+                    "per_level_scale": 1.447269237440378,
+                    "dtype": "float32",
+                },
+                "torch": torch.__version__,
+                "load_avg_before": [round(v, 2) for v in load_before],
+                "load_avg_after": [round(v, 2) for v in os.getloadavg()],
+                "runs": runs,
+                "tcnn_cuda_kpts_per_s": run_tcnn(args.n, args.repeats),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

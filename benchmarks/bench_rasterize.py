@@ -77,10 +77,17 @@ def run_case(r: Rasterizer, subdivisions: int, res: int, repeats: int) -> dict:
         with torch.no_grad():
             r.antialias(color, rast, pos, tri)
 
-    row = {"faces": int(tri.shape[0]), "res": res,
-           "covered_fraction": round(float((rast[..., 3] > 0).float().mean()), 3)}
-    for name, fn in (("fwd", forward), ("fwd_bwd", forward_backward),
-                     ("antialias_fwd", aa_forward), ("antialias_fwd_bwd", aa_forward_backward)):
+    row = {
+        "faces": int(tri.shape[0]),
+        "res": res,
+        "covered_fraction": round(float((rast[..., 3] > 0).float().mean()), 3),
+    }
+    for name, fn in (
+        ("fwd", forward),
+        ("fwd_bwd", forward_backward),
+        ("antialias_fwd", aa_forward),
+        ("antialias_fwd_bwd", aa_forward_backward),
+    ):
         median, best = time_ms(fn, repeats)
         row[f"{name}_ms"] = round(median, 2)
         row[f"{name}_min_ms"] = round(best, 2)
@@ -101,15 +108,19 @@ def main() -> None:
     r = Rasterizer("torch")
     load_before = os.getloadavg()[0]
     rows = [run_case(r, s, res, args.repeats) for s, res in (QUICK_CASES if args.quick else CASES)]
-    print(json.dumps({
-        "benchmark": "rasterize_torch_cpu",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "loadavg_before": round(load_before, 2),
-        "loadavg_after": round(os.getloadavg()[0], 2),
-        "repeats": args.repeats,
-        "cases": rows,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "rasterize_torch_cpu",
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "loadavg_before": round(load_before, 2),
+                "loadavg_after": round(os.getloadavg()[0], 2),
+                "repeats": args.repeats,
+                "cases": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

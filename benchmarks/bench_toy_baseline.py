@@ -29,9 +29,11 @@ def main() -> None:
         idx = ((p + 1) / 2 * RESOLUTION).long().clamp(0, RESOLUTION - 1)
         return noise[idx[:, 0], idx[:, 1], idx[:, 2]]
 
-    result = {"blob_threshold": threshold,
-              "blob_iou": {n: round(volumetric_iou(blob_inside, s.inside, RESOLUTION), 3) for n, s in SHAPES.items()},
-              "random_iou": {n: round(volumetric_iou(random_inside, s.inside, RESOLUTION), 3) for n, s in SHAPES.items()}}
+    result = {
+        "blob_threshold": threshold,
+        "blob_iou": {n: round(volumetric_iou(blob_inside, s.inside, RESOLUTION), 3) for n, s in SHAPES.items()},
+        "random_iou": {n: round(volumetric_iou(random_inside, s.inside, RESOLUTION), 3) for n, s in SHAPES.items()},
+    }
     print(json.dumps(result))
 
 

@@ -55,9 +55,12 @@ def main() -> None:
         energies = shape_energies(prior, tokenizer, text_encoder, group, meshes, color, views=args.views)
         for prompt, e in energies.items():
             true_order = sorted(SHAPES, key=lambda n: e[n]["guided"])
-            results[prompt] = {"rank": true_order.index(parse_prompt(prompt)[0].name), "preferred": true_order[0],
-                               "guided": {k: round(v["guided"], 5) for k, v in e.items()},
-                               "conditional": {k: round(v["conditional"], 5) for k, v in e.items()}}
+            results[prompt] = {
+                "rank": true_order.index(parse_prompt(prompt)[0].name),
+                "preferred": true_order[0],
+                "guided": {k: round(v["guided"], 5) for k, v in e.items()},
+                "conditional": {k: round(v["conditional"], 5) for k, v in e.items()},
+            }
     print(json.dumps({"benchmark": "toy_prior_energy", "results": results}))
 
 

@@ -36,10 +36,18 @@ def main() -> None:
     def mean(key: str) -> dict:
         return {f"t{t}": round(sum(r[f"t{t}"][key] for r in per_shape.values()) / len(per_shape), 4) for t in TIMESTEPS}
 
-    print(json.dumps({"benchmark": "toy_prior_camera", "model": args.model,
-                      "beta_schedule": prior.scheduler.config.beta_schedule,
-                      "mean_camera_gain": mean("camera_gain"), "mean_azimuth_gain": mean("azimuth_gain"),
-                      "shapes": per_shape}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "toy_prior_camera",
+                "model": args.model,
+                "beta_schedule": prior.scheduler.config.beta_schedule,
+                "mean_camera_gain": mean("camera_gain"),
+                "mean_azimuth_gain": mean("azimuth_gain"),
+                "shapes": per_shape,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

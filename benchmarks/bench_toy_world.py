@@ -29,25 +29,48 @@ SHAPES = ("a blue sphere", "a red cube", "a green cylinder", "a yellow cone", "a
 def run_one(args: list[str], out_dir: Path, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, f"output_dir={out_dir}"],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *args, f"output_dir={out_dir}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = round(time.time() - t0, 1)
     if proc.returncode != 0:
         return {"args": args, "error": proc.stderr.strip().splitlines()[-1:], "seconds": seconds}
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     score = next(r for r in records if r.get("stage") == "eval")
-    keep = ("toy_shape", "iou", "best_other_shape", "iou_best_other", "iou_margin", "iou_any_yaw",
-            "best_other_any_yaw", "iou_best_other_any_yaw", "iou_margin_any_yaw", "chamfer", "color", "color_error",
-            "color_nearest")
-    return {"args": args, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.items() if k in keep},
-            "seconds": seconds}
+    keep = (
+        "toy_shape",
+        "iou",
+        "best_other_shape",
+        "iou_best_other",
+        "iou_margin",
+        "iou_any_yaw",
+        "best_other_any_yaw",
+        "iou_best_other_any_yaw",
+        "iou_margin_any_yaw",
+        "chamfer",
+        "color",
+        "color_error",
+        "color_nearest",
+    )
+    return {
+        "args": args,
+        **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.items() if k in keep},
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", nargs="*", default=None, help="text-to-3D prompts (default: five shapes)")
-    parser.add_argument("--images", nargs="*", default=None,
-                        help="toy render names (assets/toy-images/<name>.png) for experiment=toy_zero123")
+    parser.add_argument(
+        "--images",
+        nargs="*",
+        default=None,
+        help="toy render names (assets/toy-images/<name>.png) for experiment=toy_zero123",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--keep", default=None, help="keep the run directories under this folder (run0, run1, …)")
@@ -65,8 +88,11 @@ def main() -> None:
     ok = [r for r in results if "iou" in r]
     summary = {"runs": len(results), "failed": len(results) - len(ok)}
     if ok:
-        summary.update(min_iou=min(r["iou"] for r in ok), min_margin=min(r["iou_margin"] for r in ok),
-                       max_seconds=max(r["seconds"] for r in ok))
+        summary.update(
+            min_iou=min(r["iou"] for r in ok),
+            min_margin=min(r["iou_margin"] for r in ok),
+            max_seconds=max(r["seconds"] for r in ok),
+        )
     print(json.dumps({"results": results, "summary": summary}))
 
 

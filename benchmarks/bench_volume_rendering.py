@@ -85,16 +85,21 @@ def main() -> None:
     n_rays = 2 * args.res * args.res
 
     def renderer(estimator: str, samples: int) -> VolumeRenderer:
-        return VolumeRenderer({"estimator": estimator, "num_samples_per_ray": samples,
-                               "implementation": "auto", "eval_chunk_size": 0}).to(device)
+        return VolumeRenderer(
+            {"estimator": estimator, "num_samples_per_ray": samples, "implementation": "auto", "eval_chunk_size": 0}
+        ).to(device)
 
     with torch.no_grad():
         reference = renderer("uniform", 4 * args.samples).eval()(cams, field, material, background, "albedo").rgb
 
-    result = {"workload": f"ball r=0.15 in box r=1, 2 views {args.res}x{args.res}, "
-                          f"MLP 3-64-64-3 colour; reference: uniform, {4 * args.samples} steps",
-              "device": str(device), "torch_threads": torch.get_num_threads(),
-              "load_avg_1min": os.getloadavg()[0], "n_rays": n_rays}
+    result = {
+        "workload": f"ball r=0.15 in box r=1, 2 views {args.res}x{args.res}, "
+        f"MLP 3-64-64-3 colour; reference: uniform, {4 * args.samples} steps",
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_1min": os.getloadavg()[0],
+        "n_rays": n_rays,
+    }
 
     def measure(r: VolumeRenderer) -> dict:
         def forward_eval():
@@ -127,19 +132,21 @@ def main() -> None:
     grid_r.update_step(0, args.grid_updates - 1)  # no further update while timing
     result["occupied_cell_fraction"] = round(grid_r.occupancy_grid.occupied_fraction(), 5)
     grid = result["occgrid"] = measure(grid_r)
-    result["uniform"] = [measure(renderer("uniform", n))
-                         for n in (args.samples // 8, args.samples // 4, args.samples // 2, args.samples)]
+    result["uniform"] = [
+        measure(renderer("uniform", n)) for n in (args.samples // 8, args.samples // 4, args.samples // 2, args.samples)
+    ]
     same_step = result["uniform"][-1]
     # cheapest uniform setting at least as accurate as the grid
-    equal = next((u for u in result["uniform"] if u["psnr_vs_reference_db"] >= grid["psnr_vs_reference_db"]),
-                 same_step)
+    equal = next((u for u in result["uniform"] if u["psnr_vs_reference_db"] >= grid["psnr_vs_reference_db"]), same_step)
     result["uniform_at_equal_error"] = equal["samples_per_diagonal"]
     result["speedup_eval_at_equal_error"] = round(grid["eval_rays_per_s"] / equal["eval_rays_per_s"], 2)
     result["speedup_train_at_equal_error"] = round(
-        grid["train_fwd_bwd_rays_per_s"] / equal["train_fwd_bwd_rays_per_s"], 2)
+        grid["train_fwd_bwd_rays_per_s"] / equal["train_fwd_bwd_rays_per_s"], 2
+    )
     result["speedup_eval_same_step"] = round(grid["eval_rays_per_s"] / same_step["eval_rays_per_s"], 2)
     result["sample_reduction_same_step"] = round(
-        same_step["samples_per_ray_eval"] / max(grid["samples_per_ray_eval"], 1e-9), 1)
+        same_step["samples_per_ray_eval"] / max(grid["samples_per_ray_eval"], 1e-9), 1
+    )
     print(json.dumps(result))
 
 

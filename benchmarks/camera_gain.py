@@ -34,8 +34,9 @@ def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, genera
     cams = cameras(azimuth)
     rgb, _ = render_toy(shape, "red", cams, "diffuse", supersample=2, background=sd_background())
     x0 = rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
-    ids = tokenizer([f"a red {shape}"] * views, padding="max_length", max_length=tokenizer.model_max_length,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        [f"a red {shape}"] * views, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
     text = text_encoder(ids)[0]
     labels = prior.class_labels(cams.c2w)
     shuffled = labels[torch.roll(torch.arange(views), views // 2)]
@@ -50,7 +51,11 @@ def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, genera
             eps = prior.predict_epsilon(noisy, torch.full((views,), t), text, cams_in)  # any parameterization
             x0_hat = ((noisy - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()).clamp(-1, 1)
             errors.append(((x0_hat - x0) ** 2).mean().item())
-        out[f"t{t}"] = {"matched": round(errors[0], 5), "shuffled": round(errors[1], 5), "turned": round(errors[2], 5),
-                        "camera_gain": round(1 - errors[0] / errors[1], 4),
-                        "azimuth_gain": round(1 - errors[0] / errors[2], 4)}
+        out[f"t{t}"] = {
+            "matched": round(errors[0], 5),
+            "shuffled": round(errors[1], 5),
+            "turned": round(errors[2], 5),
+            "camera_gain": round(1 - errors[0] / errors[1], 4),
+            "azimuth_gain": round(1 - errors[0] / errors[2], 4),
+        }
     return out

@@ -28,9 +28,19 @@ TIMESTEPS = tuple(range(50, 1000, 100))
 
 
 @torch.no_grad()
-def shape_energies(prior, tokenizer, text_encoder, prompts: list[str], meshes: dict[str, Mesh], color: str = "red",
-                   views: int = 48, guidance_scale: float = 5.0, denoised_clip: Optional[float] = 1.0,
-                   timesteps: tuple[int, ...] = TIMESTEPS, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+def shape_energies(
+    prior,
+    tokenizer,
+    text_encoder,
+    prompts: list[str],
+    meshes: dict[str, Mesh],
+    color: str = "red",
+    views: int = 48,
+    guidance_scale: float = 5.0,
+    denoised_clip: Optional[float] = 1.0,
+    timesteps: tuple[int, ...] = TIMESTEPS,
+    seed: int = 0,
+) -> dict[str, dict[str, dict[str, float]]]:
     """``{prompt: {mesh name: {"guided": E, "conditional": E}}}``: each mesh rendered once in
     ``color`` with the toy material from ``views`` random cameras, noised once per timestep, and
     denoised under every prompt (one UNet call per mesh and timestep; see module docstring)."""
@@ -42,14 +52,25 @@ def shape_energies(prior, tokenizer, text_encoder, prompts: list[str], meshes: d
     k = len(prompts) + 1  # the prompts, then the empty (unconditional) prompt
     labels = prior.class_labels(cams.c2w)
     labels = labels.repeat(k, 1) if labels is not None else None
-    ids = tokenizer([p for p in [*prompts, ""] for _ in range(views)], padding="max_length",
-                    max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    ids = tokenizer(
+        [p for p in [*prompts, ""] for _ in range(views)],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        return_tensors="pt",
+    ).input_ids
     text = text_encoder(ids)[0]
     noise = {t: torch.randn(views, 3, 32, 32, generator=g) for t in timesteps}
     sums = torch.zeros(len(meshes), len(prompts), 2, dtype=torch.float64)  # guided, conditional
     for m, mesh in enumerate(meshes.values()):
-        rgb, _ = render_toy("cube", color, cams, "diffuse", supersample=2, mesh=mesh,  # the mesh given, in ``color``
-                            background=sd_background())
+        rgb, _ = render_toy(
+            "cube",
+            color,
+            cams,
+            "diffuse",
+            supersample=2,
+            mesh=mesh,  # the mesh given, in ``color``
+            background=sd_background(),
+        )
         x0 = rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
         for t in timesteps:
             a = prior.scheduler.alphas_cumprod[t]
@@ -58,9 +79,15 @@ def shape_energies(prior, tokenizer, text_encoder, prompts: list[str], meshes: d
             eps = eps.view(k, views, *eps.shape[1:])
             eps_u = eps[-1]
             for i in range(len(prompts)):
-                guided = clamp_denoised(eps_u + guidance_scale * (eps[i] - eps_u), noisy, a.expand(views), denoised_clip)
+                guided = clamp_denoised(
+                    eps_u + guidance_scale * (eps[i] - eps_u), noisy, a.expand(views), denoised_clip
+                )
                 sums[m, i, 0] += float((1 - a) * ((guided - noise[t]) ** 2).mean())
                 sums[m, i, 1] += float((1 - a) * ((eps[i] - noise[t]) ** 2).mean())
     sums /= len(timesteps)
-    return {p: {name: {"guided": float(sums[m, i, 0]), "conditional": float(sums[m, i, 1])}
-                for m, name in enumerate(meshes)} for i, p in enumerate(prompts)}
+    return {
+        p: {
+            name: {"guided": float(sums[m, i, 0]), "conditional": float(sums[m, i, 1])} for m, name in enumerate(meshes)
+        }
+        for i, p in enumerate(prompts)
+    }

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from threestudio_like.core.config import Configurable
-from threestudio_like.core.schedule import Updateable
-from threestudio_like.geometry.base import GeometryOutput
+from threestudio_like.geometry.base import Geometry, GeometryOutput
 from threestudio_like.guidance.base import Guidance, GuidanceOutput
-from threestudio_like.renderers.base import RenderOutput
+from threestudio_like.renderers.base import Renderer, RenderOutput
 
 
-class DirectionField(Configurable, Updateable, nn.Module):
+class DirectionField(Geometry):
     """Features as an MLP of the (unit) position."""
 
     @dataclass
@@ -26,7 +24,9 @@ class DirectionField(Configurable, Updateable, nn.Module):
     def __init__(self, cfg=None, where="geometry"):
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
-        self.net = nn.Sequential(nn.Linear(3, self.cfg.width), nn.ReLU(), nn.Linear(self.cfg.width, self.cfg.n_feature_dims))
+        self.net = nn.Sequential(
+            nn.Linear(3, self.cfg.width), nn.ReLU(), nn.Linear(self.cfg.width, self.cfg.n_feature_dims)
+        )
 
     def forward(self, points, output_normal=False):
         return GeometryOutput(features=self.net(points))
@@ -38,7 +38,7 @@ class DirectionField(Configurable, Updateable, nn.Module):
         return new
 
 
-class DirectionRenderer(Configurable, nn.Module):
+class DirectionRenderer(Renderer):
     """rgb(pixel) = material(field(ray direction)); opacity 1."""
 
     @dataclass
@@ -52,7 +52,9 @@ class DirectionRenderer(Configurable, nn.Module):
     def forward(self, cameras, geometry, material, background, shading="albedo"):
         d = cameras.rays_d.reshape(-1, 3)
         feats = geometry(d).features
-        rgb = material(feats, d, None, cameras.light_position.repeat_interleave(cameras.height * cameras.width, 0), d, "albedo")
+        rgb = material(
+            feats, d, None, cameras.light_position.repeat_interleave(cameras.height * cameras.width, 0), d, "albedo"
+        )
         b, h, w = cameras.batch_size, cameras.height, cameras.width
         ones = torch.ones(b, h, w, 1, dtype=rgb.dtype, device=rgb.device)
         return RenderOutput(rgb=rgb.reshape(b, h, w, 3), opacity=ones, depth=ones)
@@ -82,8 +84,15 @@ def fake_experiment(steps_a: int = 6, steps_b: int = 4, **trainer) -> dict:
         "prompt": "a red cube",
         "seed": 0,
         "stages": ["a", "b"],
-        "data": {"_target_": "threestudio_like.data.cameras.RandomCameraSampler", "height": 4, "width": 4,
-                 "batch_size": 2, "eval_height": 4, "eval_width": 4, "n_val_views": 2},
+        "data": {
+            "_target_": "threestudio_like.data.cameras.RandomCameraSampler",
+            "height": 4,
+            "width": 4,
+            "batch_size": 2,
+            "eval_height": 4,
+            "eval_width": 4,
+            "n_val_views": 2,
+        },
         "geometry": {"_target_": f"{FAKE}.DirectionField"},
         "material": {"_target_": "threestudio_like.materials.base.NoMaterial"},
         "background": {"_target_": "threestudio_like.background.base.SolidBackground"},
@@ -93,8 +102,12 @@ def fake_experiment(steps_a: int = 6, steps_b: int = 4, **trainer) -> dict:
         "optimizer": {"name": "Adam", "lr": 0.05},
         "stage": {
             "a": {"steps": steps_a},
-            "b": {"steps": steps_b, "geometry_init": "previous", "optimizer": {"lr": 0.02},
-                  "lr_scheduler": {"name": "cosine", "warmup_steps": 1}},
+            "b": {
+                "steps": steps_b,
+                "geometry_init": "previous",
+                "optimizer": {"lr": 0.02},
+                "lr_scheduler": {"name": "cosine", "warmup_steps": 1},
+            },
         },
         "trainer": {"device": "cpu", "progress": False, "log_every": 1, "ckpt_every": 0, **trainer},
     }

@@ -40,8 +40,9 @@ def test_camera_centre_ray_sees_the_backdrop_of_its_own_azimuth():
     """A camera at azimuth a looks at the origin along world azimuth a + 180°; cos 4(a + 180°) =
     cos 4a, so the pixel behind the object shows 0.82 + 0.18 cos 4a whatever the elevation."""
     a = torch.tensor([0.0, 22.5, 45.0, 100.0, -135.0])
-    cams = make_cameras(torch.tensor([0.0, 30.0, 60.0, -10.0, 15.0]), a, torch.full((5,), 2.0),
-                        torch.full((5,), 40.0), 2, 2)
+    cams = make_cameras(
+        torch.tensor([0.0, 30.0, 60.0, -10.0, 15.0]), a, torch.full((5,), 2.0), torch.full((5,), 40.0), 2, 2
+    )
     centre = cams.rays_d.mean(dim=(1, 2))
     got = sd_background()(centre / centre.norm(dim=-1, keepdim=True))[:, 0]
     assert torch.allclose(got, 0.82 + 0.18 * torch.cos(torch.deg2rad(4 * a)), atol=1e-4)
@@ -82,8 +83,9 @@ def test_train_sd_over_the_backdrop_continues_a_saved_prior(tmp_path):
     common = ["--n-images", "32", "--batch-size", "4", "--checkpoint-every", "2", "--steps", "2"]
     train_sd.main(common + ["--work-dir", str(tmp_path / "w0"), "--out", base, "--unet-channels", "8", "16", "32"])
     out = str(tmp_path / "bd")
-    train_sd.main(common + ["--work-dir", str(tmp_path / "w1"), "--out", out, "--backdrop", "--init-from", base,
-                            "--lr", "0"])
+    train_sd.main(
+        common + ["--work-dir", str(tmp_path / "w1"), "--out", out, "--backdrop", "--init-from", base, "--lr", "0"]
+    )
     a = UNet2DConditionModel.from_pretrained(base, subfolder="unet").state_dict()
     b = UNet2DConditionModel.from_pretrained(out, subfolder="unet").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

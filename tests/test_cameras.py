@@ -43,7 +43,8 @@ def test_mvp_projects_ray_points_to_their_pixel():
     p = cam.rays_o[0, i, j] + 1.7 * cam.rays_d[0, i, j]
     clip = cam.mvp[0] @ torch.cat([p, torch.ones(1)])
     ndc = clip[:2] / clip[3]
-    # nvdiffrast convention: pixel (i,j) centre at ndc (2(j+.5)/W-1, 2(i+.5)/H-1), row 0 = image top thanks to the y flip
+    # nvdiffrast convention: pixel (i,j) centre at ndc (2(j+.5)/W-1, 2(i+.5)/H-1),
+    # row 0 = image top thanks to the y flip
     assert torch.allclose(ndc, torch.tensor([2 * (j + 0.5) / 8 - 1, 2 * (i + 0.5) / 6 - 1]), atol=1e-5)
 
 
@@ -56,8 +57,17 @@ def test_orbit_is_evenly_spaced_and_centered():
 
 
 def test_random_sampler_ranges_stratified_azimuth_and_progressive():
-    s = RandomCameraSampler({"batch_size": 4, "elevation_range": [0, 30], "camera_perturb": 0,
-                             "center_perturb": 0, "up_perturb": 0, "height": 8, "width": 8})
+    s = RandomCameraSampler(
+        {
+            "batch_size": 4,
+            "elevation_range": [0, 30],
+            "camera_perturb": 0,
+            "center_perturb": 0,
+            "up_perturb": 0,
+            "height": 8,
+            "width": 8,
+        }
+    )
     g = torch.Generator().manual_seed(0)
     b = s.sample(generator=g)
     assert ((b.elevation >= 0) & (b.elevation <= 30)).all()

@@ -48,8 +48,12 @@ def config_dir(tmp_path_factory):
 
 
 def launch(config_dir, *args, cwd=None, timeout=180, background=False):
-    env = dict(os.environ, THREESTUDIO_LIKE_CONFIG_DIR=str(config_dir),
-               PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        THREESTUDIO_LIKE_CONFIG_DIR=str(config_dir),
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+        OMP_NUM_THREADS="1",
+    )
     cmd = [sys.executable, str(ROOT / "launch.py"), *args]
     if background:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -88,7 +92,12 @@ def test_run_writes_standard_layout(config_dir, tmp_path):
         (["experiment=fake", "prompt=x", "stages=[a,zzz]"], ["unknown stage 'zzz'"]),
         (["experiment=fake", "prompt=x", "mode=fly"], ["mode must be"]),
         (["experiment=fake", "prompt=x", "resume=/nonexistent/run"], ["config.yaml not found"]),
-        (["experiment=fake", "prompt=x", "trainer.device=cuda:0"] if not __import__("torch").cuda.is_available() else ["experiment=nope"], ["CUDA" if not __import__("torch").cuda.is_available() else "nope"]),
+        (
+            ["experiment=fake", "prompt=x", "trainer.device=cuda:0"]
+            if not __import__("torch").cuda.is_available()
+            else ["experiment=nope"],
+            ["CUDA" if not __import__("torch").cuda.is_available() else "nope"],
+        ),
     ],
 )
 def test_bad_input_is_one_error_line_exit_2(config_dir, tmp_path, args, fragments):
@@ -116,20 +125,33 @@ def test_resume_continues_with_more_steps(config_dir, tmp_path):
     assert p.returncode == 0, p.stderr
     import json
 
-    steps = [json.loads(ln)["step"] for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-             if json.loads(ln)["stage"] == "b"]
+    steps = [
+        json.loads(ln)["step"]
+        for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(ln)["stage"] == "b"
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]  # b had finished at 3 and continued to 6 from its checkpoint
 
 
 def test_multirun_fans_out_prompts(config_dir, tmp_path):
-    p = launch(config_dir, "-m", "experiment=fake", "prompt=a cube,a ball", "stage.a.steps=2", "stage.b.steps=1", cwd=tmp_path)
+    p = launch(
+        config_dir, "-m", "experiment=fake", "prompt=a cube,a ball", "stage.a.steps=2", "stage.b.steps=1", cwd=tmp_path
+    )
     assert p.returncode == 0, p.stderr
     names = sorted(d.name.split("@")[0] for d in (tmp_path / "outputs" / "fake").iterdir())
     assert names == ["a_ball", "a_cube"]
 
 
 def test_ctrl_c_saves_checkpoint_and_resume_finishes(config_dir, tmp_path):
-    proc = launch(config_dir, "experiment=fake", "prompt=x", "output_dir=run", "stage.a.steps=100000", cwd=tmp_path, background=True)
+    proc = launch(
+        config_dir,
+        "experiment=fake",
+        "prompt=x",
+        "output_dir=run",
+        "stage.a.steps=100000",
+        cwd=tmp_path,
+        background=True,
+    )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):

@@ -30,11 +30,25 @@ def clip_dir(tmp_path_factory):
     CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=16).save_pretrained(str(d))
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=16, patch_size=8),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+        ),
         projection_dim=8,
     )
     CLIPModel(config).eval().save_pretrained(str(d))
@@ -49,7 +63,7 @@ def _reference_pixels(images_bhwc):
     nh, nw = (20, round(w * 20 / h)) if h <= w else (round(h * 20 / w), 20)
     x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
     top, left = (nh - 16) // 2, (nw - 16) // 2
-    return (x[..., top:top + 16, left:left + 16] - MEAN) / STD
+    return (x[..., top : top + 16, left : left + 16] - MEAN) / STD
 
 
 def test_preprocess_reads_processor_and_crops(clip_dir):
@@ -73,15 +87,18 @@ def test_text_guidance_loss_is_one_minus_cosine(clip_dir):
     tok = CLIPTokenizer.from_pretrained(clip_dir)
     tokens = tok(["a red cube"], padding="max_length", max_length=16, return_tensors="pt")
     with torch.no_grad():
-        ref = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
-                    pixel_values=_reference_pixels(rgb.detach()))
-        cos = (ref.image_embeds @ ref.text_embeds.T)[:, 0]   # both unit-normalized by CLIPModel
+        ref = model(
+            input_ids=tokens["input_ids"],
+            attention_mask=tokens["attention_mask"],
+            pixel_values=_reference_pixels(rgb.detach()),
+        )
+        cos = (ref.image_embeds @ ref.text_embeds.T)[:, 0]  # both unit-normalized by CLIPModel
     assert out.loss.item() == pytest.approx((1 - cos).mean().item(), abs=1e-5)
     assert out.extras["clip_similarity"].item() == pytest.approx(cos.mean().item(), abs=1e-5)
 
     out.loss.backward()
     assert rgb.grad is not None and rgb.grad.abs().sum() > 0
-    with torch.no_grad():   # a small step against the gradient lowers the loss
+    with torch.no_grad():  # a small step against the gradient lowers the loss
         stepped = guidance((rgb - 0.5 * rgb.grad / rgb.grad.norm()).clamp(0, 1)).loss
     assert stepped.item() < out.loss.item()
 
@@ -100,7 +117,9 @@ def test_image_target_and_similarity(clip_dir, tmp_path):
     model, tok, norm = load_clip(clip_dir)
     images = torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        emb = model(input_ids=torch.zeros(1, 2, dtype=torch.long), pixel_values=_reference_pixels(torch.cat([images, ref])))
+        emb = model(
+            input_ids=torch.zeros(1, 2, dtype=torch.long), pixel_values=_reference_pixels(torch.cat([images, ref]))
+        )
         expected = emb.image_embeds[:2] @ emb.image_embeds[2]
     sims = clip_similarity(images, ref, model, norm=norm)
     assert torch.allclose(sims, expected, atol=1e-5)
@@ -108,7 +127,7 @@ def test_image_target_and_similarity(clip_dir, tmp_path):
     text_sims = clip_similarity(images, ["a cube", "a ball"], model, tokenizer=tok, norm=norm)
     assert text_sims.shape == (2,) and (text_sims.abs() <= 1 + 1e-6).all()
     with pytest.raises(UserError):
-        clip_similarity(images, "a cube", model, norm=norm)       # text needs the tokenizer
+        clip_similarity(images, "a cube", model, norm=norm)  # text needs the tokenizer
     with pytest.raises(UserError):
         clip_similarity(images, torch.rand(3, 16, 16, 3), model, norm=norm)
 

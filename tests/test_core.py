@@ -74,16 +74,22 @@ def test_literal_fields_accept_only_their_choices():
 
 
 def test_optimizer_groups_and_lr_schedule_from_typed_configs():
-    from threestudio_like.systems.optimization import (LRSchedulerConfig, OptimizerConfig, build_lr_scheduler,
-                                                       build_optimizer)
+    from threestudio_like.systems.optimization import (
+        LRSchedulerConfig,
+        OptimizerConfig,
+        build_lr_scheduler,
+        build_optimizer,
+    )
 
     a, b, c = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
     c.requires_grad_(False)
     cfg = parse_structured(OptimizerConfig, {"name": "AdamW", "lr": 0.1, "params": {"geometry.enc": {"lr": 0.5}}}, "o")
     opt = build_optimizer(cfg, [("geometry.enc.w", a), ("material.w", b), ("geometry.enc.frozen", c)], "o")
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.01  # torch's AdamW default
-    assert [(g["name"], g["lr"], len(g["params"])) for g in opt.param_groups] == [("geometry.enc", 0.5, 1),
-                                                                                  ("default", 0.1, 1)]
+    assert [(g["name"], g["lr"], len(g["params"])) for g in opt.param_groups] == [
+        ("geometry.enc", 0.5, 1),
+        ("default", 0.1, 1),
+    ]
     with pytest.raises(UserError, match="o.name must be one of Adam|AdamW"):
         parse_structured(OptimizerConfig, {"name": "SGD"}, "o")
     sched = build_lr_scheduler(LRSchedulerConfig(name="cosine", warmup_steps=2), opt, steps=10)
@@ -150,7 +156,18 @@ def test_update_step_reaches_nested_components():
 
 @pytest.mark.parametrize(
     "text",
-    ["a red cube", "../../etc/passwd", "a/b\\c", "..", ".", "", "\x00\x01 ctrl", "ünïcødé 立方体", "🚀" * 10, "x" * 500],
+    [
+        "a red cube",
+        "../../etc/passwd",
+        "a/b\\c",
+        "..",
+        ".",
+        "",
+        "\x00\x01 ctrl",
+        "ünïcødé 立方体",
+        "🚀" * 10,
+        "x" * 500,
+    ],
 )
 def test_slug_is_safe(text):
     s = slugify(text)
@@ -205,3 +222,19 @@ def test_corrupt_or_foreign_checkpoint_is_user_error(tmp_path):
         ckpt.load_checkpoint(foreign)
     with pytest.raises(UserError, match="not found"):
         ckpt.load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_instantiate_refuses_a_target_of_the_wrong_kind():
+    from threestudio_like.core.config import instantiate
+    from threestudio_like.geometry.base import Geometry
+    from threestudio_like.materials.base import Material, NoMaterial
+
+    assert isinstance(
+        instantiate({"_target_": "threestudio_like.materials.base.NoMaterial"}, "m", expected=Material), NoMaterial
+    )
+    with pytest.raises(
+        UserError,
+        match=r"stage\.a\.geometry: _target_ 'threestudio_like\.materials\.base\.NoMaterial' "
+        r"is not a Geometry",
+    ):
+        instantiate({"_target_": "threestudio_like.materials.base.NoMaterial"}, "stage.a.geometry", expected=Geometry)

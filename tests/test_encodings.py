@@ -39,8 +39,17 @@ def test_frequency_encoding_keeps_leading_dims_and_dtype():
 def test_factory_builds_each_type_with_matching_output_dims():
     cases = [
         ({"otype": "HashGrid", "n_levels": 4, "log2_hashmap_size": 12}, HashGridEncoding, 8),
-        ({"otype": "ProgressiveBandHashGrid", "n_levels": 4, "n_features_per_level": 4,
-          "log2_hashmap_size": 12, "start_level": 1}, ProgressiveBandHashGrid, 16),
+        (
+            {
+                "otype": "ProgressiveBandHashGrid",
+                "n_levels": 4,
+                "n_features_per_level": 4,
+                "log2_hashmap_size": 12,
+                "start_level": 1,
+            },
+            ProgressiveBandHashGrid,
+            16,
+        ),
         ({"otype": "Frequency", "n_frequencies": 5, "include_input": True}, FrequencyEncoding, 33),
         ({"otype": "Triplane", "resolution": 4, "n_channels": 3, "reduction": "concat"}, TriplaneEncoding, 9),
         ({"otype": "DenseGrid", "resolution": 4, "n_channels": 5}, DenseGridEncoding, 5),

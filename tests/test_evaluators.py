@@ -90,25 +90,36 @@ def test_toy_name_choices_are_the_shapes_and_colours():
     assert typing.get_args(ColorName) == tuple(COLORS)
 
 
-@pytest.mark.parametrize("cfg,message", [
-    ({"shape": "cub"}, "evaluators[0].shape must be one of sphere|cube|cylinder|cone|torus|mug|null, got 'cub' "
-                       "(did you mean 'cube'?)"),
-    ({"color": "purple"}, "evaluators[0].color must be one of red|green|blue|yellow|null, got 'purple'"),
-    ({"shap": "cube"}, "unknown config key 'evaluators[0].shap' (did you mean 'shape'?)"),
-])
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        (
+            {"shape": "cub"},
+            "evaluators[0].shape must be one of sphere|cube|cylinder|cone|torus|mug|null, got 'cub' "
+            "(did you mean 'cube'?)",
+        ),
+        ({"color": "purple"}, "evaluators[0].color must be one of red|green|blue|yellow|null, got 'purple'"),
+        ({"shap": "cube"}, "unknown config key 'evaluators[0].shap' (did you mean 'shape'?)"),
+    ],
+)
 def test_toy_shape_evaluator_config_errors(cfg, message):
     with pytest.raises(UserError) as e:
         build_evaluators([{"_target_": TOY, **cfg}])
     assert message in str(e.value)
 
 
-@pytest.mark.parametrize("entries,message", [
-    ({"_target_": TOY}, "evaluators must be a list"),
-    ([{"shape": "cube"}], "evaluators[0]: an evaluator needs a _target_"),
-    ([{"_target_": TOY}, {"_target_": "threestudio_like.systems.regularizers.SparsityLoss"}],
-     "evaluators[1]: threestudio_like.systems.regularizers.SparsityLoss is not an evaluator"),
-    ([{"_target_": "threestudio_like.eval.toy_shape.NoSuchEvaluator"}], "cannot import _target_"),
-])
+@pytest.mark.parametrize(
+    "entries,message",
+    [
+        ({"_target_": TOY}, "evaluators must be a list"),
+        ([{"shape": "cube"}], "evaluators[0]: an evaluator needs a _target_"),
+        (
+            [{"_target_": TOY}, {"_target_": "threestudio_like.systems.regularizers.SparsityLoss"}],
+            "evaluators[1]: threestudio_like.systems.regularizers.SparsityLoss is not an evaluator",
+        ),
+        ([{"_target_": "threestudio_like.eval.toy_shape.NoSuchEvaluator"}], "cannot import _target_"),
+    ],
+)
 def test_evaluator_list_errors(entries, message):
     with pytest.raises(UserError) as e:
         build_evaluators(entries)
@@ -157,11 +168,17 @@ def test_toy_shape_evaluator_scores_the_final_surface(cube):
 def test_evaluate_run_logs_and_prints_each_evaluator_in_order(cube, capsys):
     RecordingEvaluator.CALLS.clear()
     system, trainer = FakeSystem(cube), type("T", (), {"logger": ListLogger()})()
-    cfg = OmegaConf.create({"prompt": "a red cube", "image": None, "evaluators": [
-        {"_target_": "test_evaluators.RecordingEvaluator", "label": "first"},
-        {"_target_": TOY},
-        {"_target_": "test_evaluators.RecordingEvaluator", "label": "last"},
-    ]})
+    cfg = OmegaConf.create(
+        {
+            "prompt": "a red cube",
+            "image": None,
+            "evaluators": [
+                {"_target_": "test_evaluators.RecordingEvaluator", "label": "first"},
+                {"_target_": TOY},
+                {"_target_": "test_evaluators.RecordingEvaluator", "label": "last"},
+            ],
+        }
+    )
     evaluate_run(system, trainer, cfg)
     assert RecordingEvaluator.CALLS == [("first", False, False), ("last", False, False)]  # eval mode, no grad
     assert system.training  # restored
@@ -175,8 +192,11 @@ def test_evaluate_run_logs_and_prints_each_evaluator_in_order(cube, capsys):
 
 def test_evaluate_run_without_a_target_or_evaluators_writes_nothing(cube, capsys):
     trainer = type("T", (), {"logger": ListLogger()})()
-    evaluate_run(FakeSystem(cube), trainer, OmegaConf.create({"prompt": "a DSLR photo of a hamburger",
-                                                              "evaluators": [{"_target_": TOY}]}))
+    evaluate_run(
+        FakeSystem(cube),
+        trainer,
+        OmegaConf.create({"prompt": "a DSLR photo of a hamburger", "evaluators": [{"_target_": TOY}]}),
+    )
     evaluate_run(FakeSystem(cube), trainer, OmegaConf.create({"prompt": "a red cube", "evaluators": []}))
     assert trainer.logger.records == [] and capsys.readouterr().err == ""
 
@@ -197,10 +217,13 @@ def test_bad_evaluator_config_is_refused_before_anything_is_written(tmp_path, ca
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args,scored", [
-    (["experiment=dreamfusion", "prompt=a DSLR photo of a coffee mug"], False),
-    (["prompt=a blue mug"], True),  # the toy default
-])
+@pytest.mark.parametrize(
+    "args,scored",
+    [
+        (["experiment=dreamfusion", "prompt=a DSLR photo of a coffee mug"], False),
+        (["prompt=a blue mug"], True),  # the toy default
+    ],
+)
 def test_cli_scores_only_runs_whose_experiment_lists_the_evaluator(tmp_path, args, scored):
     p = run_cli(*args, "debug=smoke", "video.enabled=false", "output_dir=run", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -26,15 +26,17 @@ def _inputs(experiment, tmp_path):
     yy, xx = np.mgrid[0:32, 0:32]
     np.save(tmp_path / "obj_depth.npy", (1.0 / (1.0 + np.hypot(xx - 16, yy - 16) / 16)).astype(np.float32))
     image = "image=" + str(tmp_path / "obj.png")
-    return {"zero123": [image],
-            "makeit3d": [image, "prompt=a red cube", "depth=" + str(tmp_path / "obj_depth.npy")]
-            }.get(experiment, ["prompt=a red cube"])
+    return {
+        "zero123": [image],
+        "makeit3d": [image, "prompt=a red cube", "depth=" + str(tmp_path / "obj_depth.npy")],
+    }.get(experiment, ["prompt=a red cube"])
 
 
 def run_cli(*args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -62,8 +64,10 @@ def test_experiment_smoke_end_to_end(experiment, tmp_path):
 
 @pytest.mark.slow
 def test_mode_export_and_test_reuse_a_finished_run(tmp_path):
-    assert run_cli("experiment=dreamfusion", "debug=smoke", "prompt=a red cube", "output_dir=run",
-                   cwd=tmp_path).returncode == 0
+    assert (
+        run_cli("experiment=dreamfusion", "debug=smoke", "prompt=a red cube", "output_dir=run", cwd=tmp_path).returncode
+        == 0
+    )
     run = tmp_path / "run"
     (run / "export" / "model.glb").unlink()
     (run / "video" / "turntable.mp4").unlink()
@@ -92,8 +96,13 @@ def test_zero123_with_a_six_view_grid_target(tmp_path):
     iio.imwrite(tmp_path / "grid.png", grid)
     args = _inputs("zero123", tmp_path) + [
         "+terms.mv._target_=threestudio_like.systems.multiview_term.MultiViewTerm",
-        f"+terms.mv.grid={tmp_path / 'grid.png'}", "+terms.mv.height=16", "+terms.mv.width=16",
-        "+loss.mv_rgb=10.0", "+loss.mv_mask=1.0", "stages=[nerf]"]
+        f"+terms.mv.grid={tmp_path / 'grid.png'}",
+        "+terms.mv.height=16",
+        "+terms.mv.width=16",
+        "+loss.mv_rgb=10.0",
+        "+loss.mv_mask=1.0",
+        "stages=[nerf]",
+    ]
     p = run_cli("experiment=zero123", "debug=smoke", *args, "output_dir=run", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])

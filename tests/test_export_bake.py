@@ -71,9 +71,12 @@ def test_reloaded_obj_texture_matches_function_at_vertices(tmp_path, dilate_px):
     """Sample the PNG written to disk at each OBJ vertex's UV; compare with the colour function
     at that vertex. Error budget: 8-bit rounding + bilinear interpolation across a texel of the
     piecewise-linear map (|∇colour| = 1/2 per unit, texel ≈ 0.02 units on this sphere)."""
-    paths = export_mesh(_sphere(3), position_color, tmp_path,
-                        {"formats": ["obj"], "texture_size": SIZE, "dilate_px": dilate_px,
-                         "min_component_area_fraction": 0.0})
+    paths = export_mesh(
+        _sphere(3),
+        position_color,
+        tmp_path,
+        {"formats": ["obj"], "texture_size": SIZE, "dilate_px": dilate_px, "min_component_area_fraction": 0.0},
+    )
     obj = trimesh.load(paths["obj"], process=False)
     image = np.asarray(Image.open(paths["albedo"])).astype(np.float64) / 255
     assert np.array_equal(np.asarray(obj.visual.material.image)[..., :3], np.asarray(Image.open(paths["albedo"])))
@@ -91,8 +94,9 @@ def test_reloaded_obj_texture_matches_function_at_vertices(tmp_path, dilate_px):
 
 def test_seams_never_black_constant_colour(sphere_uv):
     color = torch.tensor([0.2, 0.6, 0.9])
-    baked = bake_textures(sphere_uv, lambda p: {"albedo": color.expand(len(p), 3)}, SIZE, dilate_px=3,
-                          rasterizer=Rasterizer("torch"))
+    baked = bake_textures(
+        sphere_uv, lambda p: {"albedo": color.expand(len(p), 3)}, SIZE, dilate_px=3, rasterizer=Rasterizer("torch")
+    )
     assert torch.allclose(baked.albedo, color.expand(SIZE, SIZE, 3), atol=1e-6)  # every texel, seams too
     assert not baked.coverage.all()
 
@@ -104,12 +108,12 @@ def test_dilate_texture_grows_one_ring_per_iteration():
     tex[0, 0] = torch.tensor([0.0, 0.25])
     valid[4, 4] = valid[0, 0] = True
     out = dilate_texture(tex, valid, iterations=1)
-    assert torch.equal(out[3:6, 3:6], tex[4, 4].expand(3, 3, 2))   # ring around (4,4)
+    assert torch.equal(out[3:6, 3:6], tex[4, 4].expand(3, 3, 2))  # ring around (4,4)
     assert torch.equal(out[1, 1], tex[0, 0]) and torch.equal(out[0, 1], tex[0, 0])
     mean = torch.tensor([0.5, 0.375])
     assert torch.equal(out[8, 8], mean) and torch.equal(out[2, 2], mean)  # not reached: mean fill
     out2 = dilate_texture(tex, valid, iterations=2)
-    assert torch.equal(out2[2, 2], (tex[4, 4] + tex[0, 0]) / 2)        # reached by both, averaged
+    assert torch.equal(out2[2, 2], (tex[4, 4] + tex[0, 0]) / 2)  # reached by both, averaged
 
 
 def test_roughness_metallic_maps_baked(sphere_uv):
@@ -131,5 +135,5 @@ def test_bake_nvdiffrast_matches_torch(sphere_uv):
     fast = bake_textures(mesh, position_color, SIZE, rasterizer=Rasterizer("nvdiffrast"))
     ref = bake_textures(mesh, position_color, SIZE, rasterizer=Rasterizer("torch"))
     both = fast.coverage & ref.coverage
-    assert float((fast.coverage != ref.coverage).float().mean()) < 1e-3   # edge-tie texels only
+    assert float((fast.coverage != ref.coverage).float().mean()) < 1e-3  # edge-tie texels only
     assert torch.allclose(fast.albedo[both], ref.albedo[both], atol=1e-4)

@@ -5,9 +5,16 @@ import pytest
 import torch
 import trimesh
 
-from threestudio_like.export.mesh_ops import (clean_mesh, decimate, orient_outward, remove_degenerate_faces,
-                                              remove_small_components, signed_volume, vertex_components,
-                                              weld_vertices)
+from threestudio_like.export.mesh_ops import (
+    clean_mesh,
+    decimate,
+    orient_outward,
+    remove_degenerate_faces,
+    remove_small_components,
+    signed_volume,
+    vertex_components,
+    weld_vertices,
+)
 from threestudio_like.geometry.base import Mesh
 
 
@@ -31,10 +38,10 @@ def _sphere(subdiv=3, center=(0, 0, 0), radius=1.0) -> Mesh:
 
 
 def test_floaters_removed_by_area_and_by_face_count():
-    body = _sphere(3)                                   # 1280 faces, area ≈ 4π
+    body = _sphere(3)  # 1280 faces, area ≈ 4π
     box = _mesh(trimesh.creation.box((0.1, 0.1, 0.1)))  # 12 faces, area 0.06
     box.v_pos += torch.tensor([3.0, 0, 0])
-    small = _sphere(1, center=(0, 3, 0), radius=0.3)    # 80 faces, area ≈ 1.1 (≈ 8%)
+    small = _sphere(1, center=(0, 3, 0), radius=0.3)  # 80 faces, area ≈ 1.1 (≈ 8%)
     mesh = _concat(body, box, small)
 
     out, removed = remove_small_components(mesh, min_area_fraction=0.01)
@@ -73,7 +80,7 @@ def test_orient_outward_fixes_random_flips_and_inverted_components():
     fa = a.t_pos_idx.clone()
     flip = torch.from_numpy(gen.random(len(fa)) < 0.4)
     fa[flip] = fa[flip][:, [0, 2, 1]]
-    fb = b.t_pos_idx[:, [0, 2, 1]]            # b entirely inside-out
+    fb = b.t_pos_idx[:, [0, 2, 1]]  # b entirely inside-out
     mesh = _concat(Mesh(a.v_pos, fa), Mesh(b.v_pos, fb))
     assert _outward_fraction(Mesh(a.v_pos, fa), (0, 0, 0)) < 0.7
 
@@ -91,7 +98,7 @@ def test_orient_outward_fixes_random_flips_and_inverted_components():
 
 def test_orient_outward_open_patch_faces_away_from_centre():
     sphere = _sphere(3)
-    keep = sphere.v_pos[sphere.t_pos_idx].mean(1)[:, 2] > 0.2      # a cap, not closed
+    keep = sphere.v_pos[sphere.t_pos_idx].mean(1)[:, 2] > 0.2  # a cap, not closed
     cap = Mesh(sphere.v_pos, sphere.t_pos_idx[keep][:, [0, 2, 1]])  # pointing inward
     out, _ = orient_outward(cap)
     assert _outward_fraction(out, (0, 0, 0)) == 1.0

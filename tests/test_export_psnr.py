@@ -10,7 +10,7 @@ from threestudio_like.eval.image_metrics import mse, psnr
 
 def test_psnr_constant_offset_is_exact():
     target = torch.rand(2, 8, 8, 3) * 0.8
-    pred = target + 0.1                                        # MSE = 0.01 → 20 dB
+    pred = target + 0.1  # MSE = 0.01 → 20 dB
     assert torch.allclose(psnr(pred, target), torch.tensor([20.0, 20.0]), atol=1e-4)
     assert torch.allclose(psnr(pred * 255, target * 255, max_val=255.0), torch.tensor([20.0, 20.0]), atol=1e-4)
     assert math.isinf(float(psnr(target[0], target[0])))

@@ -17,8 +17,9 @@ from threestudio_like.export.report import curve_series, render_report, svg_curv
 from threestudio_like.export.video import write_video
 from threestudio_like.geometry.base import Mesh
 
-RECORDS = ([{"stage": "coarse", "step": s, "loss_sds": 1.0 / (s + 1), "lr": 0.01} for s in range(0, 11, 2)]
-           + [{"stage": "refine", "step": s, "loss_sds": 0.5 - 0.01 * s, "loss_normal": "nan"} for s in range(0, 6)])
+RECORDS = [{"stage": "coarse", "step": s, "loss_sds": 1.0 / (s + 1), "lr": 0.01} for s in range(0, 11, 2)] + [
+    {"stage": "refine", "step": s, "loss_sds": 0.5 - 0.01 * s, "loss_normal": "nan"} for s in range(0, 6)
+]
 
 
 def _write_run(run_dir, glb_color=None):
@@ -28,8 +29,12 @@ def _write_run(run_dir, glb_color=None):
         tm = trimesh.creation.icosphere(3)
         mesh = Mesh(torch.tensor(tm.vertices, dtype=torch.float32), torch.tensor(tm.faces))
         color = torch.tensor(glb_color)
-        export_mesh(mesh, lambda p: {"albedo": color.expand(len(p), 3)}, run_dir / "export",
-                    {"formats": ["glb"], "texture_size": 32})
+        export_mesh(
+            mesh,
+            lambda p: {"albedo": color.expand(len(p), 3)},
+            run_dir / "export",
+            {"formats": ["glb"], "texture_size": 32},
+        )
 
 
 def test_curve_series_lays_stages_end_to_end():
@@ -43,8 +48,7 @@ def test_curve_series_lays_stages_end_to_end():
 def test_svg_polyline_encodes_values():
     pts = [(0.0, 3.0), (1.0, 1.0), (2.0, 2.0), (4.0, 0.5)]
     svg = svg_curve(pts, width=300, height=150)
-    coords = np.array([[float(v) for v in p.split(",")] for p in
-                       re.search(r'points="([^"]+)"', svg).group(1).split()])
+    coords = np.array([[float(v) for v in p.split(",")] for p in re.search(r'points="([^"]+)"', svg).group(1).split()])
     # x linear in x, y linear in value with the largest value on top
     assert np.allclose(np.diff(coords[:, 0]) / np.diff([p[0] for p in pts]), (coords[-1, 0] - coords[0, 0]) / 4)
     ys = np.array([p[1] for p in pts])
@@ -66,9 +70,9 @@ def test_report_sections_and_self_contained(tmp_path):
     glb = re.search(r'src="data:model/gltf-binary;base64,([^"]+)"', text).group(1)
     assert base64.b64decode(glb) == (tmp_path / "export" / "model.glb").read_bytes()
     assert re.search(r"<(script|link|img|video)[^>]+(src|href)=\"https?:", text) is None  # no network
-    assert "customElements.define" in text                                # viewer inlined
+    assert "customElements.define" in text  # viewer inlined
     table = re.search(r"<table>.*?</table>", text, re.S).group(0)
-    assert "<td>loss_sds</td><td>0.0909091</td><td>0.45</td>" in table    # last value per stage
+    assert "<td>loss_sds</td><td>0.0909091</td><td>0.45</td>" in table  # last value per stage
 
 
 def test_report_without_inputs_has_no_sections(tmp_path):
@@ -91,19 +95,34 @@ def test_report_renders_model_in_headless_chromium(tmp_path):
 
     def screenshot(page, name):
         shot = tmp_path / name
-        subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-                        "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=800,700",
-                        "--virtual-time-budget=20000", f"--screenshot={shot}", page.as_uri()],
-                       capture_output=True, timeout=180, check=True)
+        subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--enable-unsafe-swiftshader",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--window-size=800,700",
+                "--virtual-time-budget=20000",
+                f"--screenshot={shot}",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            timeout=180,
+            check=True,
+        )
         return np.asarray(Image.open(shot).convert("RGB")).astype(int)
 
     img = screenshot(report, "with_model.png")
     r, g, b = img[..., 0], img[..., 1], img[..., 2]
     magenta = (r > 120) & (b > 120) & (g < 0.5 * np.minimum(r, b))
-    assert magenta.sum() > 20000, magenta.sum()         # the sphere fills a good part of 640x480
+    assert magenta.sum() > 20000, magenta.sum()  # the sphere fills a good part of 640x480
     rows, cols = np.nonzero(magenta)
-    assert rows.min() > 70 and cols.max() < 700          # inside the viewer, below the header
+    assert rows.min() > 70 and cols.max() < 700  # inside the viewer, below the header
 
     (run / "export" / "model.glb").unlink()
     blank = screenshot(write_report(run), "without_model.png")

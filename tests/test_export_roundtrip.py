@@ -18,10 +18,24 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_exported_obj_renders_like_the_model(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    p = subprocess.run([sys.executable, str(ROOT / "launch.py"), "experiment=magic3d", "debug=smoke",
-                        "prompt=a red cube", "output_dir=run", "export.decimate_target=0",
-                        "export.texture_size=256", "video.enabled=false"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "experiment=magic3d",
+            "debug=smoke",
+            "prompt=a red cube",
+            "output_dir=run",
+            "export.decimate_target=0",
+            "export.texture_size=256",
+            "video.enabled=false",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
 
     from omegaconf import OmegaConf

@@ -28,7 +28,7 @@ def test_mp4_roundtrip_odd_size(tmp_path):
     ref = torch.tensor(np.stack(frames), dtype=torch.float32)
     got = torch.tensor(np.stack(back)[:, :47, :63] / 255.0, dtype=torch.float32)
     assert float(psnr(got, ref).min()) > 30
-    wrong = torch.roll(got, 1, dims=0)                       # a different frame order scores low
+    wrong = torch.roll(got, 1, dims=0)  # a different frame order scores low
     assert float(psnr(wrong, ref).mean()) < 25
     assert [p.name for p in tmp_path.iterdir()] == ["turntable.mp4"]
 
@@ -46,11 +46,11 @@ def test_gif_roundtrip_exact_for_few_colours(tmp_path):
 def test_contact_sheet_layout(tmp_path):
     tiles = [np.full((4, 6, 3), 10 * k, dtype=np.uint8) for k in range(5)]
     sheet = contact_sheet(tiles, n_cols=0, pad=1)
-    assert sheet.shape == (2 * 5 + 1, 3 * 7 + 1, 3)          # ⌈√5⌉ = 3 columns, 2 rows
+    assert sheet.shape == (2 * 5 + 1, 3 * 7 + 1, 3)  # ⌈√5⌉ = 3 columns, 2 rows
     for k, tile in enumerate(tiles):
         r, c = divmod(k, 3)
-        assert np.array_equal(sheet[1 + r * 5:1 + r * 5 + 4, 1 + c * 7:1 + c * 7 + 6], tile)
-    assert (sheet[6:, 15:] == 255).all()                       # empty sixth cell is background
+        assert np.array_equal(sheet[1 + r * 5 : 1 + r * 5 + 4, 1 + c * 7 : 1 + c * 7 + 6], tile)
+    assert (sheet[6:, 15:] == 255).all()  # empty sixth cell is background
     path = write_contact_sheet(tmp_path / "sheet.png", [t / 255.0 for t in tiles], n_cols=5)
     assert imageio.imread(path).shape == (1 * (4 + 2) + 2, 5 * (6 + 2) + 2, 3)  # default pad 2
 

@@ -48,8 +48,12 @@ def _box_mesh() -> Mesh:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    paths = export_mesh(_box_mesh(), pbr_fn, out, {"formats": ["obj", "glb", "ply"], "texture_size": 128,
-                                                     "min_component_area_fraction": 0.0})
+    paths = export_mesh(
+        _box_mesh(),
+        pbr_fn,
+        out,
+        {"formats": ["obj", "glb", "ply"], "texture_size": 128, "min_component_area_fraction": 0.0},
+    )
     return paths
 
 
@@ -58,8 +62,9 @@ def _validate(path: Path) -> dict:
         pytest.skip("node not installed (needed for the Khronos glTF validator)")
     if not VALIDATOR.exists():
         pytest.skip("gltf-validator missing: run tools/install_node_tools.sh")
-    proc = subprocess.run(["node", "-e", VALIDATE_JS, str(VALIDATOR), str(path)], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        ["node", "-e", VALIDATE_JS, str(VALIDATOR), str(path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -91,7 +96,7 @@ def test_glb_structure_and_axes(exported):
     assert (magic, version, length) == (b"glTF", 2, len(data))
     json_len, json_type = struct.unpack_from("<I4s", data, 12)
     assert json_type == b"JSON" and json_len % 4 == 0
-    doc = json.loads(data[20:20 + json_len])
+    doc = json.loads(data[20 : 20 + json_len])
     bin_len, bin_type = struct.unpack_from("<I4s", data, 20 + json_len)
     assert bin_type == b"BIN\x00" and bin_len == doc["buffers"][0]["byteLength"]
     assert all(v["byteOffset"] % 4 == 0 for v in doc["bufferViews"])
@@ -134,14 +139,18 @@ def test_validator_catches_broken_glb(exported, tmp_path):
     """The validator check above can fail: an accessor reading past its buffer view errs."""
     data = glb_bytes(_box_mesh())
     json_len = struct.unpack_from("<I", data, 12)[0]
-    doc = json.loads(data[20:20 + json_len])
+    doc = json.loads(data[20 : 20 + json_len])
     doc["accessors"][0]["count"] += 1000
     text = json.dumps(doc).encode()
     text += b" " * (-len(text) % 4)
-    rest = data[20 + json_len:]
+    rest = data[20 + json_len :]
     broken = tmp_path / "broken.glb"
-    broken.write_bytes(struct.pack("<4sII", b"glTF", 2, 20 + len(text) + len(rest))
-                       + struct.pack("<I4s", len(text), b"JSON") + text + rest)
+    broken.write_bytes(
+        struct.pack("<4sII", b"glTF", 2, 20 + len(text) + len(rest))
+        + struct.pack("<I4s", len(text), b"JSON")
+        + text
+        + rest
+    )
     assert _validate(broken)["numErrors"] > 0
 
 
@@ -166,14 +175,18 @@ def test_ply_mesh_and_points(exported, tmp_path):
 
 
 def test_unit_cube_and_up_axis(tmp_path):
-    paths = export_mesh(_box_mesh(), None, tmp_path, {"formats": ["obj", "glb"], "scale_to_unit_cube": True,
-                                                      "up_axis": "+Y", "min_component_area_fraction": 0.0})
+    paths = export_mesh(
+        _box_mesh(),
+        None,
+        tmp_path,
+        {"formats": ["obj", "glb"], "scale_to_unit_cube": True, "up_axis": "+Y", "min_component_area_fraction": 0.0},
+    )
     obj = trimesh.load(paths["obj"], process=False)
-    assert np.allclose(obj.bounds.sum(0), 0, atol=1e-6)            # centred
+    assert np.allclose(obj.bounds.sum(0), 0, atol=1e-6)  # centred
     assert np.ptp(obj.vertices, axis=0).max() == pytest.approx(1.0)  # longest side 1
     extent = np.ptp(obj.vertices, axis=0)
-    assert extent[1] == pytest.approx(0.25, rel=1e-4)               # world z (0.5/2 of x) is now y
-    assert set(paths) == {"obj", "mtl", "glb"}                      # no textures without appearance
+    assert extent[1] == pytest.approx(0.25, rel=1e-4)  # world z (0.5/2 of x) is now y
+    assert set(paths) == {"obj", "mtl", "glb"}  # no textures without appearance
     assert "map_Kd" not in paths["mtl"].read_text()
 
 

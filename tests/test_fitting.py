@@ -65,11 +65,22 @@ def test_nerf_fits_two_views_of_a_cube():
     torch.manual_seed(0)
     cams = _cameras()
     target = _target(cams)
-    geo = ImplicitVolume({"radius": 1.0, "normal_type": "none", "isosurface_resolution": 32,
-                          "pos_encoding_config": {"n_levels": 8, "log2_hashmap_size": 14, "base_resolution": 8,
-                                                  "per_level_scale": 1.5}})
-    ren = VolumeRenderer({"num_samples_per_ray": 48, "grid_resolution": 16, "grid_warmup_steps": 0,
-                          "grid_update_every": 8})
+    geo = ImplicitVolume(
+        {
+            "radius": 1.0,
+            "normal_type": "none",
+            "isosurface_resolution": 32,
+            "pos_encoding_config": {
+                "n_levels": 8,
+                "log2_hashmap_size": 14,
+                "base_resolution": 8,
+                "per_level_scale": 1.5,
+            },
+        }
+    )
+    ren = VolumeRenderer(
+        {"num_samples_per_ray": 48, "grid_resolution": 16, "grid_warmup_steps": 0, "grid_update_every": 8}
+    )
     first, final = _fit(geo, ren, cams, target, steps=150, lr=0.03)
     assert first < 12.0, first  # the initial blob is far off
     assert final > 20.0, (first, final)
@@ -80,7 +91,13 @@ def test_dmtet_fits_two_views_of_a_cube():
     torch.manual_seed(0)
     cams = _cameras()
     target = _target(cams)
-    geo = DMTetGeometry({"radius": 1.0, "isosurface_resolution": 16, "shape_init_radius": 0.6,
-                         "pos_encoding_config": {"n_levels": 4, "log2_hashmap_size": 12, "base_resolution": 4}})
+    geo = DMTetGeometry(
+        {
+            "radius": 1.0,
+            "isosurface_resolution": 16,
+            "shape_init_radius": 0.6,
+            "pos_encoding_config": {"n_levels": 4, "log2_hashmap_size": 12, "base_resolution": 4},
+        }
+    )
     first, final = _fit(geo, RasterRenderer({"implementation": "torch"}), cams, target, steps=150, lr=0.01)
     assert final > 20.0 and final > first + 3.0, (first, final)

@@ -12,8 +12,14 @@ from threestudio_like.geometry.dmtet import DMTetGeometry, normalized_level
 from threestudio_like.geometry.explicit_mesh import ExplicitMesh
 from threestudio_like.geometry.implicit_volume import ImplicitVolume
 
-SMALL_GRID = {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2, "log2_hashmap_size": 12,
-              "base_resolution": 4, "per_level_scale": 2.0}
+SMALL_GRID = {
+    "otype": "HashGrid",
+    "n_levels": 4,
+    "n_features_per_level": 2,
+    "log2_hashmap_size": 12,
+    "base_resolution": 4,
+    "per_level_scale": 2.0,
+}
 
 
 from threestudio_like.eval.shape_metrics import winding_number  # noqa: E402
@@ -40,6 +46,7 @@ def _volume_with_density_bias(bias, **cfg):
 
 def _volume_with_known_density():
     """The lumpy, off-centre field softplus(10 (1 - q)) with q an ellipsoid distance."""
+
     def bias(points):
         q = ((points - torch.tensor([0.1, -0.05, 0.0])) / torch.tensor([0.55, 0.4, 0.3])).norm(dim=-1, keepdim=True)
         return 10 * (1 - q)
@@ -67,14 +74,16 @@ def test_normalized_level_keeps_crossings_and_bounds_values():
     sdf = normalized_level(level, dm.tets)
     assert float(sdf.abs().max()) <= 1.0 and float(sdf.abs().max()) == 1.0
     from threestudio_like.ops.marching_tets import marching_tets
+
     a = marching_tets(dm.grid_vertices, level, dm.tets).v_pos
     b = marching_tets(dm.grid_vertices, sdf, dm.tets).v_pos
     assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_dmtet_from_scratch_is_a_sphere_and_mesh_is_differentiable():
-    dm = DMTetGeometry({"pos_encoding_config": SMALL_GRID, "isosurface_resolution": 12, "shape_init_radius": 0.5,
-                        "radius": 2.0})
+    dm = DMTetGeometry(
+        {"pos_encoding_config": SMALL_GRID, "isosurface_resolution": 12, "shape_init_radius": 0.5, "radius": 2.0}
+    )
     mesh = dm.mesh()
     h = 2 * 2.0 / 12 * math.sqrt(3)
     radii = mesh.v_pos.detach().norm(dim=-1)
@@ -89,8 +98,14 @@ def test_dmtet_from_scratch_is_a_sphere_and_mesh_is_differentiable():
 
 
 def test_dmtet_fix_geometry_and_non_deformable_grid():
-    dm = DMTetGeometry({"pos_encoding_config": SMALL_GRID, "isosurface_resolution": 6, "fix_geometry": True,
-                        "isosurface_deformable_grid": False})
+    dm = DMTetGeometry(
+        {
+            "pos_encoding_config": SMALL_GRID,
+            "isosurface_resolution": 6,
+            "fix_geometry": True,
+            "isosurface_deformable_grid": False,
+        }
+    )
     assert "sdf" in dict(dm.named_buffers()) and not hasattr(dm, "deformation")
     assert all(not n.startswith("sdf") for n, _ in dm.named_parameters())
     assert torch.equal(dm.vertex_positions(), dm.grid_vertices)
@@ -110,8 +125,9 @@ def test_dmtet_from_dmtet_copies_or_resamples():
 
 
 def test_dmtet_from_triplane_volume_keeps_its_encoding():
-    tv = ImplicitVolume({"pos_encoding_config": {"otype": "Triplane", "resolution": 8, "n_channels": 4},
-                         "isosurface_resolution": 24})
+    tv = ImplicitVolume(
+        {"pos_encoding_config": {"otype": "Triplane", "resolution": 8, "n_channels": 4}, "isosurface_resolution": 24}
+    )
     dm = DMTetGeometry.create_from(tv, {"isosurface_resolution": 12})
     assert dm.cfg.pos_encoding_config["otype"] == "Triplane"
     p = torch.rand(20, 3) * 2 - 1
@@ -149,8 +165,15 @@ def test_explicit_mesh_normalisation_and_up_axis(tmp_path):
     box.apply_translation([5.0, 3.0, 1.0])  # y (the file's up) is the longest side
     path = tmp_path / "box.obj"
     box.export(path)
-    em = ExplicitMesh({"mesh_path": str(path), "up_axis": "+Y", "radius": 2.0, "normalize_extent": 0.5,
-                       "pos_encoding_config": SMALL_GRID})
+    em = ExplicitMesh(
+        {
+            "mesh_path": str(path),
+            "up_axis": "+Y",
+            "radius": 2.0,
+            "normalize_extent": 0.5,
+            "pos_encoding_config": SMALL_GRID,
+        }
+    )
     v = em.mesh().v_pos
     lo, hi = v.min(0).values, v.max(0).values
     assert torch.allclose((lo + hi) / 2, torch.zeros(3), atol=1e-6)
@@ -188,6 +211,7 @@ def _hollow_ball(shell=(0.3, 0.42), hole=False):
     """An ImplicitVolume (threshold 10) whose density is ≈ 50 in the shell ``shell[0] < |p| <
     shell[1]`` and ≈ 0.7 inside and out — a ball a camera sees as solid, hollow inside. With
     ``hole`` a tunnel (|y|, |z| < 0.15, x > 0) opens the cavity to the outside."""
+
     def bias(points):
         r = points.norm(dim=-1, keepdim=True)
         in_shell = (r > shell[0]) & (r < shell[1])

@@ -13,8 +13,14 @@ from threestudio_like.geometry.isosurface import auto_threshold, otsu_threshold
 from threestudio_like.ops.marching_cubes import marching_cubes
 from threestudio_like.ops.triplane import TriplaneEncoding, sample_plane
 
-SMALL_GRID = {"otype": "HashGrid", "n_levels": 4, "n_features_per_level": 2, "log2_hashmap_size": 12,
-              "base_resolution": 4, "per_level_scale": 2.0}
+SMALL_GRID = {
+    "otype": "HashGrid",
+    "n_levels": 4,
+    "n_features_per_level": 2,
+    "log2_hashmap_size": 12,
+    "base_resolution": 4,
+    "per_level_scale": 2.0,
+}
 SMOOTH = {"otype": "Frequency", "n_frequencies": 2, "include_input": True}
 
 
@@ -38,15 +44,23 @@ def _points(n=64, seed=0, scale=0.9):
 
 @pytest.mark.parametrize("bias,act", [("blob_magic3d", "softplus"), ("blob_dreamfusion", "exp"), (-2.0, "trunc_exp")])
 def test_density_is_activation_of_blob_bias(bias, act):
-    g = _zero_density_head(ImplicitVolume({"pos_encoding_config": SMALL_GRID, "density_bias": bias,
-                                           "density_activation": act, "density_blob_scale": 7.0,
-                                           "density_blob_std": 0.4}))
+    g = _zero_density_head(
+        ImplicitVolume(
+            {
+                "pos_encoding_config": SMALL_GRID,
+                "density_bias": bias,
+                "density_activation": act,
+                "density_blob_scale": 7.0,
+                "density_blob_std": 0.4,
+            }
+        )
+    )
     p = torch.cat([torch.zeros(1, 3), _points()])
     r = p.norm(dim=-1, keepdim=True)
     if bias == "blob_magic3d":
         expected = F.softplus(7.0 * (1 - r / 0.4))
     elif bias == "blob_dreamfusion":
-        expected = torch.exp(7.0 * torch.exp(-r ** 2 / (2 * 0.4 ** 2)))
+        expected = torch.exp(7.0 * torch.exp(-(r**2) / (2 * 0.4**2)))
     else:
         expected = torch.full_like(r, math.exp(-2.0))
     out = g(p)
@@ -59,8 +73,16 @@ def test_density_is_activation_of_blob_bias(bias, act):
 
 @pytest.mark.parametrize("normal_type", ["finite_difference", "analytic"])
 def test_normals_of_blob_point_away_from_centre(normal_type):
-    g = _zero_density_head(ImplicitVolume({"pos_encoding_config": SMALL_GRID, "density_bias": "blob_dreamfusion",
-                                           "normal_type": normal_type, "finite_difference_eps": 1e-3}))
+    g = _zero_density_head(
+        ImplicitVolume(
+            {
+                "pos_encoding_config": SMALL_GRID,
+                "density_bias": "blob_dreamfusion",
+                "normal_type": normal_type,
+                "finite_difference_eps": 1e-3,
+            }
+        )
+    )
     p = _points(seed=1, scale=0.8)
     p = p[p.norm(dim=-1) > 0.1]
     normal = g(p, output_normal=True).normal  # -grad of a radially decreasing density = p / |p|
@@ -102,8 +124,9 @@ def test_auto_isosurface_of_blob_sits_at_the_resolved_level():
 
 
 def test_auto_threshold_raises_on_empty_field():
-    flat = _zero_density_head(ImplicitVolume({"pos_encoding_config": SMALL_GRID, "density_bias": -20.0,
-                                              "isosurface_resolution": 8}))
+    flat = _zero_density_head(
+        ImplicitVolume({"pos_encoding_config": SMALL_GRID, "density_bias": -20.0, "isosurface_resolution": 8})
+    )
     with pytest.raises(UserError, match="threshold .*constant"):
         flat.isosurface()
     noisy = ImplicitVolume({"pos_encoding_config": SMALL_GRID, "density_bias": -30.0, "isosurface_resolution": 8})
@@ -112,8 +135,9 @@ def test_auto_threshold_raises_on_empty_field():
 
 
 def test_numeric_threshold_outside_the_density_range_raises_with_a_suggestion():
-    g = _zero_density_head(ImplicitVolume({"pos_encoding_config": SMALL_GRID, "isosurface_resolution": 16,
-                                           "isosurface_threshold": 1000.0}))
+    g = _zero_density_head(
+        ImplicitVolume({"pos_encoding_config": SMALL_GRID, "isosurface_resolution": 16, "isosurface_threshold": 1000.0})
+    )
     with pytest.raises(UserError, match=r"threshold 1000 is empty.*densities range over.*e\.g\."):
         g.isosurface()
     g.cfg.isosurface_threshold = -1.0  # densities are >= 0
@@ -180,19 +204,30 @@ def test_plane_sampling_matches_grid_sample():
 def test_triplane_encoding_combines_the_three_projections(reduction):
     enc = TriplaneEncoding({"resolution": 5, "n_channels": 3, "reduction": reduction})
     x = _points(20, seed=4, scale=1.0) * 0.5 + 0.5
-    parts = [sample_plane(enc.planes[0], x[:, [0, 1]]), sample_plane(enc.planes[1], x[:, [0, 2]]),
-             sample_plane(enc.planes[2], x[:, [1, 2]])]
+    parts = [
+        sample_plane(enc.planes[0], x[:, [0, 1]]),
+        sample_plane(enc.planes[1], x[:, [0, 2]]),
+        sample_plane(enc.planes[2], x[:, [1, 2]]),
+    ]
     expected = torch.cat(parts, -1) if reduction == "concat" else sum(parts)
     out = enc(x)
     assert out.shape[-1] == enc.n_output_dims and torch.allclose(out, expected)
 
 
 def test_triplane_volume_shares_the_volume_interface():
-    tv = _zero_density_head(ImplicitVolume({"pos_encoding_config": _triplane(8, 4), "normal_type": "analytic",
-                                            "density_bias": "blob_dreamfusion", "isosurface_resolution": 24}))
+    tv = _zero_density_head(
+        ImplicitVolume(
+            {
+                "pos_encoding_config": _triplane(8, 4),
+                "normal_type": "analytic",
+                "density_bias": "blob_dreamfusion",
+                "isosurface_resolution": 24,
+            }
+        )
+    )
     p = _points(32, seed=5, scale=0.8)
     out = tv(p, output_normal=True)
-    expected = F.softplus(10 * torch.exp(-p.norm(dim=-1, keepdim=True) ** 2 / (2 * 0.5 ** 2)))
+    expected = F.softplus(10 * torch.exp(-(p.norm(dim=-1, keepdim=True) ** 2) / (2 * 0.5**2)))
     assert torch.allclose(out.density, expected, rtol=1e-5)
     assert torch.allclose(out.normal, F.normalize(p, dim=-1), atol=1e-4)
     out.features.sum().backward()

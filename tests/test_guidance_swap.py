@@ -16,11 +16,18 @@ NATIVE = {"dreamfusion": "sds", "magic3d": "sds", "prolificdreamer": "vsd"}  # r
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment,guidance", [(e, g) for e in TEXT_EXPERIMENTS for g in GUIDANCES
-                                                 if NATIVE[e] != g])
+@pytest.mark.parametrize("experiment,guidance", [(e, g) for e in TEXT_EXPERIMENTS for g in GUIDANCES if NATIVE[e] != g])
 def test_guidance_is_one_override(experiment, guidance, tmp_path):
-    p = run_cli(f"experiment={experiment}", f"guidance={guidance}", "prompt=a hamburger", "debug=smoke",
-                "export.enabled=false", "video.enabled=false", "output_dir=run", cwd=tmp_path)
+    p = run_cli(
+        f"experiment={experiment}",
+        f"guidance={guidance}",
+        "prompt=a hamburger",
+        "debug=smoke",
+        "export.enabled=false",
+        "video.enabled=false",
+        "output_dir=run",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     run = tmp_path / "run"
     cfg = yaml.safe_load((run / "config.yaml").read_text())

@@ -7,10 +7,18 @@ from threestudio_like.geometry.implicit_volume import ImplicitVolume
 
 
 def test_progressive_band_level_is_carried_into_the_next_stage():
-    enc = {"otype": "ProgressiveBandHashGrid", "n_levels": 6, "log2_hashmap_size": 12, "base_resolution": 4,
-           "start_level": 2, "start_step": 0, "update_steps": 10}
-    vol = ImplicitVolume({"radius": 1.0, "pos_encoding_config": enc, "isosurface_resolution": 16,
-                          "normal_type": "none"})
+    enc = {
+        "otype": "ProgressiveBandHashGrid",
+        "n_levels": 6,
+        "log2_hashmap_size": 12,
+        "base_resolution": 4,
+        "start_level": 2,
+        "start_step": 0,
+        "update_steps": 10,
+    }
+    vol = ImplicitVolume(
+        {"radius": 1.0, "pos_encoding_config": enc, "isosurface_resolution": 16, "normal_type": "none"}
+    )
     with torch.no_grad():
         vol.encoding.params.uniform_(-1, 1)  # make every level matter
     vol.update_step(0, 25)  # 2 + 25 // 10 = 4 active levels at the hand-off
@@ -27,8 +35,8 @@ def test_magic3d_refine_stage_starts_from_the_coarse_nerf(tmp_path):
     """System level (issue 7): after the coarse stage, the refine stage's DMTet mesh matches the
     NeRF's isosurface and its texture field gives the NeRF's colours on that surface."""
     from omegaconf import OmegaConf
-
     from test_geometry_surface import voxel_iou
+
     from threestudio_like.cli import compose_config, seed_everything
     from threestudio_like.core.rundir import make_run_dir
     from threestudio_like.core.trainer import Trainer

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from threestudio_like.core.errors import UserError
-from threestudio_like.ops.encodings import ProgressiveBandHashGrid
 from threestudio_like.ops import hash_encoding
+from threestudio_like.ops.encodings import ProgressiveBandHashGrid
 from threestudio_like.ops.hash_encoding import HashGridEncoding, level_corners
 
 PRIMES = (1, 2654435761, 805459861)
@@ -27,7 +27,7 @@ def naive_encode(x: torch.Tensor, params: torch.Tensor, enc: HashGridEncoding) -
     for level in range(c.n_levels):
         scale = float(f32_scale(level, c.base_resolution, c.per_level_scale))
         res = int(np.ceil(scale)) + 1
-        size = min(-(-res**3 // 8) * 8, 2**c.log2_hashmap_size)
+        size = min(-(-(res**3) // 8) * 8, 2**c.log2_hashmap_size)
         pos = x * scale + 0.5
         cell = torch.floor(pos).detach()
         frac = pos - cell
@@ -118,8 +118,9 @@ def test_unit_cube_fast_indices_equal_exact_modulo(base, scale):
 @pytest.mark.parametrize("log2_size", [19, 10])  # dense level, then the same level hashed
 def test_point_on_vertex_returns_that_vertex_feature(log2_size):
     # base 17 -> scale 16 exactly; x = (v - 0.5) / 16 lands exactly on vertex v
-    enc = HashGridEncoding({"n_levels": 1, "base_resolution": 17, "log2_hashmap_size": log2_size,
-                            "implementation": "torch"})
+    enc = HashGridEncoding(
+        {"n_levels": 1, "base_resolution": 17, "log2_hashmap_size": log2_size, "implementation": "torch"}
+    )
     lv = enc.levels[0]
     assert lv.scale == 16.0 and lv.dense == (log2_size == 19)
     with torch.no_grad():
@@ -134,12 +135,15 @@ def test_point_on_vertex_returns_that_vertex_feature(log2_size):
         assert torch.equal(out[row], enc.params.view(-1, 2)[i])
 
 
-@pytest.mark.parametrize("cfg", [
-    {},
-    {"interpolation": "smoothstep", "log2_hashmap_size": 14},
-    {"n_features_per_level": 1, "log2_hashmap_size": 14},
-    {"n_features_per_level": 4, "log2_hashmap_size": 12, "n_levels": 6},
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {},
+        {"interpolation": "smoothstep", "log2_hashmap_size": 14},
+        {"n_features_per_level": 1, "log2_hashmap_size": 14},
+        {"n_features_per_level": 4, "log2_hashmap_size": 12, "n_levels": 6},
+    ],
+)
 @pytest.mark.parametrize("cache_bytes", [None, 0])  # corners kept for backward / recomputed
 def test_twin_output_and_param_gradient_match_naive_reference(cfg, cache_bytes, monkeypatch):
     if cache_bytes is not None:
@@ -207,7 +211,7 @@ def test_progressive_band_mask_follows_threestudio_schedule():
         enc.params.grad = None
         out = enc(x)
         assert torch.equal(out[:, : 2 * level], full[:, : 2 * level])
-        assert (out[:, 2 * level:] == 0).all()
+        assert (out[:, 2 * level :] == 0).all()
         out.sum().backward()
         off = enc.levels[level].offset * 2 if level < 6 else enc.params.numel()
         assert (enc.params.grad[off:] == 0).all() and enc.params.grad[:off].abs().sum() > 0

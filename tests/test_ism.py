@@ -52,20 +52,21 @@ def independent_ism_grad(model_dir, z, t, cond, uncond, labels, scale, interval,
 
     def eps_at(x, k, text, i):
         with torch.no_grad():
-            return unet(x, torch.tensor([max(k, 0)]), encoder_hidden_states=text[i:i + 1],
-                        class_labels=labels[i:i + 1]).sample
+            return unet(
+                x, torch.tensor([max(k, 0)]), encoder_hidden_states=text[i : i + 1], class_labels=labels[i : i + 1]
+            ).sample
 
     grads = []
     for i, ti in enumerate(t.tolist()):
         s = max(ti - interval, 0)
         stops = [-1] + list(range(stride - 1, s, stride)) + [s, ti]
-        x = z[i:i + 1]
+        x = z[i : i + 1]
         for ka, kb in zip(stops[:-1], stops[1:]):
             e = eps_at(x, ka, uncond, i)
             x = abar(kb).sqrt() * (x - (1 - abar(ka)).sqrt() * e) / abar(ka).sqrt() + (1 - abar(kb)).sqrt() * e
         e_u, e_c = eps_at(x, ti, uncond, i), eps_at(x, ti, cond, i)
         if subtract == "render":
-            e = (x - acp[ti].sqrt() * z[i:i + 1]) / (1 - acp[ti]).sqrt()
+            e = (x - acp[ti].sqrt() * z[i : i + 1]) / (1 - acp[ti]).sqrt()
         grads.append((1 - acp[ti]) * (e_u + scale * (e_c - e_u) - e))  # e: ε_∅ at s for ISM
     return torch.cat(grads)
 
@@ -74,8 +75,16 @@ def independent_ism_grad(model_dir, z, t, cond, uncond, labels, scale, interval,
 def test_ism_gradient_matches_independent_computation(model_dir, tmp_path, subtract):
     prompt = prompt_for(model_dir, tmp_path)
     scale, b, interval, stride = 7.5, 3, 50, 200
-    g = IntervalScoreGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale, weighting="sds",
-                                   interval=interval, inversion_stride=stride, subtract=subtract)).place("cpu")
+    g = IntervalScoreGuidance(
+        dict(
+            pretrained_model_name_or_path=model_dir,
+            guidance_scale=scale,
+            weighting="sds",
+            interval=interval,
+            inversion_stride=stride,
+            subtract=subtract,
+        )
+    ).place("cpu")
     cams = cameras()
     torch.manual_seed(0)
     rgb = torch.rand(b, 16, 16, 3, requires_grad=True)
@@ -84,8 +93,18 @@ def test_ism_gradient_matches_independent_computation(model_dir, tmp_path, subtr
     out.loss.backward()
     z = (2 * rgb.detach() - 1).permute(0, 3, 1, 2)
     cond = torch.cat([prompt.views[v] for v in ("front", "side", "back")])
-    grad = independent_ism_grad(model_dir, z, t, cond, prompt.uncond.expand(b, -1, -1), cams.c2w.reshape(b, 16),
-                                scale, interval, stride, subtract)
+    grad = independent_ism_grad(
+        model_dir,
+        z,
+        t,
+        cond,
+        prompt.uncond.expand(b, -1, -1),
+        cams.c2w.reshape(b, 16),
+        scale,
+        interval,
+        stride,
+        subtract,
+    )
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), 2 * grad / b, rtol=1e-3, atol=1e-5)
     assert out.timesteps.tolist() == t.tolist()
     # deterministic: no random noise on the path, the same render gives the same gradient

@@ -8,7 +8,8 @@ import torch
 
 from threestudio_like.ops.marching_cubes import marching_cubes
 from threestudio_like.ops.marching_tets import marching_tets
-from threestudio_like.ops.tet_grid import generate_tet_grid, main as tet_grid_main, tet_grid
+from threestudio_like.ops.tet_grid import generate_tet_grid, tet_grid
+from threestudio_like.ops.tet_grid import main as tet_grid_main
 
 
 def _signed_volume(v: torch.Tensor, f: torch.Tensor) -> float:
@@ -36,13 +37,13 @@ def _assert_closed_and_consistent(f: torch.Tensor) -> None:
 @pytest.mark.parametrize("n", [1, 3])
 def test_tet_grid_fills_cube_with_positive_tets(n):
     v, t = generate_tet_grid(n)
-    assert v.shape == ((n + 1) ** 3, 3) and t.shape == (6 * n ** 3, 4)
+    assert v.shape == ((n + 1) ** 3, 3) and t.shape == (6 * n**3, 4)
     assert v.min() == -1 and v.max() == 1
     p = v.double()[t]
     vol = torch.linalg.det(p[:, 1:] - p[:, :1]) / 6
     assert bool((vol > 0).all())
     assert float(vol.sum()) == pytest.approx(8.0, rel=1e-9)
-    assert torch.allclose(vol, torch.full_like(vol, 8.0 / (6 * n ** 3)))
+    assert torch.allclose(vol, torch.full_like(vol, 8.0 / (6 * n**3)))
 
 
 def test_tet_grid_faces_shared_by_two_tets_inside_and_one_on_boundary():
@@ -51,7 +52,7 @@ def test_tet_grid_faces_shared_by_two_tets_inside_and_one_on_boundary():
     faces = Counter()
     for tet in t.tolist():
         for drop in range(4):
-            faces[tuple(sorted(tet[:drop] + tet[drop + 1:]))] += 1
+            faces[tuple(sorted(tet[:drop] + tet[drop + 1 :]))] += 1
     on_boundary = lambda face: bool((v[list(face)].abs() == 1).all(0).any())  # noqa: E731  all on one cube face
     for face, count in faces.items():
         assert count == (1 if on_boundary(face) else 2), face
@@ -78,7 +79,7 @@ def test_marching_cubes_sphere_density_radius_and_orientation():
     assert float((radii - r).abs().max()) < 0.01
     assert mesh.t_pos_idx.dtype == torch.int64 and mesh.v_pos.dtype == torch.float32
     assert _outward_fraction(mesh.v_pos, mesh.t_pos_idx) == 1.0
-    assert _signed_volume(mesh.v_pos, mesh.t_pos_idx) == pytest.approx(4 / 3 * np.pi * r ** 3, rel=0.02)
+    assert _signed_volume(mesh.v_pos, mesh.t_pos_idx) == pytest.approx(4 / 3 * np.pi * r**3, rel=0.02)
 
 
 def test_marching_cubes_axis_order_and_bbox():
@@ -110,7 +111,7 @@ def test_marching_tets_sphere_radius_orientation_watertight():
     assert float(radii.max()) <= r + 1e-6 and float(radii.min()) > r - h * h / (8 * r) - 1e-6
     assert _outward_fraction(mesh.v_pos, mesh.t_pos_idx) == 1.0
     _assert_closed_and_consistent(mesh.t_pos_idx)
-    assert _signed_volume(mesh.v_pos, mesh.t_pos_idx) == pytest.approx(4 / 3 * np.pi * r ** 3, rel=0.05)
+    assert _signed_volume(mesh.v_pos, mesh.t_pos_idx) == pytest.approx(4 / 3 * np.pi * r**3, rel=0.05)
 
 
 def test_marching_tets_random_field_is_watertight_and_vertices_are_zero_crossings():
@@ -140,7 +141,7 @@ def test_marching_tets_gradients_match_finite_differences():
     g = torch.Generator().manual_seed(1)
     v0, t = generate_tet_grid(3)
     v0 = v0.double()
-    sdf0 = (v0.norm(dim=-1) - 0.55 + 0.05 * torch.randn(v0.shape[0], generator=g, dtype=torch.float64))
+    sdf0 = v0.norm(dim=-1) - 0.55 + 0.05 * torch.randn(v0.shape[0], generator=g, dtype=torch.float64)
     weights = torch.randn(marching_tets(v0, sdf0, t).v_pos.shape, generator=g, dtype=torch.float64)
 
     def loss(v, s):

@@ -21,7 +21,7 @@ def _synthetic_grid(th=4, tw=5, c=3):
     grid = torch.zeros(3 * th, 2 * tw, c)
     for r in range(3):
         for col in range(2):
-            grid[r * th:(r + 1) * th, col * tw:(col + 1) * tw] = r * 2 + col
+            grid[r * th : (r + 1) * th, col * tw : (col + 1) * tw] = r * 2 + col
     return grid
 
 
@@ -72,9 +72,10 @@ def test_reconstruction_loss_values_and_resize():
     t2 = torch.full((6, 2, 2, 3), 0.25)
     t2[:, 0, 0] = 0.5
     out = MultiViewReconstructionLoss({"kind": "l2"})(rgb, t2, mask)
-    assert out["mv_rgb"].item() == pytest.approx(0.25)          # only the object pixel
+    assert out["mv_rgb"].item() == pytest.approx(0.25)  # only the object pixel
     out = MultiViewReconstructionLoss({"masked_rgb": False, "background": [1, 1, 1], "lambda_mask": 2.0})(
-        rgb, t2, mask, opacity=torch.zeros(6, 2, 2, 1))
+        rgb, t2, mask, opacity=torch.zeros(6, 2, 2, 1)
+    )
     assert out["mv_rgb"].item() == pytest.approx((0.25 + 3 * 1.0) / 4)
     assert out["mv_mask"].item() == pytest.approx(2.0 * 0.25)
     out["mv_rgb"].backward()
@@ -89,7 +90,7 @@ def test_load_view_grid_with_alpha(tmp_path):
     grid = np.zeros((30, 20, 4), dtype=np.uint8)
     for k in range(6):
         r, c = divmod(k, 2)
-        grid[r * 10:(r + 1) * 10, c * 10:(c + 1) * 10, :3] = 40 * k
+        grid[r * 10 : (r + 1) * 10, c * 10 : (c + 1) * 10, :3] = 40 * k
     grid[..., 3] = 255
     grid[:10, :10, 3] = 0
     iio.imwrite(tmp_path / "grid.png", grid)

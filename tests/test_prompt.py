@@ -39,15 +39,22 @@ def make(model_dir, cache, **kw):
 def test_view_dependent_embeddings_match_direct_encoding(model_dir, tmp_path):
     emb = make(model_dir, tmp_path, negative_prompt="blurry")()
     # elevation, azimuth → expected view (thresholds 45/45/60)
-    cams = [(0.0, 10.0, "front"), (0.0, -44.0, "front"), (20.0, 90.0, "side"), (0.0, -120.0, "side"),
-            (10.0, 170.0, "back"), (0.0, -150.0, "back"), (75.0, 0.0, "overhead")]
+    cams = [
+        (0.0, 10.0, "front"),
+        (0.0, -44.0, "front"),
+        (20.0, 90.0, "side"),
+        (0.0, -120.0, "side"),
+        (10.0, 170.0, "back"),
+        (0.0, -150.0, "back"),
+        (75.0, 0.0, "overhead"),
+    ]
     elev = torch.tensor([c[0] for c in cams])
     azim = torch.tensor([c[1] for c in cams])
     cond, uncond = emb.get_text_embeddings(elev, azim)
     assert cond.shape == uncond.shape == (len(cams), 32, 32)
     direct = {v: encode_directly(model_dir, f"{PROMPT}, {v} view") for v in ("front", "side", "back", "overhead")}
     for i, (_, _, view) in enumerate(cams):
-        torch.testing.assert_close(cond[i:i + 1], direct[view], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cond[i : i + 1], direct[view], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(uncond[:1], encode_directly(model_dir, "blurry"), rtol=1e-5, atol=1e-5)
     # the view suffix matters: the views' embeddings differ
     assert (direct["front"] - direct["back"]).abs().max() > 1e-3
@@ -103,9 +110,14 @@ def test_perp_neg_embeddings_and_weights(model_dir, tmp_path):
     pos, uncond, neg, w = emb.get_perp_neg_embeddings(elev, azim)
     assert pos.shape == (6, 32, 32) and neg.shape == (6, 2, 32, 32) and w.shape == (6, 2)
     expected_pos = [front, 0.5 * front + 0.5 * side, side, 0.5 * side + 0.5 * back, back, over]
-    expected_w = [[-f(fs, 1.0), -f(sf, 0.0)], [-f(fs, 0.5), -f(sf, 0.5)],
-                  [-f(sb, 1.0), -f(fsb, 1.0)],       # |az| = 90 falls in the side–back half, r = 1
-                  [-f(sb, 0.5), -f(fsb, 0.5)], [-f(sb, 0.0), -f(fsb, 0.0)], [0.0, 0.0]]
+    expected_w = [
+        [-f(fs, 1.0), -f(sf, 0.0)],
+        [-f(fs, 0.5), -f(sf, 0.5)],
+        [-f(sb, 1.0), -f(fsb, 1.0)],  # |az| = 90 falls in the side–back half, r = 1
+        [-f(sb, 0.5), -f(fsb, 0.5)],
+        [-f(sb, 0.0), -f(fsb, 0.0)],
+        [0.0, 0.0],
+    ]
     for i in range(6):
         torch.testing.assert_close(pos[i], expected_pos[i])
     torch.testing.assert_close(w, torch.tensor(expected_w))

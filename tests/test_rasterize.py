@@ -38,9 +38,14 @@ def dense_reference(pos, tri, height, width):
         v = pos[k][tri.long()]  # (F,3,4)
         qx = v[None, :, :, 0] - fx * v[None, :, :, 3]
         qy = v[None, :, :, 1] - fy * v[None, :, :, 3]
-        a = torch.stack([qx[..., 1] * qy[..., 2] - qy[..., 1] * qx[..., 2],
-                         qx[..., 2] * qy[..., 0] - qy[..., 2] * qx[..., 0],
-                         qx[..., 0] * qy[..., 1] - qy[..., 0] * qx[..., 1]], -1)  # (P,F,3)
+        a = torch.stack(
+            [
+                qx[..., 1] * qy[..., 2] - qy[..., 1] * qx[..., 2],
+                qx[..., 2] * qy[..., 0] - qy[..., 2] * qx[..., 0],
+                qx[..., 0] * qy[..., 1] - qy[..., 0] * qx[..., 1],
+            ],
+            -1,
+        )  # (P,F,3)
         total = a.sum(-1)
         bary = a / total[..., None]
         inside = (bary >= 0).all(-1) & (total != 0) & (v[None, :, :, 3] > 0).all(-1)
@@ -126,8 +131,18 @@ def test_depth_test_two_overlapping_triangles_either_order():
 
 def test_interpenetrating_triangles_per_pixel_depth():
     # two triangles crossing in depth: the winner switches along the image
-    pos = torch.tensor([[[-0.9, -0.9, -0.8, 1], [0.9, -0.9, 0.8, 1], [0.0, 0.9, 0.0, 1],
-                         [-0.9, 0.9, 0.7, 1], [0.9, 0.9, -0.7, 1], [0.0, -0.9, 0.0, 1]]])
+    pos = torch.tensor(
+        [
+            [
+                [-0.9, -0.9, -0.8, 1],
+                [0.9, -0.9, 0.8, 1],
+                [0.0, 0.9, 0.0, 1],
+                [-0.9, 0.9, 0.7, 1],
+                [0.9, 0.9, -0.7, 1],
+                [0.0, -0.9, 0.0, 1],
+            ]
+        ]
+    )
     tri = torch.tensor([[0, 1, 2], [3, 4, 5]])
     rast, _ = R.rasterize(pos, tri, (40, 40))
     ids, uv = dense_reference(pos, tri, 40, 40)
@@ -185,9 +200,21 @@ def test_chunked_enumeration_matches_single_pass():
 
 
 def test_skips_behind_camera_beyond_far_and_degenerate():
-    pos = torch.tensor([[[-0.5, -0.5, 0.0, 1], [0.5, -0.5, 0.0, -1], [0.0, 0.5, 0.0, 1],  # w < 0
-                         [-0.5, -0.5, 1.5, 1], [0.5, -0.5, 1.5, 1], [0.0, 0.5, 1.5, 1],  # z/w > 1
-                         [-0.5, -0.5, 0.0, 1], [0.0, 0.0, 0.0, 1], [0.5, 0.5, 0.0, 1]]])  # collinear
+    pos = torch.tensor(
+        [
+            [
+                [-0.5, -0.5, 0.0, 1],
+                [0.5, -0.5, 0.0, -1],
+                [0.0, 0.5, 0.0, 1],  # w < 0
+                [-0.5, -0.5, 1.5, 1],
+                [0.5, -0.5, 1.5, 1],
+                [0.0, 0.5, 1.5, 1],  # z/w > 1
+                [-0.5, -0.5, 0.0, 1],
+                [0.0, 0.0, 0.0, 1],
+                [0.5, 0.5, 0.0, 1],
+            ]
+        ]
+    )  # collinear
     rast, _ = R.rasterize(pos, torch.arange(9).view(3, 3), (16, 16))
     assert torch.all(rast == 0)
 
@@ -237,15 +264,22 @@ def test_interpolate_matches_formula_and_gradients(batched_attr):
     uv = rast[..., :2].clone().requires_grad_(True)
     rest = rast[..., 2:]
     attr.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, t: R.interpolate(a, torch.cat([t, rest], -1), tri)[0], (attr, uv), fast_mode=True)
+    assert torch.autograd.gradcheck(
+        lambda a, t: R.interpolate(a, torch.cat([t, rest], -1), tri)[0], (attr, uv), fast_mode=True
+    )
 
 
 def test_gradient_flows_from_interpolated_attribute_to_positions():
     pos, tri = icosphere_clip(1, 24)
     pos = pos.double().requires_grad_(True)
     attr = torch.randn(pos.shape[1], 2, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda p: R.interpolate(attr, R.rasterize(p, tri, (24, 24))[0], tri)[0],
-                                    (pos,), eps=1e-7, atol=1e-5, fast_mode=True)
+    assert torch.autograd.gradcheck(
+        lambda p: R.interpolate(attr, R.rasterize(p, tri, (24, 24))[0], tri)[0],
+        (pos,),
+        eps=1e-7,
+        atol=1e-5,
+        fast_mode=True,
+    )
 
 
 # --------------------------------------------------------------------------- texture
@@ -269,16 +303,16 @@ def manual_bilinear(tex, u, v, boundary):
         inside = 0 <= r < th and 0 <= c < tw
         return tex[r, c] if inside else torch.zeros_like(tex[0, 0])
 
-    return ((1 - fy) * ((1 - fx) * texel(x0, y0) + fx * texel(x0 + 1, y0))
-            + fy * ((1 - fx) * texel(x0, y0 + 1) + fx * texel(x0 + 1, y0 + 1)))
+    return (1 - fy) * ((1 - fx) * texel(x0, y0) + fx * texel(x0 + 1, y0)) + fy * (
+        (1 - fx) * texel(x0, y0 + 1) + fx * texel(x0 + 1, y0 + 1)
+    )
 
 
 @pytest.mark.parametrize("boundary", ["wrap", "clamp", "zero"])
 def test_texture_bilinear_matches_manual(boundary):
     torch.manual_seed(1)
     tex = torch.randn(1, 3, 5, 2, dtype=torch.float64)
-    uv = torch.tensor([[[[0.13, 0.41], [0.97, 0.02], [-0.21, 1.33], [0.52, 0.47], [0.05, 0.93]]]],
-                      dtype=torch.float64)
+    uv = torch.tensor([[[[0.13, 0.41], [0.97, 0.02], [-0.21, 1.33], [0.52, 0.47], [0.05, 0.93]]]], dtype=torch.float64)
     out = R.texture(tex, uv, filter_mode="linear", boundary_mode=boundary)
     for k in range(uv.shape[2]):
         u, v = uv[0, 0, k].tolist()
@@ -342,8 +376,11 @@ def test_antialias_position_gradient_matches_coverage_derivative():
 
 def test_antialias_gradcheck_with_fixed_rasterization():
     h = w = 16
-    pos = torch.tensor([[[-0.61, -0.52, 0.2, 1], [0.73, -0.33, 0.2, 1.3], [-0.12, 0.67, 0.2, 0.9]]],
-                       dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor(
+        [[[-0.61, -0.52, 0.2, 1], [0.73, -0.33, 0.2, 1.3], [-0.12, 0.67, 0.2, 0.9]]],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
     tri = torch.tensor([[0, 1, 2]])
     rast, _ = R.rasterize(pos.detach(), tri, (h, w))
     color = torch.rand(1, h, w, 2, dtype=torch.float64, requires_grad=True)
@@ -435,7 +472,7 @@ def test_grid_with_vertices_on_pixel_centres_is_watertight(perspective):
     rast, _ = R.rasterize(xyzw[None], tri.int(), (size, size))
     covered = rast[0, ..., 3] > 0
     lo, hi = int(ticks[0]), int(ticks[-1])
-    assert covered[lo + 1:hi, lo + 1:hi].all()
+    assert covered[lo + 1 : hi, lo + 1 : hi].all()
     if not perspective:
         ids, _ = dense_reference(xyzw[None], tri, size, size)
         assert torch.equal(covered, ids[0] >= 0) and covered.sum() == (hi - lo + 1) ** 2
@@ -444,11 +481,27 @@ def test_grid_with_vertices_on_pixel_centres_is_watertight(perspective):
 def test_triangles_crossing_and_outside_the_image_borders():
     """Triangles cut by the top/bottom/side borders, or wholly above, below or beside the
     image, against the dense reference."""
-    pos = torch.tensor([[[-0.6, -1.7, 0.2, 1], [0.7, -0.2, 0.2, 1], [-0.1, 1.6, 0.2, 1],  # spans all rows
-                         [-1.5, 0.6, 0.1, 1], [0.3, 1.4, 0.1, 1], [0.9, 0.9, 0.1, 1],  # cut by the bottom
-                         [-0.5, -3.0, 0.0, 1], [0.5, -2.5, 0.0, 1], [0.0, -1.2, 0.0, 1],  # wholly above
-                         [-0.5, 1.2, 0.0, 1], [0.5, 2.5, 0.0, 1], [0.0, 3.0, 0.0, 1],  # wholly below
-                         [1.2, -0.5, 0.0, 1], [2.0, 0.5, 0.0, 1], [1.5, 0.0, 0.0, 1]]])  # beside
+    pos = torch.tensor(
+        [
+            [
+                [-0.6, -1.7, 0.2, 1],
+                [0.7, -0.2, 0.2, 1],
+                [-0.1, 1.6, 0.2, 1],  # spans all rows
+                [-1.5, 0.6, 0.1, 1],
+                [0.3, 1.4, 0.1, 1],
+                [0.9, 0.9, 0.1, 1],  # cut by the bottom
+                [-0.5, -3.0, 0.0, 1],
+                [0.5, -2.5, 0.0, 1],
+                [0.0, -1.2, 0.0, 1],  # wholly above
+                [-0.5, 1.2, 0.0, 1],
+                [0.5, 2.5, 0.0, 1],
+                [0.0, 3.0, 0.0, 1],  # wholly below
+                [1.2, -0.5, 0.0, 1],
+                [2.0, 0.5, 0.0, 1],
+                [1.5, 0.0, 0.0, 1],
+            ]
+        ]
+    )  # beside
     tri = torch.arange(15).view(5, 3)
     rast, _ = R.rasterize(pos, tri.int(), (20, 17))
     ids, uv = dense_reference(pos, tri, 20, 17)
@@ -460,8 +513,18 @@ def test_triangles_crossing_and_outside_the_image_borders():
 def test_triangles_crossing_the_near_and_far_planes_are_clipped_per_pixel():
     """A triangle whose z/w runs from −1.6 to 1.4 keeps only its pixels with z/w in [−1, 1]; the
     one behind it shows where it is cut (dense reference: per-pixel depth test and clip)."""
-    pos = torch.tensor([[[-0.9, -0.9, -1.6, 1], [0.9, -0.9, 1.4, 1], [0.0, 0.9, 0.1, 1],  # tilted through both planes
-                         [-1.0, -1.0, 0.5, 1], [1.0, -1.0, 0.5, 1], [0.0, 1.0, 0.5, 1]]])  # flat, behind
+    pos = torch.tensor(
+        [
+            [
+                [-0.9, -0.9, -1.6, 1],
+                [0.9, -0.9, 1.4, 1],
+                [0.0, 0.9, 0.1, 1],  # tilted through both planes
+                [-1.0, -1.0, 0.5, 1],
+                [1.0, -1.0, 0.5, 1],
+                [0.0, 1.0, 0.5, 1],
+            ]
+        ]
+    )  # flat, behind
     tri = torch.arange(6).view(2, 3)
     rast, _ = R.rasterize(pos, tri.int(), (24, 24))
     ids, uv = dense_reference(pos, tri, 24, 24)

@@ -17,21 +17,21 @@ from threestudio_like.systems.reference_term import (
 def test_rgb_loss_masked_counts_only_object_pixels():
     rgb = torch.zeros(1, 2, 2, 3)
     ref = torch.zeros(1, 2, 2, 3)
-    ref[0, 0, 0] = 1.0          # object pixel, error 1 in each channel
-    ref[0, 1, 1] = 0.5          # background pixel: ignored
+    ref[0, 0, 0] = 1.0  # object pixel, error 1 in each channel
+    ref[0, 1, 1] = 0.5  # background pixel: ignored
     mask = torch.zeros(1, 2, 2, 1)
     mask[0, 0, 0] = 1.0
-    mask[0, 0, 1] = 1.0         # object pixel, error 0
+    mask[0, 0, 1] = 1.0  # object pixel, error 0
     assert reference_rgb_loss(rgb, ref, mask).item() == pytest.approx((3 * 1.0) / (3 * 2))
     # whole image, no mask: 3 channels·1 + 3·0.25 over 12 values
     assert reference_rgb_loss(rgb, ref).item() == pytest.approx((3 + 0.75) / 12)
 
 
 def test_rgb_loss_against_white_background():
-    rgb = torch.ones(1, 2, 2, 3)                 # a white render
+    rgb = torch.ones(1, 2, 2, 3)  # a white render
     ref = torch.zeros(1, 2, 2, 3)
     mask = torch.zeros(1, 2, 2, 1)
-    mask[0, 0, 0] = 1.0                          # one black object pixel
+    mask[0, 0, 0] = 1.0  # one black object pixel
     loss = reference_rgb_loss(rgb, ref, mask, background=torch.ones(3))
     assert loss.item() == pytest.approx(3 / 12)  # only the object pixel differs, by 1 per channel
 
@@ -60,6 +60,7 @@ def test_depth_correlation_affine_and_negated():
     # against an independent Pearson (numpy corrcoef) on a non-trivial pair
     x, y = torch.rand(1, 3, 3, 1, generator=g), torch.rand(1, 3, 3, 1, generator=g)
     import numpy as np
+
     r = np.corrcoef(x.reshape(-1).numpy(), y.reshape(-1).numpy())[0, 1]
     assert depth_correlation_loss(x, y).item() == pytest.approx(1 - r, abs=1e-5)
 

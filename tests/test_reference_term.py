@@ -24,9 +24,20 @@ def test_reference_term_losses_and_camera(tmp_path):
     image = _write_rgba(tmp_path / "ref.png")
     depth = np.arange(64, dtype=np.float32).reshape(8, 8)
     np.save(tmp_path / "d.npy", depth)
-    term = ReferenceViewTerm({"image": str(image), "depth": str(tmp_path / "d.npy"), "height": 8, "width": 8,
-                              "elevation_deg": 10, "azimuth_deg": 30, "distance": 2.5, "fovy_deg": 40,
-                              "depth_is_disparity": False}, name="ref")
+    term = ReferenceViewTerm(
+        {
+            "image": str(image),
+            "depth": str(tmp_path / "d.npy"),
+            "height": 8,
+            "width": 8,
+            "elevation_deg": 10,
+            "azimuth_deg": 30,
+            "distance": 2.5,
+            "fovy_deg": 40,
+            "depth_is_disparity": False,
+        },
+        name="ref",
+    )
     cam = term.camera()
     t = lambda v: torch.tensor([float(v)])  # noqa: E731
     expected = make_cameras(t(10), t(30), t(2.5), t(40), 8, 8)

@@ -12,8 +12,15 @@ from tiny_models import make_tiny_sd
 from threestudio_like.core.errors import UserError
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.diffusion import (
-    clamp_denoised, classifier_free_guidance, perp_neg_guidance, perpendicular_component, sample_timesteps, sds_loss,
-    timestep_range, to_epsilon, weighting_factor,
+    clamp_denoised,
+    classifier_free_guidance,
+    perp_neg_guidance,
+    perpendicular_component,
+    sample_timesteps,
+    sds_loss,
+    timestep_range,
+    to_epsilon,
+    weighting_factor,
 )
 from threestudio_like.guidance.sds import ScoreDistillationGuidance
 from threestudio_like.prompt.processor import PromptProcessor
@@ -32,14 +39,16 @@ def models(tmp_path_factory):
 
 
 def prompt_for(model_dir, tmp_path, **kw):
-    return PromptProcessor(dict(pretrained_model_name_or_path=model_dir, prompt=PROMPT,
-                                cache_dir=str(tmp_path / "cache"), **kw))()
+    return PromptProcessor(
+        dict(pretrained_model_name_or_path=model_dir, prompt=PROMPT, cache_dir=str(tmp_path / "cache"), **kw)
+    )()
 
 
 def cameras(elev=(10.0, 30.0, 0.0), azim=(0.0, 100.0, 180.0), size=16):
     n = len(elev)
-    return make_cameras(torch.tensor(elev), torch.tensor(azim), torch.full((n,), 2.0), torch.full((n,), 40.0),
-                        size, size)
+    return make_cameras(
+        torch.tensor(elev), torch.tensor(azim), torch.full((n,), 2.0), torch.full((n,), 40.0), size, size
+    )
 
 
 def scaled_linear_alphas_cumprod(t: torch.Tensor) -> torch.Tensor:
@@ -86,8 +95,9 @@ def test_timestep_range_and_sampling():
 def test_v_prediction_to_epsilon_inverts_the_scheduler():
     from diffusers import DDPMScheduler
 
-    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                          prediction_type="v_prediction")
+    sched = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction"
+    )
     z, noise, t = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8), torch.tensor([5, 500, 990])
     zt = sched.add_noise(z, noise, t)
     v = sched.get_velocity(z, noise, t)
@@ -139,8 +149,9 @@ def test_sds_gradient_matches_independent_computation(models, tmp_path, kind):
     model_dir = models[kind]
     prompt = prompt_for(model_dir, tmp_path)
     scale, b = 7.5, 3
-    g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale,
-                                       weighting="sds")).place("cpu")
+    g = ScoreDistillationGuidance(
+        dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale, weighting="sds")
+    ).place("cpu")
     cams = cameras()
     torch.manual_seed(0)
     rgb = torch.rand(b, 16, 16, 3, requires_grad=True)
@@ -166,13 +177,19 @@ def test_grad_clip_and_latent_input(models, tmp_path):
     model_dir = models["latent"]
     prompt = prompt_for(model_dir, tmp_path, view_dependent_prompting=False)
     clip = 0.01
-    g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=100.0,
-                                       grad_clip=clip, weighting="uniform", rgb_as_latents=True)).place("cpu")
+    g = ScoreDistillationGuidance(
+        dict(
+            pretrained_model_name_or_path=model_dir,
+            guidance_scale=100.0,
+            grad_clip=clip,
+            weighting="uniform",
+            rgb_as_latents=True,
+        )
+    ).place("cpu")
     b = 2
     x = torch.rand(b, 8, 8, 4, requires_grad=True)  # latents rendered directly at the UNet size
     noise, t = torch.randn(b, 4, 8, 8), torch.tensor([300, 700])
-    out = g(rgb=x, prompt=prompt, cameras=cameras((0.0, 0.0), (0.0, 90.0), 8),
-            noise=noise, timesteps=t)
+    out = g(rgb=x, prompt=prompt, cameras=cameras((0.0, 0.0), (0.0, 90.0), 8), noise=noise, timesteps=t)
     out.loss.backward()
     z = (2 * x.detach() - 1).permute(0, 3, 1, 2)
     cond, uncond = prompt.cond.expand(b, -1, -1), prompt.uncond.expand(b, -1, -1)
@@ -187,8 +204,9 @@ def test_denoised_clip_pulls_each_pixel_towards_the_clamped_estimate(models, tmp
     model_dir = models["pixel_camera"]
     prompt = prompt_for(model_dir, tmp_path)
     scale, b = 30.0, 3
-    g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale,
-                                       weighting="uniform", denoised_clip=1.0)).place("cpu")
+    g = ScoreDistillationGuidance(
+        dict(pretrained_model_name_or_path=model_dir, guidance_scale=scale, weighting="uniform", denoised_clip=1.0)
+    ).place("cpu")
     cams = cameras()
     torch.manual_seed(1)
     rgb = torch.rand(b, 16, 16, 3, requires_grad=True)
@@ -196,8 +214,9 @@ def test_denoised_clip_pulls_each_pixel_towards_the_clamped_estimate(models, tmp
     g(rgb=rgb, prompt=prompt, cameras=cams, noise=noise, timesteps=t).loss.backward()
     z = (2 * rgb.detach() - 1).permute(0, 3, 1, 2)
     cond = torch.cat([prompt.views[v] for v in ("front", "side", "back")])
-    eps_hat = independent_eps_hat(model_dir, z, noise, t, cond, prompt.uncond.expand(b, -1, -1), scale,
-                                  cams.c2w.reshape(b, 16))
+    eps_hat = independent_eps_hat(
+        model_dir, z, noise, t, cond, prompt.uncond.expand(b, -1, -1), scale, cams.c2w.reshape(b, 16)
+    )
     a = scaled_linear_alphas_cumprod(t).view(-1, 1, 1, 1)
     x0 = ((a.sqrt() * z + (1 - a).sqrt() * noise) - (1 - a).sqrt() * eps_hat) / a.sqrt()
     outside = (x0.abs() > 1).float().mean()
@@ -243,20 +262,28 @@ def test_perp_neg_guidance_matches_independent(models, tmp_path):
     unc = prompt.uncond
 
     def eps(i, text):
-        return independent_eps_hat(model_dir, z[i:i + 1], noise[i:i + 1], t[i:i + 1], text, text, 1.0, v_pred=True)
+        return independent_eps_hat(
+            model_dir, z[i : i + 1], noise[i : i + 1], t[i : i + 1], text, text, 1.0, v_pred=True
+        )
 
     e_u, e_p = eps(0, unc), eps(0, 0.5 * front + 0.5 * side)
     e_pos = e_p - e_u
-    expected0 = e_u + scale * (e_pos - f * perpendicular_component(eps(0, front) - e_u, e_pos)
-                               - f * perpendicular_component(eps(0, side) - e_u, e_pos))
+    expected0 = e_u + scale * (
+        e_pos
+        - f * perpendicular_component(eps(0, front) - e_u, e_pos)
+        - f * perpendicular_component(eps(0, side) - e_u, e_pos)
+    )
     torch.testing.assert_close(eps_hat[:1], expected0, rtol=1e-4, atol=1e-5)
     expected1 = eps(1, unc) + scale * (eps(1, over) - eps(1, unc))
     torch.testing.assert_close(eps_hat[1:], expected1, rtol=1e-4, atol=1e-5)
 
 
 def test_annealed_step_range(models):
-    g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=models["pixel_v"],
-                                       max_step_percent=[0, 0.98, 0.5, 100], min_step_percent=0.02))
+    g = ScoreDistillationGuidance(
+        dict(
+            pretrained_model_name_or_path=models["pixel_v"], max_step_percent=[0, 0.98, 0.5, 100], min_step_percent=0.02
+        )
+    )
     g.update_step(0, 0)
     assert g.step_range() == (20, 980)
     g.update_step(0, 50)
@@ -285,8 +312,9 @@ def test_cuda_half_precision_matches_fp32(models, tmp_path):
     noise, t = torch.randn(3, 4, 8, 8, device="cuda"), torch.tensor([100, 500, 900], device="cuda")
     grads = []
     for half in (False, True):
-        g = ScoreDistillationGuidance(dict(pretrained_model_name_or_path=model_dir, half_precision=half,
-                                           guidance_scale=7.5, rgb_as_latents=True)).place("cuda")
+        g = ScoreDistillationGuidance(
+            dict(pretrained_model_name_or_path=model_dir, half_precision=half, guidance_scale=7.5, rgb_as_latents=True)
+        ).place("cuda")
         assert g.prior.dtype == (torch.float16 if half else torch.float32)
         xi = x.clone().requires_grad_(True)
         g(rgb=xi, prompt=prompt.to("cuda"), cameras=cams, noise=noise, timesteps=t).loss.backward()

@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from threestudio_like.eval.evaluator import RunInputs
-from threestudio_like.eval.shape_metrics import (chamfer_distance, column_winding, grid_axis, grid_inside, grid_points,
-                                                 mesh_inside, sample_surface, volumetric_iou)
+from threestudio_like.eval.shape_metrics import (
+    chamfer_distance,
+    column_winding,
+    grid_axis,
+    grid_inside,
+    grid_points,
+    mesh_inside,
+    sample_surface,
+    volumetric_iou,
+)
 from threestudio_like.eval.toy_shape import ToyShapeEvaluator, score_mesh
 from threestudio_like.geometry.base import Mesh
 from threestudio_like.toyworld.shapes import SHAPES, parse_prompt
@@ -20,9 +28,9 @@ from threestudio_like.toyworld.shapes import SHAPES, parse_prompt
         ("sphere", [0, 0, 0.44], [0, 0, 0.46]),
         ("cube", [0.34, 0.34, 0.34], [0.36, 0, 0]),
         ("cylinder", [0.29, 0, 0.39], [0, 0, 0.41]),
-        ("cone", [0, 0, 0.44], [0.3, 0, 0.2]),     # apex inside; off the slanted side outside
-        ("torus", [0.32, 0, 0], [0, 0, 0]),         # the hole is empty
-        ("mug", [-0.47, 0, 0], [0.47, 0, 0]),       # handle behind (−X), nothing in front
+        ("cone", [0, 0, 0.44], [0.3, 0, 0.2]),  # apex inside; off the slanted side outside
+        ("torus", [0.32, 0, 0], [0, 0, 0]),  # the hole is empty
+        ("mug", [-0.47, 0, 0], [0.47, 0, 0]),  # handle behind (−X), nothing in front
     ],
 )
 def test_sdf_signs_on_hand_picked_points(name, inside, outside):
@@ -57,7 +65,7 @@ def test_grid_inside_equals_winding_numbers(name):
         mesh = Mesh(mesh.v_pos @ torch.tensor([[c, -s, 0.1], [s, c, 0.0], [-0.1, 0.0, 1.0]]).T, mesh.t_pos_idx)
     occupied = grid_inside(mesh, 20, 1.0)
     assert torch.equal(occupied, mesh_inside(mesh)(grid_points(20, 1.0)))
-    assert 50 < int(occupied.sum()) < 20 ** 3 // 4
+    assert 50 < int(occupied.sum()) < 20**3 // 4
 
 
 def test_grid_inside_counts_a_box_on_the_grid_half_open():
@@ -67,8 +75,22 @@ def test_grid_inside_counts_a_box_on_the_grid_half_open():
     lo, hi = ax[[2, 1, 3]], ax[[5, 6, 7]]
     corners = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=torch.float32)
     v = lo + corners * (hi - lo)  # vertex 4i + 2j + k
-    faces = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-                          [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    faces = torch.tensor(
+        [
+            [0, 1, 3],
+            [0, 3, 2],
+            [4, 6, 7],
+            [4, 7, 5],
+            [0, 4, 5],
+            [0, 5, 1],
+            [2, 3, 7],
+            [2, 7, 6],
+            [0, 2, 6],
+            [0, 6, 4],
+            [1, 5, 7],
+            [1, 7, 3],
+        ]
+    )
     box = Mesh(v, faces)
     expected = torch.zeros(8, 8, 8, dtype=torch.bool)
     expected[2:5, 1:6, 3:7] = True
@@ -85,7 +107,7 @@ def test_grid_cube_volume_converges():
     one reason the score uses 64³."""
     for r, side in ((24, 8), (64, 22)):
         assert int((grid_axis(r, 1.0).abs() < 0.35).sum()) == side
-        assert int(SHAPES["cube"].inside(grid_points(r, 1.0)).sum()) == side ** 3
+        assert int(SHAPES["cube"].inside(grid_points(r, 1.0)).sum()) == side**3
 
 
 def test_chamfer_of_concentric_spheres_is_their_gap():

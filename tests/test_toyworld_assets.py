@@ -16,8 +16,14 @@ CAMERA = dict(elevation=20.0, azimuth=30.0, distance=2.0, fovy=42.0)
 
 def _cameras(n: int):
     c = CAMERA
-    return make_cameras(torch.full((n,), c["elevation"]), torch.full((n,), c["azimuth"]), torch.full((n,), c["distance"]),
-                        torch.full((n,), c["fovy"]), 32, 32)
+    return make_cameras(
+        torch.full((n,), c["elevation"]),
+        torch.full((n,), c["azimuth"]),
+        torch.full((n,), c["distance"]),
+        torch.full((n,), c["fovy"]),
+        32,
+        32,
+    )
 
 
 @pytest.mark.slow
@@ -54,8 +60,19 @@ def test_toy_sd_pipeline_samples_at_the_default_guidance_have_the_prompted_colou
     images = sample(str(ASSETS / "toy-sd"), [f"a {c} {s}" for c, s in prompts], cams.c2w, steps=25, seed=0)
 
     def border(x):
-        return torch.cat([x[:, :2].reshape(n, -1, 3), x[:, -2:].reshape(n, -1, 3), x[:, :, :2].reshape(n, -1, 3),
-                          x[:, :, -2:].reshape(n, -1, 3)], 1).median(1).values
+        return (
+            torch.cat(
+                [
+                    x[:, :2].reshape(n, -1, 3),
+                    x[:, -2:].reshape(n, -1, 3),
+                    x[:, :, :2].reshape(n, -1, 3),
+                    x[:, :, -2:].reshape(n, -1, 3),
+                ],
+                1,
+            )
+            .median(1)
+            .values
+        )
 
     around = border(images)
     assert (around.mean(-1) - border(sd_background()(cams.rays_d)).mean(-1)).abs().max() < 0.15
@@ -108,8 +125,15 @@ def test_shipped_toy_sd_prefers_each_prompted_shape():
     meshes = {name: s.mesh(resolution=48) for name, s in SHAPES.items()}
     meshes["cube_turned_45"] = Mesh(turn_about_z(meshes["cube"].v_pos, 45), meshes["cube"].t_pos_idx)
     names = ("sphere", "cube", "cylinder", "cone", "torus")
-    energies = shape_energies(prior, tokenizer, text_encoder, [f"a red {n}" for n in names], meshes, views=8,
-                              timesteps=(150, 350, 550, 750, 950))
+    energies = shape_energies(
+        prior,
+        tokenizer,
+        text_encoder,
+        [f"a red {n}" for n in names],
+        meshes,
+        views=8,
+        timesteps=(150, 350, 550, 750, 950),
+    )
     for name in names:
         e = energies[f"a red {name}"]
         guided = {k: v["guided"] for k, v in e.items() if k in SHAPES}

@@ -7,7 +7,6 @@ above every other toy shape's by a margin."""
 import json
 
 import pytest
-
 from test_experiments import ROOT, run_cli
 
 BLOB_TORUS_IOU = 0.26
@@ -15,8 +14,14 @@ BLOB_TORUS_IOU = 0.26
 
 @pytest.mark.slow
 def test_shortened_default_recovers_the_torus(tmp_path):
-    p = run_cli("prompt=a red torus", "stage.coarse.steps=300", "stage.refine.steps=20", "video.enabled=false",
-                "output_dir=run", cwd=tmp_path)
+    p = run_cli(
+        "prompt=a red torus",
+        "stage.coarse.steps=300",
+        "stage.refine.steps=20",
+        "video.enabled=false",
+        "output_dir=run",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     score = next(r for r in records if r["stage"] == "eval")
@@ -31,8 +36,15 @@ BLOB_CONE_IOU = 0.30
 
 @pytest.mark.slow
 def test_shortened_toy_image_to_3d_recovers_the_cone(tmp_path):
-    p = run_cli("experiment=toy_zero123", "image=" + str(ROOT / "threestudio_like/assets/toy-images/yellow_cone.png"),
-                "stage.coarse.steps=200", "stage.refine.steps=10", "video.enabled=false", "output_dir=run", cwd=tmp_path)
+    p = run_cli(
+        "experiment=toy_zero123",
+        "image=" + str(ROOT / "threestudio_like/assets/toy-images/yellow_cone.png"),
+        "stage.coarse.steps=200",
+        "stage.refine.steps=10",
+        "video.enabled=false",
+        "output_dir=run",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     score = next(r for r in records if r["stage"] == "eval")

@@ -5,9 +5,9 @@ import signal
 
 import pytest
 import torch
+from fake_components import NoisyTargetGuidance, fake_experiment
 from omegaconf import OmegaConf
 
-from fake_components import NoisyTargetGuidance, fake_experiment
 from threestudio_like.cli import seed_everything
 from threestudio_like.core.checkpoint import load_checkpoint
 from threestudio_like.core.errors import UserError
@@ -90,8 +90,11 @@ def test_nonfinite_steps_are_skipped_then_abort(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="non-finite"):
         _train(tmp_path, "skip", fake_experiment(steps_a=4, steps_b=0))
 
-    monkeypatch.setattr(NoisyTargetGuidance, "forward",
-                        lambda self, rgb, cameras=None, prompt=None: original(self, rgb * float("nan"), cameras, prompt))
+    monkeypatch.setattr(
+        NoisyTargetGuidance,
+        "forward",
+        lambda self, rgb, cameras=None, prompt=None: original(self, rgb * float("nan"), cameras, prompt),
+    )
     with pytest.warns(UserWarning), pytest.raises(UserError, match="diverged: 3 steps"):
         _train(tmp_path, "abort", fake_experiment(steps_a=10, max_nonfinite_steps=3))
 

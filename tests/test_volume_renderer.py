@@ -62,15 +62,14 @@ class ConstantDensityCube(ConstantDensitySphere):
 
 
 def render(renderer, cams, geometry, shading="albedo", generator=None):
-    return renderer(cams, geometry, NoMaterial(), SolidBackground({"color": BG}), shading=shading,
-                    generator=generator)
+    return renderer(cams, geometry, NoMaterial(), SolidBackground({"color": BG}), shading=shading, generator=generator)
 
 
 def analytic_chords(cams, sphere_radius):
     """Per pixel: chord length through the sphere and distance to its front surface."""
     o, d = cams.rays_o, cams.rays_d
     b = (o * d).sum(-1)
-    c = (o * o).sum(-1) - sphere_radius ** 2
+    c = (o * o).sum(-1) - sphere_radius**2
     disc = (b * b - c).clamp(min=0.0)
     chord = 2.0 * disc.sqrt()
     t_hit = -b - disc.sqrt()
@@ -92,7 +91,9 @@ def test_marching_keeps_intervals_whose_midpoint_is_in_the_segment():
     o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
     ray_indices, t_starts, t_ends = march_rays_torch(o, d, torch.zeros(1), torch.ones(1), step, 64)
     assert ray_indices.tolist() == [0] * 18
-    assert torch.allclose(t_starts, torch.arange(18) * step) and torch.allclose(t_ends - t_starts, torch.full((18,), step))
+    assert torch.allclose(t_starts, torch.arange(18) * step) and torch.allclose(
+        t_ends - t_starts, torch.full((18,), step)
+    )
 
 
 def test_packed_transmittance_matches_per_ray_product():
@@ -176,8 +177,7 @@ def test_occupancy_grid_marks_the_sphere():
     sphere_r, res = 0.5, 16
     sphere = ConstantDensitySphere(sphere_radius=sphere_r, sigma=50.0)
     grid = OccupancyGrid(resolution=res)
-    grid.update(sphere.forward_density, radius=1.0, step=0, step_size=0.02,
-                generator=torch.Generator().manual_seed(0))
+    grid.update(sphere.forward_density, radius=1.0, step=0, step_size=0.02, generator=torch.Generator().manual_seed(0))
     lo = torch.arange(res) / res * 2 - 1
     lo3 = torch.stack(torch.meshgrid(lo, lo, lo, indexing="ij"), -1)
     hi3 = lo3 + 2.0 / res
@@ -186,7 +186,11 @@ def test_occupancy_grid_marks_the_sphere():
     occ = grid.binaries[0]
     assert occ[farthest < sphere_r].all()
     assert not occ[nearest > sphere_r].any()
-    assert grid.occupied(torch.tensor([[0.0, 0.0, 0.0], [0.9, -0.9, 0.9], [3.0, 0.0, 0.0]]), 1.0).tolist() == [True, False, False]
+    assert grid.occupied(torch.tensor([[0.0, 0.0, 0.0], [0.9, -0.9, 0.9], [3.0, 0.0, 0.0]]), 1.0).tolist() == [
+        True,
+        False,
+        False,
+    ]
 
 
 def test_occupancy_grid_levels_lookup():
@@ -358,8 +362,9 @@ def test_nerfacc_matches_torch_twin(estimator):
     results = {}
     for impl in ("torch", "nerfacc"):
         sphere = ConstantDensitySphere(sphere_radius=0.4, sigma=5.0).cuda()
-        r = VolumeRenderer({"implementation": impl, "estimator": estimator, "num_samples_per_ray": 128,
-                            "randomized": False}).cuda()
+        r = VolumeRenderer(
+            {"implementation": impl, "estimator": estimator, "num_samples_per_ray": 128, "randomized": False}
+        ).cuda()
         if estimator == "occgrid":
             r.update_occupancy_grid(sphere, 0, generator=torch.Generator("cuda").manual_seed(0))
         cams = orbit_cameras(2, 15.0, 2.0, 40.0, 32, 32, device="cuda")

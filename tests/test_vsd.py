@@ -62,12 +62,12 @@ def independent_lora_unet(model_dir, g):
     n_copied = 0
     for key, value in sd.items():
         if key.startswith("lora_layers."):
-            name, ab, rest = key[len("lora_layers."):].split(".", 2)
+            name, ab, rest = key[len("lora_layers.") :].split(".", 2)
             own[f"{name.replace('__', '.')}.lora_{ab}.{rest}"].data.copy_(value)
             n_copied += 1
     assert n_copied == sum(1 for k in own if ".lora_" in k)
     cam = TimestepEmbedding(16, unet.time_embedding.linear_1.out_features)
-    cam.load_state_dict({k[len("camera_embedding."):]: v for k, v in sd.items() if k.startswith("camera_embedding.")})
+    cam.load_state_dict({k[len("camera_embedding.") :]: v for k, v in sd.items() if k.startswith("camera_embedding.")})
     return unet, cam
 
 
@@ -184,8 +184,9 @@ def test_checkpoint_round_trip_restores_outputs_and_optimizer(models, prompt):
     g2.load_state_dict(state)
     g2.load_optimizer_state_dict(opt_state)
     with torch.no_grad():
-        torch.testing.assert_close(g2.lora_noise(noisy, t, prompt, cams), g1.lora_noise(noisy, t, prompt, cams),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            g2.lora_noise(noisy, t, prompt, cams), g1.lora_noise(noisy, t, prompt, cams), rtol=0, atol=0
+        )
     # the next optimizer step is identical too (AdamW moments restored)
     train(g1, prompt, cams, steps=1, seed=5)
     train(g2, prompt, cams, steps=1, seed=5)

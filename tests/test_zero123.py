@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from tiny_zero123 import make_tiny_zero123
 
 from threestudio_like.core.errors import UserError
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.zero123_pipeline import CCProjection, Zero123Pipeline, relative_pose
-from tiny_zero123 import make_tiny_zero123
 
 OPENAI_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 OPENAI_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
@@ -79,8 +79,15 @@ def test_sampling_matches_hand_written_ddim_loop(pixel_dir):
     image = torch.rand(1, 3, 16, 16, generator=g)
     start = torch.randn(1, 3, 8, 8, generator=g)
     scale, steps = 2.5, 3
-    out = pipe(image, elevation=20.0, azimuth=-60.0, radius=0.0, num_inference_steps=steps,
-               guidance_scale=scale, latents=start.clone()).images
+    out = pipe(
+        image,
+        elevation=20.0,
+        azimuth=-60.0,
+        radius=0.0,
+        num_inference_steps=steps,
+        guidance_scale=scale,
+        latents=start.clone(),
+    ).images
 
     # independent: CLIP embedding, pose, projection, concat conditioning, CFG, DDIM (eta 0)
     with torch.no_grad():
@@ -95,7 +102,9 @@ def test_sampling_matches_hand_written_ddim_loop(pixel_dir):
         for i, t in enumerate(ts):
             tt = torch.tensor([t])
             c = pipe.unet(torch.cat([x, ref], 1), tt, encoder_hidden_states=ctx).sample
-            u = pipe.unet(torch.cat([x, torch.zeros_like(ref)], 1), tt, encoder_hidden_states=torch.zeros_like(ctx)).sample
+            u = pipe.unet(
+                torch.cat([x, torch.zeros_like(ref)], 1), tt, encoder_hidden_states=torch.zeros_like(ctx)
+            ).sample
             eps = u + scale * (c - u)
             a_t = acp[t]
             a_prev = acp[ts[i + 1]] if i + 1 < len(ts) else pipe.scheduler.final_alpha_cumprod
@@ -107,6 +116,7 @@ def test_sampling_matches_hand_written_ddim_loop(pixel_dir):
 
 # ---- guidance ------------------------------------------------------------------------------
 
+
 def _cameras(elev, azim, dist, size=8):
     t = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
     return make_cameras(t(elev), t(azim), t(dist), torch.full((len(elev),), 40.0), size, size)
@@ -116,8 +126,14 @@ def test_guidance_gradient_matches_formula(pixel_dir):
     pytest.importorskip("threestudio_like.guidance.diffusion", reason="guidance/diffusion.py not written yet")
     from threestudio_like.guidance.zero123 import Zero123Guidance
 
-    guidance = Zero123Guidance({"pretrained_model_name_or_path": pixel_dir, "guidance_scale": 3.0,
-                                "weighting": "sds", "pose_embedding": "auto"})
+    guidance = Zero123Guidance(
+        {
+            "pretrained_model_name_or_path": pixel_dir,
+            "guidance_scale": 3.0,
+            "weighting": "sds",
+            "pose_embedding": "auto",
+        }
+    )
     assert guidance.pose_kind == "zero123"
     assert list(guidance.state_dict()) == [] and list(guidance.parameters()) == []
     g = torch.Generator().manual_seed(5)
@@ -133,15 +149,22 @@ def test_guidance_gradient_matches_formula(pixel_dir):
 
     pipe = guidance.pipe
     with torch.no_grad():
-        z = rgb.detach().permute(0, 3, 1, 2) * 2 - 1                   # pixel space, already 8×8
+        z = rgb.detach().permute(0, 3, 1, 2) * 2 - 1  # pixel space, already 8×8
         acp = pipe.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
         zt = acp.sqrt() * z + (1 - acp).sqrt() * noise
         emb = pipe.image_encoder(pixel_values=(ref_rgb.permute(0, 3, 1, 2) - OPENAI_MEAN) / OPENAI_STD).image_embeds
-        poses = torch.tensor([[math.radians(10 - 25), math.sin(math.radians(60)), math.cos(math.radians(60)), 0.0],
-                              [math.radians(10 + 5), math.sin(math.radians(180)), math.cos(math.radians(180)), 0.5]])
+        poses = torch.tensor(
+            [
+                [math.radians(10 - 25), math.sin(math.radians(60)), math.cos(math.radians(60)), 0.0],
+                [math.radians(10 + 5), math.sin(math.radians(180)), math.cos(math.radians(180)), 0.5],
+            ]
+        )
         ctx = pipe.cc_projection.proj(torch.cat([emb.expand(2, -1), poses], -1))[:, None]
-        ref = torch.nn.functional.interpolate(ref_rgb.permute(0, 3, 1, 2), size=(8, 8), mode="bilinear",
-                                              antialias=True) * 2 - 1
+        ref = (
+            torch.nn.functional.interpolate(ref_rgb.permute(0, 3, 1, 2), size=(8, 8), mode="bilinear", antialias=True)
+            * 2
+            - 1
+        )
         ref = ref.expand(2, -1, -1, -1)
         c = pipe.unet(torch.cat([zt, ref], 1), t, encoder_hidden_states=ctx).sample
         u = pipe.unet(torch.cat([zt, torch.zeros_like(ref)], 1), t, encoder_hidden_states=torch.zeros_like(ctx)).sample
@@ -156,8 +179,14 @@ def test_guidance_latent_space_and_schedules(latent_dir):
     pytest.importorskip("threestudio_like.guidance.diffusion", reason="guidance/diffusion.py not written yet")
     from threestudio_like.guidance.zero123 import Zero123Guidance
 
-    guidance = Zero123Guidance({"pretrained_model_name_or_path": latent_dir, "min_step_percent": 0.02,
-                                "max_step_percent": [0, 0.98, 0.5, 100], "grad_clip": 0.01})
+    guidance = Zero123Guidance(
+        {
+            "pretrained_model_name_or_path": latent_dir,
+            "min_step_percent": 0.02,
+            "max_step_percent": [0, 0.98, 0.5, 100],
+            "grad_clip": 0.01,
+        }
+    )
     with pytest.raises(UserError, match="reference"):
         guidance(torch.rand(1, 8, 8, 3), _cameras([0.0], [0.0], [2.0]))
     ref = torch.rand(1, 16, 16, 3)

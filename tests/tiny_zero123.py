@@ -43,8 +43,10 @@ def make_tiny_zero123(path: str, pixel_space: bool = False, layout: str = "ours"
     else:
         raise ValueError(layout)
     os.makedirs(os.path.join(path, folder))
-    save_file({f"{key}.weight": weight, f"{key}.bias": bias},
-              os.path.join(path, folder, "diffusion_pytorch_model.safetensors"))
+    save_file(
+        {f"{key}.weight": weight, f"{key}.bias": bias},
+        os.path.join(path, folder, "diffusion_pytorch_model.safetensors"),
+    )
     with open(os.path.join(path, folder, "config.json"), "w") as f:
         json.dump(config, f)
     with open(index_file, "w") as f:

@@ -98,7 +98,11 @@ def _component_fields(overrides: list[str], path: str) -> Optional[list[str]]:
         cls = import_target(node["_target_"])
     except UserError:
         return None
-    return [f.name for f in dataclasses.fields(cls.Config)] if isinstance(cls, type) and issubclass(cls, Configurable) else None
+    return (
+        [f.name for f in dataclasses.fields(cls.Config)]
+        if isinstance(cls, type) and issubclass(cls, Configurable)
+        else None
+    )
 
 
 def _hydra_message(msg: str) -> str:
@@ -235,8 +239,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except TrainingInterrupted as e:
-        print(f"interrupted: checkpoint saved to {e.path}; continue with resume={e.path.parent.parent}",
-              file=sys.stderr)
+        print(
+            f"interrupted: checkpoint saved to {e.path}; continue with resume={e.path.parent.parent}", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     return 0
 

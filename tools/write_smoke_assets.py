@@ -22,15 +22,21 @@ def write_smoke_assets(assets_dir: Path) -> list[Path]:
     from tiny_models import make_tiny_clip, make_tiny_sd
     from tiny_zero123 import make_tiny_zero123
 
-    return [Path(make_tiny_sd(str(assets_dir / "tiny-sd"), pixel_space=True)),
-            Path(make_tiny_zero123(str(assets_dir / "tiny-zero123"), pixel_space=True)),
-            Path(make_tiny_clip(str(assets_dir / "tiny-clip")))]
+    return [
+        Path(make_tiny_sd(str(assets_dir / "tiny-sd"), pixel_space=True)),
+        Path(make_tiny_zero123(str(assets_dir / "tiny-zero123"), pixel_space=True)),
+        Path(make_tiny_clip(str(assets_dir / "tiny-clip"))),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "threestudio_like" / "assets",
-                        help="assets directory (default: the package's)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "threestudio_like" / "assets",
+        help="assets directory (default: the package's)",
+    )
     for path in write_smoke_assets(parser.parse_args().out):
         print(path)
 

@@ -78,7 +78,7 @@ class AzimuthBackdrop(SolidBackground):
     def __init__(self, cfg=None, where: str = "background") -> None:
         super().__init__(cfg, where)
         c = self.cfg
-        if not (0 <= c.base - abs(c.amplitude) and c.base + abs(c.amplitude) <= 1):
+        if not (c.base - abs(c.amplitude) >= 0 and c.base + abs(c.amplitude) <= 1):
             raise UserError(f"{where}: base ± amplitude must stay within [0, 1], got {c.base} ± {c.amplitude}")
 
     def forward(self, dirs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -108,9 +108,12 @@ class NeuralEnvironmentMap(Background):
         self.parse_config(cfg, where)
         c = self.cfg
         self.encoding = make_encoding({"otype": "Frequency", "n_frequencies": c.n_frequencies}, 3)
-        self.mlp = MLP(self.encoding.n_output_dims, 3,
-                       {"n_neurons": c.n_neurons, "n_hidden_layers": c.n_hidden_layers,
-                        "output_activation": "sigmoid"}, where=f"{where}.mlp")
+        self.mlp = MLP(
+            self.encoding.n_output_dims,
+            3,
+            {"n_neurons": c.n_neurons, "n_hidden_layers": c.n_hidden_layers, "output_activation": "sigmoid"},
+            where=f"{where}.mlp",
+        )
 
     def forward(self, dirs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         shape = dirs.shape

@@ -62,8 +62,10 @@ def _check_keys(config_cls: type, data: dict, where: str) -> None:
     types = _field_types(config_cls)
     for key, value in data.items():
         if key not in valid:
-            raise UserError(f"unknown config key '{_join(where, key)}'{_did_you_mean(key, valid)}; "
-                            f"valid keys: {', '.join(sorted(valid))}")
+            raise UserError(
+                f"unknown config key '{_join(where, key)}'{_did_you_mean(key, valid)}; "
+                f"valid keys: {', '.join(sorted(valid))}"
+            )
         nested = _nested_config(types.get(key))
         if nested is not None and isinstance(value, dict):
             _check_keys(nested, value, _join(where, key))
@@ -118,7 +120,7 @@ def _nested_config(tp: Any) -> Optional[type]:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _omegaconf_schema(config_cls: type) -> type:
     """``config_cls`` as OmegaConf can read it: ``Literal`` fields become plain ``Any`` (checked
     afterwards by :func:`_from_schema`), nested config dataclasses are converted the same way."""
@@ -133,9 +135,15 @@ def _omegaconf_schema(config_cls: type) -> type:
             tp = Any
         elif nested is not None:
             tp = _omegaconf_schema(nested) if nested is tp else Optional[_omegaconf_schema(nested)]
-        spec = dataclasses.field(default=f.default) if f.default is not dataclasses.MISSING else (
-            dataclasses.field(default_factory=_schema_factory(f.default_factory, tp))
-            if f.default_factory is not dataclasses.MISSING else dataclasses.field())
+        spec = (
+            dataclasses.field(default=f.default)
+            if f.default is not dataclasses.MISSING
+            else (
+                dataclasses.field(default_factory=_schema_factory(f.default_factory, tp))
+                if f.default_factory is not dataclasses.MISSING
+                else dataclasses.field()
+            )
+        )
         fields.append((f.name, tp, spec))
     return dataclasses.make_dataclass(f"{config_cls.__name__}Schema", fields)
 
@@ -165,8 +173,10 @@ def _from_schema(config_cls: type[T], plain: Any, where: str) -> T:
         choices = literal_choices(tp)
         if choices is not None and value not in choices:
             shown = "|".join("null" if c is None else str(c) for c in choices)
-            raise UserError(f"{_join(where, f.name)} must be one of {shown}, got '{value}'"
-                            f"{_did_you_mean(value, [c for c in choices if c is not None])}")
+            raise UserError(
+                f"{_join(where, f.name)} must be one of {shown}, got '{value}'"
+                f"{_did_you_mean(value, [c for c in choices if c is not None])}"
+            )
         nested = _nested_config(tp)
         if nested is not None and value is not None:
             value = _from_schema(nested, value, _join(where, f.name))
@@ -184,16 +194,23 @@ def import_target(path: str) -> Any:
         raise UserError(f"cannot import _target_ '{path}': {e}") from None
 
 
-def instantiate(cfg: Mapping | DictConfig, where: str = "", **kwargs: Any) -> Any:
+def instantiate(cfg: Mapping | DictConfig, where: str = "", expected: Optional[type] = None, **kwargs: Any) -> Any:
     """Build the object named by ``cfg['_target_']`` as ``Target(cfg_without_target, **kwargs)``.
 
     Components take their (unvalidated) config mapping as first argument and validate it
-    themselves with :func:`parse_structured`.
+    themselves with :func:`parse_structured`. With ``expected``, a target that is not a subclass
+    of it (the interface the caller uses) is a :class:`UserError`.
     """
     data = to_container(cfg)
     if not isinstance(data, dict) or "_target_" not in data:
         raise UserError(f"{where or 'component'}: config has no _target_ naming the class to build")
-    target = import_target(data.pop("_target_"))
+    path = data.pop("_target_")
+    target = import_target(path)
+    if expected is not None and not (isinstance(target, type) and issubclass(target, expected)):
+        raise UserError(
+            f"{where or 'component'}: _target_ '{path}' is not a {expected.__name__} "
+            f"({expected.__module__}.{expected.__qualname__})"
+        )
     return target(data, where=where, **kwargs) if _accepts_where(target) else target(data, **kwargs)
 
 

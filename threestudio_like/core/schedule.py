@@ -33,9 +33,7 @@ def schedule_value(spec: ScheduleSpec, global_step: int) -> float:
         return spec
     if isinstance(spec, Sequence) and not isinstance(spec, str):
         if len(spec) != 4:
-            raise UserError(
-                f"a ramp schedule is [start_step, start_value, end_value, end_step], got {list(spec)!r}"
-            )
+            raise UserError(f"a ramp schedule is [start_step, start_value, end_value, end_step], got {list(spec)!r}")
         s0, v0, v1, s1 = spec
         return _interp(global_step, s0, s1, v0, v1, "linear")
     if isinstance(spec, dict):
@@ -49,7 +47,11 @@ def schedule_value(spec: ScheduleSpec, global_step: int) -> float:
             return value
         try:
             return _interp(
-                global_step, spec["start_step"], spec["end_step"], spec["start"], spec["end"],
+                global_step,
+                spec["start_step"],
+                spec["end_step"],
+                spec["start"],
+                spec["end"],
                 spec.get("kind", "linear"),
             )
         except KeyError as e:
@@ -82,7 +84,7 @@ class Updateable:
     def on_update_step(self, epoch: int, global_step: int) -> None:
         """Override to read this component's schedules at ``global_step``."""
 
-    def _updateable_children(self) -> Iterator["Updateable"]:
+    def _updateable_children(self) -> Iterator[Updateable]:
         seen: set[int] = set()
         children = list(getattr(self, "_modules", {}).values()) + list(vars(self).values())
         for child in children:

@@ -145,7 +145,7 @@ class Trainer:
         self.validate(system, name, run.step)
         self._save(run, done=True)
 
-    def _step(self, run: "_StageRun", bar: Any) -> None:
+    def _step(self, run: _StageRun, bar: Any) -> None:
         """One optimisation step (skipped when the loss or gradient is not finite)."""
         system, optimizer = run.system, run.optimizer
         system.update_step(0, run.step)
@@ -163,7 +163,7 @@ class Trainer:
         else:
             optimizer.zero_grad(set_to_none=True)
             run.bad_in_a_row += 1
-            warnings.warn(f"stage {run.name} step {run.step}: non-finite loss or gradient, step skipped")
+            warnings.warn(f"stage {run.name} step {run.step}: non-finite loss or gradient, step skipped", stacklevel=2)
             if run.bad_in_a_row >= self.tcfg.max_nonfinite_steps:
                 raise UserError(
                     f"training diverged: {run.bad_in_a_row} steps in a row with a non-finite loss or "
@@ -183,7 +183,7 @@ class Trainer:
         if self.tcfg.ckpt_every and run.step % self.tcfg.ckpt_every == 0 and run.step < run.steps:
             self._save(run, done=False)
 
-    def _log(self, run: "_StageRun", out: dict[str, Any]) -> None:
+    def _log(self, run: _StageRun, out: dict[str, Any]) -> None:
         now = time.perf_counter()
         rate = (run.step - run.step_logged) / max(now - run.time_logged, 1e-9)
         run.time_logged, run.step_logged = now, run.step
@@ -191,7 +191,7 @@ class Trainer:
         record.update({k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()})
         self.logger.log(record, step=run.step)
 
-    def _save(self, run: "_StageRun", done: bool) -> Path:
+    def _save(self, run: _StageRun, done: bool) -> Path:
         payload = {
             "stage_index": run.index,
             "stage": run.name,
@@ -256,7 +256,7 @@ class _StopRequest:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __enter__(self) -> "_StopRequest":
+    def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
@@ -292,4 +292,3 @@ def _progress(enabled: bool, total: int, initial: int, name: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=name, dynamic_ncols=True, leave=False)
-

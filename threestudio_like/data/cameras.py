@@ -54,24 +54,33 @@ class CameraBatch:
     def batch_size(self) -> int:
         return self.c2w.shape[0]
 
-    def to(self, device: torch.device | str) -> "CameraBatch":
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
-                                if isinstance(getattr(self, f.name), Tensor)})
+    def to(self, device: torch.device | str) -> CameraBatch:
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), Tensor)
+            },
+        )
 
-    def index(self, idx: slice | Tensor | int) -> "CameraBatch":
+    def index(self, idx: slice | Tensor | int) -> CameraBatch:
         """A sub-batch (keeps the batch dimension)."""
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)
-        return replace(self, **{f.name: getattr(self, f.name)[idx] for f in fields(self)
-                                if isinstance(getattr(self, f.name), Tensor)})
+        return replace(
+            self,
+            **{f.name: getattr(self, f.name)[idx] for f in fields(self) if isinstance(getattr(self, f.name), Tensor)},
+        )
 
 
 def spherical_to_position(elevation_deg: Tensor, azimuth_deg: Tensor, distance: Tensor) -> Tensor:
     """(B,) degrees, degrees, units → (B,3) camera positions (Z up, azimuth 0 on +X)."""
     e, a = torch.deg2rad(elevation_deg), torch.deg2rad(azimuth_deg)
-    return torch.stack([distance * torch.cos(e) * torch.cos(a),
-                        distance * torch.cos(e) * torch.sin(a),
-                        distance * torch.sin(e)], dim=-1)
+    return torch.stack(
+        [distance * torch.cos(e) * torch.cos(a), distance * torch.cos(e) * torch.sin(a), distance * torch.sin(e)],
+        dim=-1,
+    )
 
 
 def look_at(position: Tensor, target: Optional[Tensor] = None, up: Optional[Tensor] = None) -> Tensor:
@@ -116,17 +125,26 @@ def camera_rays(c2w: Tensor, fovy: Tensor, height: int, width: int) -> tuple[Ten
     i = torch.arange(height, dtype=dtype, device=device) + 0.5
     ii, jj = torch.meshgrid(i, j, indexing="ij")
     f = focal[:, None, None]
-    dirs = torch.stack([(jj - width / 2) / f, -(ii - height / 2) / f,
-                        -torch.ones_like(ii).expand(c2w.shape[0], -1, -1)], dim=-1)
+    dirs = torch.stack(
+        [(jj - width / 2) / f, -(ii - height / 2) / f, -torch.ones_like(ii).expand(c2w.shape[0], -1, -1)], dim=-1
+    )
     rays_d = torch.einsum("bij,bhwj->bhwi", c2w[:, :3, :3], dirs)
     rays_d = torch.nn.functional.normalize(rays_d, dim=-1)
     rays_o = c2w[:, None, None, :3, 3].expand_as(rays_d)
     return rays_o, rays_d
 
 
-def make_cameras(elevation: Tensor, azimuth: Tensor, distance: Tensor, fovy_deg: Tensor,
-                 height: int, width: int, light_position: Optional[Tensor] = None,
-                 center: Optional[Tensor] = None, up: Optional[Tensor] = None) -> CameraBatch:
+def make_cameras(
+    elevation: Tensor,
+    azimuth: Tensor,
+    distance: Tensor,
+    fovy_deg: Tensor,
+    height: int,
+    width: int,
+    light_position: Optional[Tensor] = None,
+    center: Optional[Tensor] = None,
+    up: Optional[Tensor] = None,
+) -> CameraBatch:
     """Build a :class:`CameraBatch` from (B,) spherical coordinates (degrees) and FOV (degrees)."""
     position = spherical_to_position(elevation, azimuth, distance)
     if center is not None:
@@ -138,14 +156,33 @@ def make_cameras(elevation: Tensor, azimuth: Tensor, distance: Tensor, fovy_deg:
     rays_o, rays_d = camera_rays(c2w, fovy, height, width)
     if light_position is None:
         light_position = position.clone()
-    return CameraBatch(c2w=c2w, mvp=mvp, fovy=fovy, elevation=elevation, azimuth=azimuth,
-                       distance=distance, position=position, light_position=light_position,
-                       rays_o=rays_o, rays_d=rays_d, height=height, width=width)
+    return CameraBatch(
+        c2w=c2w,
+        mvp=mvp,
+        fovy=fovy,
+        elevation=elevation,
+        azimuth=azimuth,
+        distance=distance,
+        position=position,
+        light_position=light_position,
+        rays_o=rays_o,
+        rays_d=rays_d,
+        height=height,
+        width=width,
+    )
 
 
-def orbit_cameras(n_views: int, elevation_deg: float, distance: float, fovy_deg: float,
-                  height: int, width: int, azimuth_start_deg: float = 0.0,
-                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> CameraBatch:
+def orbit_cameras(
+    n_views: int,
+    elevation_deg: float,
+    distance: float,
+    fovy_deg: float,
+    height: int,
+    width: int,
+    azimuth_start_deg: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> CameraBatch:
     """``n_views`` cameras evenly spaced in azimuth on a circle (validation / test / turntable)."""
     kw = dict(dtype=dtype, device=device)
     az = azimuth_start_deg + torch.arange(n_views, **kw) * (360.0 / n_views)
@@ -236,8 +273,12 @@ class RandomCameraSampler(Configurable, Updateable):
         azim = (r * c.azimuth_range[0], r * c.azimuth_range[1])
         return elev, azim
 
-    def sample(self, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
-               device: torch.device | str = "cpu") -> CameraBatch:
+    def sample(
+        self,
+        generator: Optional[torch.Generator] = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> CameraBatch:
         """One random training batch. Uses the global torch RNG unless ``generator`` is given."""
         c, b = self.cfg, self.batch_size
         u = lambda lo, hi, n=b: lo + (hi - lo) * torch.rand(n, generator=generator, dtype=dtype)  # noqa: E731
@@ -264,17 +305,42 @@ class RandomCameraSampler(Configurable, Updateable):
         fov = torch.deg2rad(fovy)
         mvp = projection_matrix(fov, self.width / self.height) @ torch.linalg.inv(c2w)
         rays_o, rays_d = camera_rays(c2w, fov, self.height, self.width)
-        batch = CameraBatch(c2w=c2w, mvp=mvp, fovy=fov, elevation=elevation, azimuth=azimuth,
-                            distance=distance, position=position, light_position=light_position,
-                            rays_o=rays_o, rays_d=rays_d, height=self.height, width=self.width)
+        batch = CameraBatch(
+            c2w=c2w,
+            mvp=mvp,
+            fovy=fov,
+            elevation=elevation,
+            azimuth=azimuth,
+            distance=distance,
+            position=position,
+            light_position=light_position,
+            rays_o=rays_o,
+            rays_d=rays_d,
+            height=self.height,
+            width=self.width,
+        )
         return batch.to(device)
 
     def val_cameras(self, device: torch.device | str = "cpu") -> CameraBatch:
         c = self.cfg
-        return orbit_cameras(c.n_val_views, c.eval_elevation_deg, c.eval_distance, c.eval_fovy_deg,
-                             c.eval_height, c.eval_width, device=device)
+        return orbit_cameras(
+            c.n_val_views,
+            c.eval_elevation_deg,
+            c.eval_distance,
+            c.eval_fovy_deg,
+            c.eval_height,
+            c.eval_width,
+            device=device,
+        )
 
     def test_cameras(self, device: torch.device | str = "cpu") -> CameraBatch:
         c = self.cfg
-        return orbit_cameras(c.n_test_views, c.eval_elevation_deg, c.eval_distance, c.eval_fovy_deg,
-                             c.eval_height, c.eval_width, device=device)
+        return orbit_cameras(
+            c.n_test_views,
+            c.eval_elevation_deg,
+            c.eval_distance,
+            c.eval_fovy_deg,
+            c.eval_height,
+            c.eval_width,
+            device=device,
+        )

@@ -30,14 +30,20 @@ def clip_image_embeddings(model: nn.Module, images: Tensor, norm: ClipImageNorma
 def clip_text_embeddings(model: nn.Module, tokenizer: Any, texts: Sequence[str]) -> Tensor:
     """N texts → (N,D) projected text embeddings of a ``CLIPModel``."""
     device = next(model.parameters()).device
-    tokens = tokenizer(list(texts), padding="max_length", truncation=True,
-                       max_length=tokenizer.model_max_length, return_tensors="pt").to(device)
+    tokens = tokenizer(
+        list(texts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).to(device)
     pooled = model.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
     return model.text_projection(pooled)
 
 
-def clip_similarity(images: Tensor, text_or_images: Union[str, Sequence[str], Tensor], model: nn.Module,
-                    tokenizer: Any = None, norm: Optional[ClipImageNormalization] = None) -> Tensor:
+def clip_similarity(
+    images: Tensor,
+    text_or_images: Union[str, Sequence[str], Tensor],
+    model: nn.Module,
+    tokenizer: Any = None,
+    norm: Optional[ClipImageNormalization] = None,
+) -> Tensor:
     """Cosine similarity (B,) between B images (B,H,W,3) in [0,1] and a target: one text, B texts,
     one image (1,h,w,3) or B images (B,h,w,3). One target is compared with every image."""
     norm = norm or ClipImageNormalization.from_processor(None, model.config.vision_config.image_size)

@@ -77,7 +77,9 @@ def build_evaluators(cfg: Any) -> list[Evaluator]:
             raise UserError(f"{where}: an evaluator needs a _target_ naming its class, got {entry!r}")
         cls = import_target(entry["_target_"])
         if not (isinstance(cls, type) and issubclass(cls, Evaluator)):
-            raise UserError(f"{where}: {entry['_target_']} is not an evaluator "
-                            "(a subclass of threestudio_like.eval.evaluator.Evaluator)")
+            raise UserError(
+                f"{where}: {entry['_target_']} is not an evaluator "
+                "(a subclass of threestudio_like.eval.evaluator.Evaluator)"
+            )
         evaluators.append(cls({k: v for k, v in entry.items() if k != "_target_"}, where=where))
     return evaluators

@@ -18,8 +18,10 @@ def mse(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     """Mean squared error per image: (..., H, W, C) → (...). With a mask, the mean over masked
     pixels (all channels); an image with an empty mask gives NaN."""
     if pred.shape != target.shape or pred.dim() < 3:
-        raise ValueError(f"mse: pred and target must be (..., H, W, C) of one shape, got "
-                         f"{tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"mse: pred and target must be (..., H, W, C) of one shape, got "
+            f"{tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     err = (pred.double() - target.double()) ** 2
     if mask is None:
         return err.mean(dim=(-3, -2, -1)).to(pred.dtype)

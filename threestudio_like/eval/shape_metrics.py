@@ -70,7 +70,9 @@ def column_winding(mesh: Mesh, axis: Tensor, chunk: int = 1 << 22) -> Tensor:
     v = mesh.v_pos.detach().double()
     tri = v[mesh.t_pos_idx]
     # signed doubled projected area (= n_z of the face): edge 0→1 evaluated at vertex 2
-    area = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (tri[:, 1, 1] - tri[:, 0, 1]) * (tri[:, 2, 0] - tri[:, 0, 0])
+    area = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (tri[:, 1, 1] - tri[:, 0, 1]) * (
+        tri[:, 2, 0] - tri[:, 0, 0]
+    )
     keep = area != 0  # faces seen edge-on are never crossed by a perturbed column
     tri, sign = tri[keep], area[keep].sign()
     ccw = torch.where((sign > 0)[:, None, None], tri, tri[:, [0, 2, 1]])  # counter-clockwise in (x, y)
@@ -80,10 +82,10 @@ def column_winding(mesh: Mesh, axis: Tensor, chunk: int = 1 << 22) -> Tensor:
     delta = torch.zeros(r * r, r + 1, dtype=torch.long)
     step = max(1, chunk // max(len(tri), 1))
     for c0 in range(0, len(cols), step):
-        p = cols[c0:c0 + step]
+        p = cols[c0 : c0 + step]
         inside = torch.ones(len(p), len(tri), dtype=torch.bool)
         weights = []
-        for i, j, k in ((1, 2, 0), (2, 0, 1), (0, 1, 2)):  # edge i→j, opposite vertex k
+        for i, j, _k in ((1, 2, 0), (2, 0, 1), (0, 1, 2)):  # edge i→j, opposite vertex _k
             a, b = ccw[:, i, :2], ccw[:, j, :2]
             e = _edge_function(a, b, p)
             d = b - a
@@ -123,6 +125,7 @@ def volumetric_iou(inside_a: InsideFn, inside_b: InsideFn, resolution: int = 32,
 
 def chamfer_distance(x: Tensor, y: Tensor, chunk: int = 2048) -> float:
     """Symmetric mean nearest-neighbour distance between point sets (N,3) and (M,3)."""
+
     def one_way(p: Tensor, q: Tensor) -> Tensor:
         return torch.cat([torch.cdist(c, q).min(dim=1).values for c in p.split(chunk)]).mean()
 

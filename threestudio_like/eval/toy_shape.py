@@ -46,6 +46,7 @@ def iou_any_yaw(inside: InsideFn, shape: ToyShape, resolution: int, extent: floa
     :data:`YAWS_DEG` (the shape turned by +θ = its inside test on the points turned by −θ)."""
     if shape.round_about_z:
         return volumetric_iou(inside, shape.inside, resolution, extent)
+
     def turned(deg: int) -> InsideFn:
         return lambda p: shape.inside(turn_about_z(p, -deg))
 
@@ -53,9 +54,16 @@ def iou_any_yaw(inside: InsideFn, shape: ToyShape, resolution: int, extent: floa
 
 
 @torch.no_grad()
-def score_mesh(mesh: Mesh, shape: ToyShape, color: Optional[str] = None,
-               albedo_fn: Optional[Callable[[Tensor], Tensor]] = None, resolution: int = RESOLUTION,
-               extent: float = 1.0, n_surface: int = 4000, max_faces: int = 20000) -> Optional[Scores]:
+def score_mesh(
+    mesh: Mesh,
+    shape: ToyShape,
+    color: Optional[str] = None,
+    albedo_fn: Optional[Callable[[Tensor], Tensor]] = None,
+    resolution: int = RESOLUTION,
+    extent: float = 1.0,
+    n_surface: int = 4000,
+    max_faces: int = 20000,
+) -> Optional[Scores]:
     """Scores of ``mesh`` against ``shape`` (see module docstring); the colour error when both
     ``color`` (a key of ``COLORS``) and ``albedo_fn`` ((N,3) points → (N,3) albedo) are given.
     None for an empty mesh. The inside test (:func:`grid_inside`, cost ∝ grid columns × faces)
@@ -130,9 +138,11 @@ class ToyShapeEvaluator(Evaluator):
 
     def summary(self, scores: Scores) -> str:
         s = scores
-        line = (f"toy-world score: IoU {s['iou']:.3f} vs {s['toy_shape']} (best other {s['best_other_shape']} "
-                f"{s['iou_best_other']:.3f}; at the best yaw {s['iou_any_yaw']:.3f} vs {s['best_other_any_yaw']} "
-                f"{s['iou_best_other_any_yaw']:.3f}), Chamfer {s['chamfer']:.3f}")
+        line = (
+            f"toy-world score: IoU {s['iou']:.3f} vs {s['toy_shape']} (best other {s['best_other_shape']} "
+            f"{s['iou_best_other']:.3f}; at the best yaw {s['iou_any_yaw']:.3f} vs {s['best_other_any_yaw']} "
+            f"{s['iou_best_other_any_yaw']:.3f}), Chamfer {s['chamfer']:.3f}"
+        )
         if "color_error" in s:
             line += f", colour error {s['color_error']:.3f} (nearest toy colour: {s['color_nearest']})"
         return line

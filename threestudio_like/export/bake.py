@@ -50,8 +50,9 @@ def uv_surface_points(mesh: Mesh, texture_size: int, rasterizer: Rasterizer) -> 
     if mesh.v_tex is None or mesh.t_tex_idx is None:
         raise ValueError("uv_surface_points: mesh has no UV atlas (run uv_unwrap first)")
     uv = mesh.v_tex.to(mesh.v_pos.dtype)
-    clip = torch.stack([2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros_like(uv[:, 0]),
-                        torch.ones_like(uv[:, 0])], dim=-1)
+    clip = torch.stack(
+        [2 * uv[:, 0] - 1, 1 - 2 * uv[:, 1], torch.zeros_like(uv[:, 0]), torch.ones_like(uv[:, 0])], dim=-1
+    )
     tex_tri = mesh.t_tex_idx.to(torch.int32)
     rast, _ = rasterizer.rasterize(clip[None].contiguous(), tex_tri, (texture_size, texture_size))
     rast = rast[0].reshape(-1, 4)
@@ -86,8 +87,14 @@ def dilate_texture(tex: Tensor, valid: Tensor, iterations: int) -> Tensor:
 
 
 @torch.no_grad()
-def bake_textures(mesh: Mesh, appearance_fn: AppearanceFn, texture_size: int = 1024, dilate_px: int = 8,
-                  chunk_size: int = 65536, rasterizer: Optional[Rasterizer] = None) -> BakedTextures:
+def bake_textures(
+    mesh: Mesh,
+    appearance_fn: AppearanceFn,
+    texture_size: int = 1024,
+    dilate_px: int = 8,
+    chunk_size: int = 65536,
+    rasterizer: Optional[Rasterizer] = None,
+) -> BakedTextures:
     """Bake ``appearance_fn`` into ``texture_size``² maps over ``mesh``'s UV atlas."""
     rasterizer = rasterizer or Rasterizer("auto")
     texel, points = uv_surface_points(mesh, texture_size, rasterizer)
@@ -96,7 +103,7 @@ def bake_textures(mesh: Mesh, appearance_fn: AppearanceFn, texture_size: int = 1
     coverage[texel] = True
     maps: dict[str, Tensor] = {}
     for start in range(0, len(points), chunk_size):
-        out = appearance_fn(points[start:start + chunk_size])
+        out = appearance_fn(points[start : start + chunk_size])
         if "albedo" not in out:
             raise ValueError(f"appearance_fn must return 'albedo', got keys {sorted(out)}")
         for name, channels in CHANNELS.items():
@@ -106,10 +113,11 @@ def bake_textures(mesh: Mesh, appearance_fn: AppearanceFn, texture_size: int = 1
             value = value.reshape(-1, channels)
             if name not in maps:
                 maps[name] = points.new_zeros(n_texels, channels)
-            maps[name][texel[start:start + value.shape[0]]] = value.to(points.dtype).clamp(0, 1)
+            maps[name][texel[start : start + value.shape[0]]] = value.to(points.dtype).clamp(0, 1)
     if not maps:  # no covered texel: the atlas is degenerate
         maps["albedo"] = points.new_zeros(n_texels, 3)
     valid = coverage.view(texture_size, texture_size)
     done = {name: dilate_texture(t.view(texture_size, texture_size, -1), valid, dilate_px) for name, t in maps.items()}
-    return BakedTextures(albedo=done["albedo"], coverage=valid, roughness=done.get("roughness"),
-                         metallic=done.get("metallic"))
+    return BakedTextures(
+        albedo=done["albedo"], coverage=valid, roughness=done.get("roughness"), metallic=done.get("metallic")
+    )

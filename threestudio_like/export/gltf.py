@@ -71,13 +71,15 @@ def _metallic_roughness_image(textures: BakedTextures) -> Optional[np.ndarray]:
     return torch.cat([ones, rough, metal], dim=-1).cpu().numpy()
 
 
-def glb_bytes(mesh: Mesh, textures: Optional[BakedTextures] = None,
-              base_color: tuple[float, float, float] = (0.8, 0.8, 0.8)) -> bytes:
+def glb_bytes(
+    mesh: Mesh, textures: Optional[BakedTextures] = None, base_color: tuple[float, float, float] = (0.8, 0.8, 0.8)
+) -> bytes:
     """The GLB file for ``mesh`` (+ its baked ``textures``; ``base_color`` when there are none)."""
     if textures is not None and (mesh.v_tex is None or mesh.t_tex_idx is None):
         raise ValueError("glb_bytes: textures given but the mesh has no UV atlas")
-    pos, nrm, uv, faces = split_uv_seams(mesh if textures is not None else
-                                         Mesh(v_pos=mesh.v_pos, t_pos_idx=mesh.t_pos_idx))
+    pos, nrm, uv, faces = split_uv_seams(
+        mesh if textures is not None else Mesh(v_pos=mesh.v_pos, t_pos_idx=mesh.t_pos_idx)
+    )
     pos, nrm = pos.astype(np.float32), nrm.astype(np.float32)
     nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
 
@@ -95,16 +97,22 @@ def glb_bytes(mesh: Mesh, textures: Optional[BakedTextures] = None,
         return len(views) - 1
 
     def add_accessor(array: np.ndarray, kind: str, component: int, target: int, bounds: bool = False) -> int:
-        acc = {"bufferView": add_view(array.tobytes(), target), "componentType": component,
-               "count": int(array.shape[0]), "type": kind}
+        acc = {
+            "bufferView": add_view(array.tobytes(), target),
+            "componentType": component,
+            "count": int(array.shape[0]),
+            "type": kind,
+        }
         if bounds:
             acc["min"] = array.min(0).astype(float).tolist()
             acc["max"] = array.max(0).astype(float).tolist()
         accessors.append(acc)
         return len(accessors) - 1
 
-    attributes = {"POSITION": add_accessor(pos, "VEC3", _FLOAT, _ARRAY_BUFFER, bounds=True),
-                  "NORMAL": add_accessor(nrm, "VEC3", _FLOAT, _ARRAY_BUFFER)}
+    attributes = {
+        "POSITION": add_accessor(pos, "VEC3", _FLOAT, _ARRAY_BUFFER, bounds=True),
+        "NORMAL": add_accessor(nrm, "VEC3", _FLOAT, _ARRAY_BUFFER),
+    }
     if uv is not None:
         uv_gl = np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1).astype(np.float32)
         attributes["TEXCOORD_0"] = add_accessor(uv_gl, "VEC2", _FLOAT, _ARRAY_BUFFER)
@@ -128,25 +136,33 @@ def glb_bytes(mesh: Mesh, textures: Optional[BakedTextures] = None,
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0, "name": "model"}],
-        "meshes": [{"name": "model", "primitives": [
-            {"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}],
+        "meshes": [
+            {"name": "model", "primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}
+        ],
         "materials": [{"name": "material_0", "pbrMetallicRoughness": pbr}],
         "accessors": accessors,
         "bufferViews": views,
         "buffers": [{"byteLength": len(_pad4(bytes(blob)))}],
     }
     if images:
-        doc["samplers"] = [{"magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR,
-                            "wrapS": _CLAMP_TO_EDGE, "wrapT": _CLAMP_TO_EDGE}]
+        doc["samplers"] = [
+            {"magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR, "wrapS": _CLAMP_TO_EDGE, "wrapT": _CLAMP_TO_EDGE}
+        ]
         doc["images"] = images
         doc["textures"] = [{"sampler": 0, "source": i} for i in range(len(images))]
 
     json_chunk = _pad4(json.dumps(doc, separators=(",", ":")).encode("utf-8"), b" ")
     bin_chunk = _pad4(bytes(blob))
     total = 12 + 8 + len(json_chunk) + 8 + len(bin_chunk)
-    return b"".join([struct.pack("<4sII", b"glTF", 2, total),
-                     struct.pack("<I4s", len(json_chunk), b"JSON"), json_chunk,
-                     struct.pack("<I4s", len(bin_chunk), b"BIN\x00"), bin_chunk])
+    return b"".join(
+        [
+            struct.pack("<4sII", b"glTF", 2, total),
+            struct.pack("<I4s", len(json_chunk), b"JSON"),
+            json_chunk,
+            struct.pack("<I4s", len(bin_chunk), b"BIN\x00"),
+            bin_chunk,
+        ]
+    )
 
 
 def write_glb(path: str | Path, mesh: Mesh, textures: Optional[BakedTextures] = None) -> Path:

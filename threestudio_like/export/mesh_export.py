@@ -77,9 +77,13 @@ def _transformed(mesh: Mesh, center: Optional[torch.Tensor], scale: float, up_ax
     return Mesh(v_pos=to_up_axis(v, up_axis), t_pos_idx=mesh.t_pos_idx, v_tex=mesh.v_tex, t_tex_idx=mesh.t_tex_idx)
 
 
-def export_mesh(mesh: Mesh, appearance_fn: Optional[AppearanceFn], out_dir: str | Path,
-                cfg: ExportConfig | dict[str, Any] | None = None,
-                empty_hint: str = "check the geometry's isosurface threshold") -> dict[str, Path]:
+def export_mesh(
+    mesh: Mesh,
+    appearance_fn: Optional[AppearanceFn],
+    out_dir: str | Path,
+    cfg: ExportConfig | dict[str, Any] | None = None,
+    empty_hint: str = "check the geometry's isosurface threshold",
+) -> dict[str, Path]:
     """Clean, unwrap, bake and write ``mesh`` into ``out_dir``; returns ``{role: path}``.
 
     ``appearance_fn(points (N,3)) -> {"albedo": (N,3), "roughness"?: (N,1), "metallic"?: (N,1)}``
@@ -91,36 +95,46 @@ def export_mesh(mesh: Mesh, appearance_fn: Optional[AppearanceFn], out_dir: str 
     _validate(cfg)
     if mesh.num_faces == 0:
         raise UserError(f"nothing to export: the mesh has 0 faces; {empty_hint}")
-    mesh, _ = clean_mesh(mesh, cfg.min_component_faces, cfg.min_component_area_fraction,
-                         cfg.decimate_target, cfg.orient_normals)
+    mesh, _ = clean_mesh(
+        mesh, cfg.min_component_faces, cfg.min_component_area_fraction, cfg.decimate_target, cfg.orient_normals
+    )
     if mesh.num_faces == 0:
-        raise UserError(f"nothing to export: cleanup left 0 faces (export.decimate_target={cfg.decimate_target}); "
-                        f"raise export.decimate_target or set it to 0; {empty_hint}")
+        raise UserError(
+            f"nothing to export: cleanup left 0 faces (export.decimate_target={cfg.decimate_target}); "
+            f"raise export.decimate_target or set it to 0; {empty_hint}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     textures = None
     if appearance_fn is not None and ("obj" in cfg.formats or "glb" in cfg.formats):
         mesh = uv_unwrap(mesh, cfg.texture_size, cfg.uv_padding)
-        textures = bake_textures(mesh, appearance_fn, cfg.texture_size, cfg.dilate_px,
-                                 rasterizer=Rasterizer(cfg.rasterizer))
+        textures = bake_textures(
+            mesh, appearance_fn, cfg.texture_size, cfg.dilate_px, rasterizer=Rasterizer(cfg.rasterizer)
+        )
     center, scale = unit_cube_transform(mesh.v_pos) if cfg.scale_to_unit_cube else (None, 1.0)
 
     written: dict[str, Path] = {}
     if "obj" in cfg.formats:
         paths = write_obj(out_dir / f"{cfg.basename}.obj", _transformed(mesh, center, scale, cfg.up_axis), textures)
         for path in paths:
-            role = path.suffix[1:] if path.suffix in (".obj", ".mtl") else path.stem[len(cfg.basename) + 1:]
+            role = path.suffix[1:] if path.suffix in (".obj", ".mtl") else path.stem[len(cfg.basename) + 1 :]
             written[role] = path
     if "glb" in cfg.formats:
-        written["glb"] = write_glb(out_dir / f"{cfg.basename}.glb",
-                                   _transformed(mesh, center, scale, cfg.glb_up_axis), textures)
+        written["glb"] = write_glb(
+            out_dir / f"{cfg.basename}.glb", _transformed(mesh, center, scale, cfg.glb_up_axis), textures
+        )
     if "ply" in cfg.formats:
         colors = None
         if appearance_fn is not None:
             with torch.no_grad():
-                colors = torch.cat([appearance_fn(mesh.v_pos[i:i + 65536])["albedo"].reshape(-1, 3)
-                                    for i in range(0, mesh.num_vertices, 65536)]).clamp(0, 1)
-        written["ply"] = write_ply_mesh(out_dir / f"{cfg.basename}.ply",
-                                        _transformed(mesh, center, scale, cfg.up_axis), colors)
+                colors = torch.cat(
+                    [
+                        appearance_fn(mesh.v_pos[i : i + 65536])["albedo"].reshape(-1, 3)
+                        for i in range(0, mesh.num_vertices, 65536)
+                    ]
+                ).clamp(0, 1)
+        written["ply"] = write_ply_mesh(
+            out_dir / f"{cfg.basename}.ply", _transformed(mesh, center, scale, cfg.up_axis), colors
+        )
     return written

@@ -44,14 +44,15 @@ class CleanupStats:
 
 
 def _to_numpy(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
-    return (mesh.v_pos.detach().cpu().double().numpy(),
-            mesh.t_pos_idx.detach().cpu().long().numpy())
+    return (mesh.v_pos.detach().cpu().double().numpy(), mesh.t_pos_idx.detach().cpu().long().numpy())
 
 
 def _to_mesh(v: np.ndarray, f: np.ndarray, like: Mesh) -> Mesh:
     ref: Tensor = like.v_pos
-    return Mesh(v_pos=ref.new_tensor(v.astype(np.float64)).to(ref.dtype),
-                t_pos_idx=like.t_pos_idx.new_tensor(f.astype(np.int64)).long())
+    return Mesh(
+        v_pos=ref.new_tensor(v.astype(np.float64)).to(ref.dtype),
+        t_pos_idx=like.t_pos_idx.new_tensor(f.astype(np.int64)).long(),
+    )
 
 
 def _compact(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +98,9 @@ def vertex_components(n_vertices: int, f: np.ndarray) -> tuple[int, np.ndarray]:
     return n, labels[f[:, 0]]
 
 
-def remove_small_components(mesh: Mesh, min_faces: int = 0, min_area_fraction: float = 0.0,
-                            min_face_fraction: float = 0.0) -> tuple[Mesh, int]:
+def remove_small_components(
+    mesh: Mesh, min_faces: int = 0, min_area_fraction: float = 0.0, min_face_fraction: float = 0.0
+) -> tuple[Mesh, int]:
     """Remove components with < ``min_faces`` faces, < ``min_face_fraction`` of all faces or
     < ``min_area_fraction`` of the total area.
 
@@ -225,8 +227,13 @@ def signed_volume(mesh: Mesh) -> float:
     return float(np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6.0)
 
 
-def clean_mesh(mesh: Mesh, min_component_faces: int = 0, min_component_area_fraction: float = 0.0,
-               decimate_target: int = 0, orient: bool = True) -> tuple[Mesh, CleanupStats]:
+def clean_mesh(
+    mesh: Mesh,
+    min_component_faces: int = 0,
+    min_component_area_fraction: float = 0.0,
+    decimate_target: int = 0,
+    orient: bool = True,
+) -> tuple[Mesh, CleanupStats]:
     """Weld → drop degenerate faces → remove floaters → decimate → orient outward."""
     faces_in = mesh.num_faces
     out = remove_degenerate_faces(weld_vertices(mesh))
@@ -238,6 +245,11 @@ def clean_mesh(mesh: Mesh, min_component_faces: int = 0, min_component_area_frac
     flipped = 0
     if orient:
         out, flipped = orient_outward(out)
-    return out, CleanupStats(faces_in=faces_in, faces_out=out.num_faces, vertices_out=out.num_vertices,
-                             components_removed=n_removed, faces_removed_as_floaters=floater_faces,
-                             patches_flipped=flipped)
+    return out, CleanupStats(
+        faces_in=faces_in,
+        faces_out=out.num_faces,
+        vertices_out=out.num_vertices,
+        components_removed=n_removed,
+        faces_removed_as_floaters=floater_faces,
+        patches_flipped=flipped,
+    )

@@ -26,8 +26,9 @@ def _rows(prefix: str, values: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def write_obj(path: str | Path, mesh: Mesh, textures: Optional[BakedTextures] = None,
-              material_name: str = "material_0") -> list[Path]:
+def write_obj(
+    path: str | Path, mesh: Mesh, textures: Optional[BakedTextures] = None, material_name: str = "material_0"
+) -> list[Path]:
     """Write ``path`` (``.obj``), its ``.mtl`` and texture PNGs; returns the written paths.
 
     ``mesh`` needs ``v_tex``/``t_tex_idx`` when ``textures`` is given.
@@ -39,15 +40,25 @@ def write_obj(path: str | Path, mesh: Mesh, textures: Optional[BakedTextures] = 
     if textures is not None:
         if mesh.v_tex is None or mesh.t_tex_idx is None:
             raise ValueError("write_obj: textures given but the mesh has no UV atlas")
-        for key, name, image in (("map_Kd", "albedo", textures.albedo), ("map_Pr", "roughness", textures.roughness),
-                                 ("map_Pm", "metallic", textures.metallic)):
+        for key, name, image in (
+            ("map_Kd", "albedo", textures.albedo),
+            ("map_Pr", "roughness", textures.roughness),
+            ("map_Pm", "metallic", textures.metallic),
+        ):
             if image is None:
                 continue
             written.append(write_png(path.parent / f"{stem}_{name}.png", image))
             maps[key] = written[-1].name
 
-    mtl = [f"newmtl {material_name}", "Ka 1.000000 1.000000 1.000000", "Kd 1.000000 1.000000 1.000000",
-           "Ks 0.000000 0.000000 0.000000", "Ns 1.000000", "d 1.000000", "illum 1"]
+    mtl = [
+        f"newmtl {material_name}",
+        "Ka 1.000000 1.000000 1.000000",
+        "Kd 1.000000 1.000000 1.000000",
+        "Ks 0.000000 0.000000 0.000000",
+        "Ns 1.000000",
+        "d 1.000000",
+        "illum 1",
+    ]
     mtl += [f"{key} {name}" for key, name in maps.items()]
     written.append(atomic_write_text(path.with_suffix(".mtl"), "\n".join(mtl) + "\n"))
 

@@ -24,8 +24,9 @@ def _numpy(x: Optional[Tensor | np.ndarray]) -> Optional[np.ndarray]:
     return np.asarray(x)
 
 
-def _vertex_block(points: np.ndarray, normals: Optional[np.ndarray],
-                  colors: Optional[np.ndarray]) -> tuple[list[str], bytes]:
+def _vertex_block(
+    points: np.ndarray, normals: Optional[np.ndarray], colors: Optional[np.ndarray]
+) -> tuple[list[str], bytes]:
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     props = ["property float x", "property float y", "property float z"]
     if normals is not None:
@@ -52,8 +53,12 @@ def _check(name: str, array: Optional[np.ndarray], n: int, width: int) -> None:
         raise ValueError(f"PLY {name} must be ({n},{width}), got {array.shape}")
 
 
-def write_ply_points(path: str | Path, points: Tensor | np.ndarray, colors: Optional[Tensor | np.ndarray] = None,
-                     normals: Optional[Tensor | np.ndarray] = None) -> Path:
+def write_ply_points(
+    path: str | Path,
+    points: Tensor | np.ndarray,
+    colors: Optional[Tensor | np.ndarray] = None,
+    normals: Optional[Tensor | np.ndarray] = None,
+) -> Path:
     """Point cloud: points (N,3), colors (N,3) float in [0,1] or uint8, normals (N,3)."""
     pts = _numpy(points).astype(np.float32)
     cols, nrms = _numpy(colors), _numpy(normals)
@@ -61,8 +66,19 @@ def write_ply_points(path: str | Path, points: Tensor | np.ndarray, colors: Opti
     _check("colors", cols, len(pts), 3)
     _check("normals", nrms, len(pts), 3)
     props, data = _vertex_block(pts, nrms, cols)
-    header = "\n".join(["ply", "format binary_little_endian 1.0", "comment threestudio_like",
-                        f"element vertex {len(pts)}", *props, "end_header"]) + "\n"
+    header = (
+        "\n".join(
+            [
+                "ply",
+                "format binary_little_endian 1.0",
+                "comment threestudio_like",
+                f"element vertex {len(pts)}",
+                *props,
+                "end_header",
+            ]
+        )
+        + "\n"
+    )
     return atomic_write(path, lambda f: (f.write(header.encode("ascii")), f.write(data)))
 
 
@@ -77,7 +93,19 @@ def write_ply_mesh(path: str | Path, mesh: Mesh, vertex_colors: Optional[Tensor 
     rec = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
     rec["n"] = 3
     rec["idx"] = faces
-    header = "\n".join(["ply", "format binary_little_endian 1.0", "comment threestudio_like",
-                        f"element vertex {len(pts)}", *props, f"element face {len(faces)}",
-                        "property list uchar int vertex_indices", "end_header"]) + "\n"
+    header = (
+        "\n".join(
+            [
+                "ply",
+                "format binary_little_endian 1.0",
+                "comment threestudio_like",
+                f"element vertex {len(pts)}",
+                *props,
+                f"element face {len(faces)}",
+                "property list uchar int vertex_indices",
+                "end_header",
+            ]
+        )
+        + "\n"
+    )
     return atomic_write(path, lambda f: (f.write(header.encode("ascii")), f.write(data), f.write(rec.tobytes())))

@@ -46,7 +46,9 @@ def _number(value: Any) -> Optional[float]:
     return float(value) if math.isfinite(value) else None
 
 
-def curve_series(records: Sequence[dict[str, Any]]) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, str]]]:
+def curve_series(
+    records: Sequence[dict[str, Any]],
+) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, str]]]:
     """Scalars of ``metrics.jsonl`` as ``{key: [(x, value)]}`` and the stage starts ``[(x, name)]``.
 
     ``x`` is the record's ``step`` plus the last step of all earlier stages, so stages that each
@@ -72,8 +74,12 @@ def curve_series(records: Sequence[dict[str, Any]]) -> tuple[dict[str, list[tupl
     return series, starts
 
 
-def svg_curve(points: Sequence[tuple[float, float]], stage_starts: Sequence[tuple[float, str]] = (),
-              width: int = 320, height: int = 160) -> str:
+def svg_curve(
+    points: Sequence[tuple[float, float]],
+    stage_starts: Sequence[tuple[float, str]] = (),
+    width: int = 320,
+    height: int = 160,
+) -> str:
     """An inline SVG line chart of ``points`` [(x, y)] with min/max labels on both axes."""
     left, right, top, bottom = 56, 8, 8, 22
     xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -89,19 +95,26 @@ def svg_curve(points: Sequence[tuple[float, float]], stage_starts: Sequence[tupl
         return height - bottom - (y - y0) * sy
 
     line = " ".join(f"{px(x):.2f},{py(y):.2f}" for x, y in points)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" font-size="10" font-family="sans-serif">',
-             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-             'fill="#fff" stroke="#d0d7de"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-size="10" font-family="sans-serif">',
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+        'fill="#fff" stroke="#d0d7de"/>',
+    ]
     for x, name in stage_starts:
         if x0 < x <= x1:
-            parts.append(f'<line x1="{px(x):.2f}" y1="{top}" x2="{px(x):.2f}" y2="{height - bottom}" '
-                         f'stroke="#999" stroke-dasharray="3,3"><title>{html.escape(name)}</title></line>')
-    parts += [f'<polyline fill="none" stroke="#0969da" stroke-width="1.5" points="{line}"/>',
-              f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.4g}</text>',
-              f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">{y0:.4g}</text>',
-              f'<text x="{left}" y="{height - 6}">{x0:.6g}</text>',
-              f'<text x="{width - right}" y="{height - 6}" text-anchor="end">{x1:.6g}</text>', "</svg>"]
+            parts.append(
+                f'<line x1="{px(x):.2f}" y1="{top}" x2="{px(x):.2f}" y2="{height - bottom}" '
+                f'stroke="#999" stroke-dasharray="3,3"><title>{html.escape(name)}</title></line>'
+            )
+    parts += [
+        f'<polyline fill="none" stroke="#0969da" stroke-width="1.5" points="{line}"/>',
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.4g}</text>',
+        f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">{y0:.4g}</text>',
+        f'<text x="{left}" y="{height - 6}">{x0:.6g}</text>',
+        f'<text x="{width - right}" y="{height - 6}" text-anchor="end">{x1:.6g}</text>',
+        "</svg>",
+    ]
     return "".join(parts)
 
 
@@ -118,9 +131,11 @@ def _metrics_table(records: Sequence[dict[str, Any]]) -> str:
     keys = sorted({k for row in last.values() for k in row}, key=lambda k: (k != "step", k))
     head = "".join(f"<th>{html.escape(s or '(run)')}</th>" for s in stages)
     body = "".join(
-        f"<tr><td>{html.escape(k)}</td>" + "".join(
-            f"<td>{last[s][k]:.6g}</td>" if k in last[s] else "<td></td>" for s in stages) + "</tr>"
-        for k in keys)
+        f"<tr><td>{html.escape(k)}</td>"
+        + "".join(f"<td>{last[s][k]:.6g}</td>" if k in last[s] else "<td></td>" for s in stages)
+        + "</tr>"
+        for k in keys
+    )
     return f"<table><tr><th>final value</th>{head}</tr>{body}</table>"
 
 
@@ -132,9 +147,15 @@ def _viewer_js() -> str:
     return resources.files("threestudio_like.export").joinpath("viewer", VIEWER_JS).read_text(encoding="utf-8")
 
 
-def render_report(run_dir: str | Path, title: Optional[str] = None, glb: Optional[str | Path] = None,
-                  video: Optional[str | Path] = None, metrics: Optional[str | Path] = None,
-                  config: Optional[str | Path] = None, images: Sequence[str | Path] = ()) -> str:
+def render_report(
+    run_dir: str | Path,
+    title: Optional[str] = None,
+    glb: Optional[str | Path] = None,
+    video: Optional[str | Path] = None,
+    metrics: Optional[str | Path] = None,
+    config: Optional[str | Path] = None,
+    images: Sequence[str | Path] = (),
+) -> str:
     """The HTML text of the report. Paths default to the run directory layout
     (``export/model.glb``, ``video/turntable.mp4``, ``metrics.jsonl``, ``config.yaml``);
     relative paths are taken relative to ``run_dir``; missing files drop their section."""
@@ -147,37 +168,62 @@ def render_report(run_dir: str | Path, title: Optional[str] = None, glb: Optiona
     glb_path, video_path = locate(glb, "export/model.glb"), locate(video, "video/turntable.mp4")
     metrics_path, config_path = locate(metrics, "metrics.jsonl"), locate(config, "config.yaml")
     title = title or run_dir.resolve().name
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+    ]
     if glb_path is not None:
         out.append(f"<script>{_viewer_js()}</script>")
-    out += ["</head><body>", f"<header><h1>{html.escape(title)}</h1>",
-            f"<p>report written {datetime.now().strftime('%Y-%m-%d %H:%M:%S')}</p></header>"]
+    out += [
+        "</head><body>",
+        f"<header><h1>{html.escape(title)}</h1>",
+        f"<p>report written {datetime.now().strftime('%Y-%m-%d %H:%M:%S')}</p></header>",
+    ]
     if glb_path is not None:
         data = base64.b64encode(glb_path.read_bytes()).decode("ascii")
-        out.append(f'<section id="model"><h2>3-D model ({_rel(glb_path, run_dir)})</h2>'
-                   f'<model-viewer id="viewer" src="data:model/gltf-binary;base64,{data}" '
-                   'alt="exported model" camera-controls touch-action="pan-y" shadow-intensity="0" '
-                   'interaction-prompt="none"></model-viewer></section>')
+        out.append(
+            f'<section id="model"><h2>3-D model ({_rel(glb_path, run_dir)})</h2>'
+            f'<model-viewer id="viewer" src="data:model/gltf-binary;base64,{data}" '
+            'alt="exported model" camera-controls touch-action="pan-y" shadow-intensity="0" '
+            'interaction-prompt="none"></model-viewer></section>'
+        )
     if video_path is not None:
-        out.append(f'<section id="turntable"><h2>Turntable</h2><video src="{_rel(video_path, run_dir)}" '
-                   'controls autoplay loop muted playsinline></video></section>')
+        out.append(
+            f'<section id="turntable"><h2>Turntable</h2><video src="{_rel(video_path, run_dir)}" '
+            "controls autoplay loop muted playsinline></video></section>"
+        )
     shots = [p for p in (run_dir / Path(i) for i in images) if p.is_file()]
     if shots:
-        out.append('<section id="images"><h2>Images</h2>' + "".join(
-            f'<figure><img class="shot" src="{_rel(p, run_dir)}" alt="{_rel(p, run_dir)}">'
-            f"<figcaption>{_rel(p, run_dir)}</figcaption></figure>" for p in shots) + "</section>")
+        out.append(
+            '<section id="images"><h2>Images</h2>'
+            + "".join(
+                f'<figure><img class="shot" src="{_rel(p, run_dir)}" alt="{_rel(p, run_dir)}">'
+                f"<figcaption>{_rel(p, run_dir)}</figcaption></figure>"
+                for p in shots
+            )
+            + "</section>"
+        )
     records = read_metrics(metrics_path) if metrics_path is not None else []
     if records:
         series, starts = curve_series(records)
         out.append(f'<section id="metrics"><h2>Metrics</h2>{_metrics_table(records)}</section>')
         ordered = sorted(series, key=lambda k: (not k.startswith("loss"), k))
-        out.append('<section id="curves"><h2>Curves</h2><div class="curves">' + "".join(
-            f'<figure data-key="{html.escape(k, quote=True)}">{svg_curve(series[k], starts)}'
-            f"<figcaption>{html.escape(k)}</figcaption></figure>" for k in ordered) + "</div></section>")
+        out.append(
+            '<section id="curves"><h2>Curves</h2><div class="curves">'
+            + "".join(
+                f'<figure data-key="{html.escape(k, quote=True)}">{svg_curve(series[k], starts)}'
+                f"<figcaption>{html.escape(k)}</figcaption></figure>"
+                for k in ordered
+            )
+            + "</div></section>"
+        )
     if config_path is not None:
-        out.append(f'<section id="config"><h2>Resolved config</h2>'
-                   f"<pre>{html.escape(config_path.read_text(encoding='utf-8'))}</pre></section>")
+        out.append(
+            f'<section id="config"><h2>Resolved config</h2>'
+            f"<pre>{html.escape(config_path.read_text(encoding='utf-8'))}</pre></section>"
+        )
     out.append("</body></html>")
     return "\n".join(out)
 

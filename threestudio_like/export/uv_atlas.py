@@ -35,5 +35,9 @@ def uv_unwrap(mesh: Mesh, texture_size: int = 1024, padding: int = 4) -> Mesh:
     if indices.shape != f.shape or not np.array_equal(vmapping[indices], f):
         raise RuntimeError("xatlas changed the face order or connectivity of the mesh")
     t_tex_idx = mesh.t_pos_idx.new_tensor(indices.astype(np.int64)).long()
-    return Mesh(v_pos=mesh.v_pos, t_pos_idx=mesh.t_pos_idx,
-                v_tex=mesh.v_pos.new_tensor(uvs.astype(np.float32)), t_tex_idx=t_tex_idx)
+    return Mesh(
+        v_pos=mesh.v_pos,
+        t_pos_idx=mesh.t_pos_idx,
+        v_tex=mesh.v_pos.new_tensor(uvs.astype(np.float32)),
+        t_tex_idx=t_tex_idx,
+    )

@@ -47,9 +47,18 @@ def write_video(path: str | Path, frames: Frames, fps: float = 30.0, quality: in
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=quality,
-                                pixelformat="yuv420p", macro_block_size=1,
-                                ffmpeg_log_level="error", output_params=["-movflags", "+faststart"]) as writer:
+        with imageio.get_writer(
+            tmp,
+            format="FFMPEG",
+            mode="I",
+            fps=fps,
+            codec="libx264",
+            quality=quality,
+            pixelformat="yuv420p",
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            output_params=["-movflags", "+faststart"],
+        ) as writer:
             for frame in data:
                 writer.append_data(frame)
         tmp.replace(path)
@@ -66,8 +75,7 @@ def write_gif(path: str | Path, frames: Frames, fps: float = 15.0) -> Path:
     duration = max(int(round(1000.0 / fps)), 20)
 
     def write(f) -> None:
-        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=duration,
-                       loop=0, disposal=1)
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, disposal=1)
 
     return atomic_write(path, write)
 
@@ -88,7 +96,7 @@ def contact_sheet(images: Sequence[ImageLike], n_cols: int = 0, pad: int = 2, ba
     for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
-        sheet[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+        sheet[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     return sheet
 
 

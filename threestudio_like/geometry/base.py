@@ -17,7 +17,7 @@ All geometries live in a cube ``[-radius, radius]^3`` around the origin (world f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -85,7 +85,7 @@ class Geometry(Configurable, Updateable, nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def create_from(cls, other: "Geometry", cfg: Any = None, where: str = "geometry") -> "Geometry":
+    def create_from(cls, other: Geometry, cfg: Any = None, where: str = "geometry") -> Geometry:
         """This kind of geometry built from the previous stage's ``other`` (stage hand-off);
         a :class:`~threestudio_like.core.errors.UserError` when it cannot be."""
         raise NotImplementedError
@@ -108,13 +108,19 @@ def contract_to_unit(points: Tensor, radius: float) -> Tensor:
     return ((points / radius + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
-def default_hash_grid() -> Dict[str, Any]:
+def default_hash_grid() -> dict[str, Any]:
     """Instant-NGP / Magic3D hash grid: 16 levels × 2 features, 2^19 table, base 16, scale ≈1.447."""
-    return {"otype": "HashGrid", "n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19,
-            "base_resolution": 16, "per_level_scale": 1.447269237440378}
+    return {
+        "otype": "HashGrid",
+        "n_levels": 16,
+        "n_features_per_level": 2,
+        "log2_hashmap_size": 19,
+        "base_resolution": 16,
+        "per_level_scale": 1.447269237440378,
+    }
 
 
-def encoding_config_or_default(cfg: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def encoding_config_or_default(cfg: Optional[dict[str, Any]]) -> dict[str, Any]:
     """``pos_encoding_config`` as given, the hash grid of :func:`default_hash_grid` when None, or
     that hash grid updated with the given keys when they name no ``otype``. (The config field
     defaults to None because OmegaConf would merge a user's dict into a default dict, mixing
@@ -137,18 +143,18 @@ class FieldGeometry(Geometry):
         """Half the side of the scene box [-radius, radius]^3."""
         n_feature_dims: int = 3
         """Appearance features per point (3 for an RGB albedo material)."""
-        pos_encoding_config: Optional[Dict[str, Any]] = None
+        pos_encoding_config: Optional[dict[str, Any]] = None
         """Encoding of the contracted point (ops/encodings.py): otype HashGrid |
         ProgressiveBandHashGrid | Frequency | Triplane | DenseGrid and that encoding's fields;
         None (or no otype) = the Instant-NGP hash grid."""
-        mlp_network_config: Dict[str, Any] = field(default_factory=dict)
+        mlp_network_config: dict[str, Any] = field(default_factory=dict)
         """Config of the MLP heads on the encoding (ops.mlp.MLP.Config; its defaults: one hidden
         ReLU layer of 64)."""
 
     encoding: nn.Module
     feature_network: nn.Module
 
-    def encoding_config(self) -> Dict[str, Any]:
+    def encoding_config(self) -> dict[str, Any]:
         """The encoding as a complete ``pos_encoding_config`` dict (default filled in), so that
         another geometry can build the same appearance field."""
         return encoding_config_or_default(self.cfg.pos_encoding_config)

@@ -82,13 +82,15 @@ class DMTetGeometry(FieldSurface):
         mesh = marching_tets(self.vertex_positions(), self.sdf, self.tets)
         if mesh.num_faces == 0:
             lo, hi = float(self.sdf.detach().min()), float(self.sdf.detach().max())
-            raise UserError(f"{self.where}: the DMTet surface is empty (sdf ranges over [{lo:g}, {hi:g}], "
-                            "a surface needs both signs); initialise it from a trained volume or check its "
-                            "shape_init_radius")
+            raise UserError(
+                f"{self.where}: the DMTet surface is empty (sdf ranges over [{lo:g}, {hi:g}], "
+                "a surface needs both signs); initialise it from a trained volume or check its "
+                "shape_init_radius"
+            )
         return mesh
 
     @classmethod
-    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> "DMTetGeometry":
+    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> DMTetGeometry:
         """Stage hand-off. Always copied: the appearance field (encoding + feature MLP weights, and
         the ``radius``, ``n_feature_dims``, ``pos_encoding_config``, ``mlp_network_config`` they
         need — taken from ``other``, overriding ``cfg``).
@@ -101,8 +103,10 @@ class DMTetGeometry(FieldSurface):
           ``sdf`` is resampled trilinearly on the new grid and the deformation starts at zero.
         """
         if not isinstance(other, (ImplicitVolume, DMTetGeometry)):
-            raise UserError(f"{where}: cannot build a DMTet from a {type(other).__name__}; the previous stage "
-                            "needs an ImplicitVolume or DMTet geometry")
+            raise UserError(
+                f"{where}: cannot build a DMTet from a {type(other).__name__}; the previous stage "
+                "needs an ImplicitVolume or DMTet geometry"
+            )
         c = cls._config_with_appearance_of(other, cfg, where)
         device = next(other.parameters()).device
         instance = cls(c, where=where).to(device)
@@ -133,5 +137,8 @@ class DMTetGeometry(FieldSurface):
 
 
 def _same_grid(a: DMTetGeometry, b: DMTetGeometry) -> bool:
-    return (a.cfg.isosurface_deformable_grid and b.cfg.isosurface_deformable_grid
-            and a.cfg.isosurface_resolution == b.cfg.isosurface_resolution)
+    return (
+        a.cfg.isosurface_deformable_grid
+        and b.cfg.isosurface_deformable_grid
+        and a.cfg.isosurface_resolution == b.cfg.isosurface_resolution
+    )

@@ -43,8 +43,9 @@ class FieldSurface(FieldGeometry, SurfaceGeometry):
         if c.radius <= 0:
             raise UserError(f"{where}.radius: must be > 0, got {c.radius}")
         self.encoding = make_encoding(self.encoding_config(), 3, where=f"{where}.pos_encoding_config")
-        self.feature_network = MLP(self.encoding.n_output_dims, c.n_feature_dims, c.mlp_network_config,
-                                   where=f"{where}.mlp_network_config")
+        self.feature_network = MLP(
+            self.encoding.n_output_dims, c.n_feature_dims, c.mlp_network_config, where=f"{where}.mlp_network_config"
+        )
 
     def forward(self, points: Tensor, output_normal: bool = False) -> GeometryOutput:
         """points (N,3) world → features (N,F); density and normal are None (take normals from
@@ -61,9 +62,13 @@ class FieldSurface(FieldGeometry, SurfaceGeometry):
         c = parse_structured(cls.Config, cfg, where)
         if not isinstance(other, FieldGeometry):
             return c
-        return dataclasses.replace(c, radius=float(other.cfg.radius), n_feature_dims=int(other.cfg.n_feature_dims),
-                                   pos_encoding_config=_continued_encoding(other),
-                                   mlp_network_config=dict(other.cfg.mlp_network_config))
+        return dataclasses.replace(
+            c,
+            radius=float(other.cfg.radius),
+            n_feature_dims=int(other.cfg.n_feature_dims),
+            pos_encoding_config=_continued_encoding(other),
+            mlp_network_config=dict(other.cfg.mlp_network_config),
+        )
 
     def copy_appearance_from(self, other: Geometry) -> None:
         """Copy ``other``'s encoding and feature MLP weights (same architecture required), when
@@ -153,12 +158,14 @@ class ExplicitMesh(FieldSurface):
     def mesh(self) -> Mesh:
         """The fixed mesh: v_pos (V,3), t_pos_idx (F,3)."""
         if self.t_pos_idx.shape[0] == 0:
-            raise UserError(f"{self.where}: this ExplicitMesh has no mesh; set mesh_path or build it from a "
-                            "previous stage (geometry_init=previous)")
+            raise UserError(
+                f"{self.where}: this ExplicitMesh has no mesh; set mesh_path or build it from a "
+                "previous stage (geometry_init=previous)"
+            )
         return Mesh(v_pos=self.v_pos, t_pos_idx=self.t_pos_idx)
 
     @classmethod
-    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> "ExplicitMesh":
+    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> ExplicitMesh:
         """From another ExplicitMesh: a copy (mesh and appearance). From any other geometry: its
         ``isosurface()`` (detached; DMTet's deformed marching-tets mesh, a volume's marching-cubes
         mesh), with its appearance field (encoding + feature MLP weights, and the configs and

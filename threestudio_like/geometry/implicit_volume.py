@@ -78,16 +78,20 @@ class ImplicitVolume(FieldGeometry):
         self.where = where
         c = self.cfg
         self._density_act = get_activation(c.density_activation)
-        if not (c.density_bias in DENSITY_BIASES or
-                (isinstance(c.density_bias, (int, float)) and not isinstance(c.density_bias, bool))):
-            raise UserError(f"{where}.density_bias: expected {'|'.join(DENSITY_BIASES)} or a number, "
-                            f"got {c.density_bias!r}")
+        if not (
+            c.density_bias in DENSITY_BIASES
+            or (isinstance(c.density_bias, (int, float)) and not isinstance(c.density_bias, bool))
+        ):
+            raise UserError(
+                f"{where}.density_bias: expected {'|'.join(DENSITY_BIASES)} or a number, got {c.density_bias!r}"
+            )
         if c.radius <= 0 or c.finite_difference_eps <= 0 or c.density_blob_std <= 0:
             raise UserError(f"{where}: radius, finite_difference_eps and density_blob_std must be > 0")
         if c.isosurface_resolution < 2:
             raise UserError(f"{where}.isosurface_resolution: must be >= 2, got {c.isosurface_resolution}")
-        self.encoding = make_encoding(self.encoding_config(), 3, where=f"{where}.pos_encoding_config",
-                                      input_grad=c.normal_type == "analytic")
+        self.encoding = make_encoding(
+            self.encoding_config(), 3, where=f"{where}.pos_encoding_config", input_grad=c.normal_type == "analytic"
+        )
         n_enc = self.encoding.n_output_dims
         self.density_network = MLP(n_enc, 1, c.mlp_network_config, where=f"{where}.mlp_network_config")
         self.feature_network = MLP(n_enc, c.n_feature_dims, c.mlp_network_config, where=f"{where}.mlp_network_config")
@@ -101,7 +105,7 @@ class ImplicitVolume(FieldGeometry):
             return c.density_blob_scale * (1.0 - r / c.density_blob_std)
         if c.density_bias == "blob_dreamfusion":
             r2 = points.square().sum(-1, keepdim=True)
-            return c.density_blob_scale * torch.exp(-0.5 * r2 / c.density_blob_std ** 2)
+            return c.density_blob_scale * torch.exp(-0.5 * r2 / c.density_blob_std**2)
         return torch.full_like(points[..., :1], float(c.density_bias))
 
     def _density(self, enc: Tensor, points: Tensor) -> Tensor:
@@ -144,44 +148,51 @@ class ImplicitVolume(FieldGeometry):
     def density_grid(self, resolution: int | None = None) -> Tensor:
         """(R,R,R) densities on the marching-cubes grid over the scene box (x, y, z axis order)."""
         device = next(self.parameters()).device
-        return density_grid(self.forward_density, resolution or self.cfg.isosurface_resolution,
-                            self.cfg.radius, device)
+        return density_grid(self.forward_density, resolution or self.cfg.isosurface_resolution, self.cfg.radius, device)
 
     def isosurface_threshold_value(self, grid: Tensor | None = None) -> float:
         """The isosurface level in use (``auto`` resolved on the density grid), checked: raises
         :class:`UserError` if the surface would be empty or fill the whole box."""
         c = self.cfg
         grid = self.density_grid() if grid is None else grid
-        return resolve_threshold(grid, c.isosurface_threshold, c.isosurface_auto_max_fill,
-                                 c.isosurface_auto_min_threshold, self.where)
+        return resolve_threshold(
+            grid, c.isosurface_threshold, c.isosurface_auto_max_fill, c.isosurface_auto_min_threshold, self.where
+        )
 
     def isosurface(self) -> Mesh:
         """Marching-cubes mesh (detached) of ``density = threshold`` over the scene box."""
         c = self.cfg
         grid = self.density_grid()
         level = self.isosurface_threshold_value(grid)
-        return extract_isosurface(grid, level, c.radius, self.where, c.isosurface_remove_outliers,
-                                  c.isosurface_outlier_fraction)
+        return extract_isosurface(
+            grid, level, c.radius, self.where, c.isosurface_remove_outliers, c.isosurface_outlier_fraction
+        )
 
     # ---- stage hand-off --------------------------------------------------------------------
     @classmethod
-    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> "ImplicitVolume":
+    def create_from(cls, other: Geometry, cfg=None, where: str = "geometry") -> ImplicitVolume:
         """A copy of ``other`` (an ImplicitVolume of the same architecture): every parameter and
         buffer is copied; settings that hold no state (isosurface, normals, bias) come from ``cfg``."""
         if not isinstance(other, cls):
-            raise UserError(f"{where}: cannot build a {cls.__name__} from a {type(other).__name__}; "
-                            f"use geometry_init=scratch or a {cls.__name__} in the previous stage")
+            raise UserError(
+                f"{where}: cannot build a {cls.__name__} from a {type(other).__name__}; "
+                f"use geometry_init=scratch or a {cls.__name__} in the previous stage"
+            )
         device = next(other.parameters()).device
         instance = cls(cfg, where=where).to(device)
         mine, theirs = type(instance.encoding), type(other.encoding)
         if not (issubclass(mine, theirs) or issubclass(theirs, mine)):
-            raise UserError(f"{where}: cannot build a {cls.__name__} on a {mine.__name__} from one on a "
-                            f"{theirs.__name__}; keep the previous stage's pos_encoding_config or use "
-                            "geometry_init=scratch")
+            raise UserError(
+                f"{where}: cannot build a {cls.__name__} on a {mine.__name__} from one on a "
+                f"{theirs.__name__}; keep the previous stage's pos_encoding_config or use "
+                "geometry_init=scratch"
+            )
         try:
             instance.load_state_dict(other.state_dict())
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
-            raise UserError(f"{where}: the previous stage's {cls.__name__} has a different architecture "
-                            f"({first}); keep its encoding and MLP configs") from None
+            raise UserError(
+                f"{where}: the previous stage's {cls.__name__} has a different architecture "
+                f"({first}); keep its encoding and MLP configs"
+            ) from None
         return instance

@@ -83,14 +83,18 @@ def check_threshold(density: Tensor, threshold: float, where: str) -> None:
     lo, hi = float(d.min()), float(d.max())
     state = "empty (no density above it)" if n_inside == 0 else "completely filled (every sample above it)"
     if hi - lo <= 1e-6 * max(abs(hi), 1.0):
-        raise UserError(f"{where}: isosurface at threshold {threshold:g} is {state}: the density grid is constant "
-                        f"({lo:g}), so there is no surface; train longer or check the geometry's density_bias")
+        raise UserError(
+            f"{where}: isosurface at threshold {threshold:g} is {state}: the density grid is constant "
+            f"({lo:g}), so there is no surface; train longer or check the geometry's density_bias"
+        )
     suggestion = quantile(d, 0.9)
     if not lo <= suggestion < hi:
         suggestion = 0.5 * (lo + hi)
-    raise UserError(f"{where}: isosurface at threshold {threshold:g} is {state}; densities range over "
-                    f"[{lo:g}, {hi:g}]; set isosurface_threshold to a value inside it, e.g. {suggestion:.4g}, "
-                    "or to auto")
+    raise UserError(
+        f"{where}: isosurface at threshold {threshold:g} is {state}; densities range over "
+        f"[{lo:g}, {hi:g}]; set isosurface_threshold to a value inside it, e.g. {suggestion:.4g}, "
+        "or to auto"
+    )
 
 
 def resolve_threshold(density: Tensor, spec: Any, max_fill: float, min_threshold: float, where: str) -> float:
@@ -105,8 +109,9 @@ def resolve_threshold(density: Tensor, spec: Any, max_fill: float, min_threshold
     return level
 
 
-def density_grid(density_fn: Callable[[Tensor], Tensor], resolution: int, radius: float,
-                 device: torch.device, chunk: int = 1 << 16) -> Tensor:
+def density_grid(
+    density_fn: Callable[[Tensor], Tensor], resolution: int, radius: float, device: torch.device, chunk: int = 1 << 16
+) -> Tensor:
     """``density_fn`` (N,3)→(N,1) sampled on ``resolution^3`` points spanning ``[-radius, radius]^3``
     (corners included), as an (R,R,R) grid in the axis order of :func:`marching_cubes`."""
     axis = torch.linspace(-radius, radius, resolution, device=device)
@@ -131,8 +136,14 @@ def enclosed_voids(inside: Tensor) -> Tensor:
     return torch.from_numpy(binary_fill_holes(occupied) & ~occupied).to(inside.device)
 
 
-def extract_isosurface(density: Tensor, threshold: float, radius: float, where: str,
-                       remove_outliers: bool = True, outlier_fraction: float = 0.01) -> Mesh:
+def extract_isosurface(
+    density: Tensor,
+    threshold: float,
+    radius: float,
+    where: str,
+    remove_outliers: bool = True,
+    outlier_fraction: float = 0.01,
+) -> Mesh:
     """Marching cubes of a checked (R,R,R) density grid over ``[-radius, radius]^3``, its
     :func:`enclosed_voids` filled (raised to the grid's largest density); raises
     :class:`UserError` if nothing is left."""
@@ -144,7 +155,9 @@ def extract_isosurface(density: Tensor, threshold: float, radius: float, where: 
         mesh, _ = remove_small_components(mesh, min_face_fraction=outlier_fraction)
     if mesh.num_faces == 0:
         lo, hi = float(density.min()), float(density.max())
-        raise UserError(f"{where}: isosurface at threshold {threshold:g} has no faces (densities range over "
-                        f"[{lo:g}, {hi:g}]); raise isosurface_resolution or set isosurface_threshold closer to "
-                        f"{0.5 * (lo + hi):.4g}")
+        raise UserError(
+            f"{where}: isosurface at threshold {threshold:g} has no faces (densities range over "
+            f"[{lo:g}, {hi:g}]); raise isosurface_resolution or set isosurface_threshold closer to "
+            f"{0.5 * (lo + hi):.4g}"
+        )
     return mesh

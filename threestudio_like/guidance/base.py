@@ -53,7 +53,7 @@ class Frozen(Generic[M]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
 
-    def to(self, device: torch.device | str, dtype: Optional[torch.dtype] = None) -> "Frozen[M]":
+    def to(self, device: torch.device | str, dtype: Optional[torch.dtype] = None) -> Frozen[M]:
         self.module.to(device=device, dtype=dtype)
         return self
 
@@ -87,7 +87,7 @@ class Guidance(Configurable, Updateable, nn.Module):
     def on_update_step(self, epoch: int, global_step: int) -> None:
         self._step = global_step
 
-    def place(self, device: torch.device | str) -> "Guidance":
+    def place(self, device: torch.device | str) -> Guidance:
         """Move the frozen models (in their weights dtype) and the trainable state (fp32) to ``device``."""
         nn.Module.to(self, device=torch.device(device))
         return self

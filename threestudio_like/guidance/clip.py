@@ -68,8 +68,9 @@ class ClipGuidance(Guidance):
 
     def __init__(self, cfg: Any = None, where: str = "guidance") -> None:
         super().__init__(cfg, where)
-        model, self.tokenizer, self.norm = load_clip(self.cfg.pretrained_model_name_or_path,
-                                                     with_tokenizer=not self.cfg.reference_image)
+        model, self.tokenizer, self.norm = load_clip(
+            self.cfg.pretrained_model_name_or_path, with_tokenizer=not self.cfg.reference_image
+        )
         self.model = Frozen(model)  # outside the module tree: the guidance's state_dict stays empty
         self._target: Optional[Tensor] = None
         if self.cfg.reference_image:
@@ -77,7 +78,7 @@ class ClipGuidance(Guidance):
         elif self.cfg.prompt:
             self.set_text(self.cfg.prompt)
 
-    def place(self, device: torch.device | str) -> "ClipGuidance":
+    def place(self, device: torch.device | str) -> ClipGuidance:
         self.model.to(device)
         if self._target is not None:
             self._target = self._target.to(device)
@@ -91,12 +92,14 @@ class ClipGuidance(Guidance):
             from transformers import CLIPTokenizer
 
             self.tokenizer = CLIPTokenizer.from_pretrained(
-                resolve_pretrained_dir(self.cfg.pretrained_model_name_or_path), local_files_only=True)
+                resolve_pretrained_dir(self.cfg.pretrained_model_name_or_path), local_files_only=True
+            )
         self._target = F.normalize(clip_text_embeddings(self.model.module, self.tokenizer, [text]).float(), dim=-1)
 
     @torch.no_grad()
-    def set_reference(self, rgb: Tensor, elevation_deg: float = 0.0, azimuth_deg: float = 0.0,
-                      distance: float = 0.0) -> None:
+    def set_reference(
+        self, rgb: Tensor, elevation_deg: float = 0.0, azimuth_deg: float = 0.0, distance: float = 0.0
+    ) -> None:
         """Use the embedding of the image ``rgb`` (1,H,W,3) in [0,1] as the target (the camera of
         the image is not used)."""
         device = next(self.model.module.parameters()).device

@@ -59,8 +59,9 @@ def timestep_range(num_train_timesteps: int, min_percent: float, max_percent: fl
     return lo, hi
 
 
-def sample_timesteps(batch: int, lo: int, hi: int, device: torch.device | str | None = None,
-                     generator: Optional[torch.Generator] = None) -> Tensor:
+def sample_timesteps(
+    batch: int, lo: int, hi: int, device: torch.device | str | None = None, generator: Optional[torch.Generator] = None
+) -> Tensor:
     """(B,) int64 timesteps uniform on the integers ``lo..hi`` (both included)."""
     return torch.randint(lo, hi + 1, (batch,), generator=generator, device=device, dtype=torch.long)
 
@@ -91,8 +92,7 @@ def to_epsilon(output: Tensor, noisy: Tensor, alphas: Tensor, prediction_type: s
         return a.sqrt() * output + (1.0 - a).sqrt() * noisy
     if prediction_type == "sample":
         return (noisy - a.sqrt() * output) / (1.0 - a).sqrt()
-    raise UserError(f"unsupported scheduler prediction_type '{prediction_type}' "
-                    "(epsilon, v_prediction or sample)")
+    raise UserError(f"unsupported scheduler prediction_type '{prediction_type}' (epsilon, v_prediction or sample)")
 
 
 def classifier_free_guidance(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
@@ -107,8 +107,9 @@ def perpendicular_component(x: Tensor, y: Tensor) -> Tensor:
     return x - coef.view(-1, *([1] * (x.ndim - 1))) * y
 
 
-def perp_neg_guidance(eps_pos: Tensor, eps_uncond: Tensor, eps_neg: Tensor, neg_weights: Tensor,
-                      scale: float) -> Tensor:
+def perp_neg_guidance(
+    eps_pos: Tensor, eps_uncond: Tensor, eps_neg: Tensor, neg_weights: Tensor, scale: float
+) -> Tensor:
     """Perp-Neg (Armandpour et al. 2023): ε̂ = ε_u + s (e_pos + Σ_k w_k (e_k)^⊥e_pos).
 
     ``eps_pos``, ``eps_uncond`` (B,…); ``eps_neg`` (B,K,…) for K negative prompts;
@@ -124,8 +125,13 @@ def perp_neg_guidance(eps_pos: Tensor, eps_uncond: Tensor, eps_neg: Tensor, neg_
     return eps_uncond + scale * total
 
 
-def add_noise(latents: Tensor, scheduler: Any, step_range: tuple[int, int], noise: Optional[Tensor] = None,
-              timesteps: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+def add_noise(
+    latents: Tensor,
+    scheduler: Any,
+    step_range: tuple[int, int],
+    noise: Optional[Tensor] = None,
+    timesteps: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """(timesteps (B,), noise ε, z_t) with t uniform in ``step_range`` and ε ~ N(0, I) unless
     given (tests pass them); ``z_t = √ᾱ_t z + √(1−ᾱ_t) ε`` on the detached latents."""
     if timesteps is None:

@@ -26,8 +26,7 @@ from torch import Tensor
 
 from ..core.schedule import schedule_value
 from .base import Guidance, GuidanceOutput
-from .diffusion import (DistillationConfig, add_noise, clamp_denoised, distillation_gradient, sds_loss,
-                        timestep_range)
+from .diffusion import DistillationConfig, add_noise, clamp_denoised, distillation_gradient, sds_loss, timestep_range
 
 
 @dataclass
@@ -58,8 +57,11 @@ class DistillationGuidance(Guidance):
 
     def step_range(self) -> tuple[int, int]:
         """Inclusive (t_min, t_max) of the (possibly scheduled) bounds at the current training step."""
-        return timestep_range(self.num_train_timesteps, schedule_value(self.cfg.min_step_percent, self._step),
-                              schedule_value(self.cfg.max_step_percent, self._step))
+        return timestep_range(
+            self.num_train_timesteps,
+            schedule_value(self.cfg.min_step_percent, self._step),
+            schedule_value(self.cfg.max_step_percent, self._step),
+        )
 
     def guidance_scale(self) -> float:
         return float(schedule_value(self.cfg.guidance_scale, self._step))
@@ -72,8 +74,9 @@ class DistillationGuidance(Guidance):
         """(B,H,W,C) renders → (B,c,h,w) fp32 latents, differentiable."""
         raise NotImplementedError
 
-    def noisy_point(self, latents: Tensor, prompt: Any, cameras: Any, noise: Optional[Tensor],
-                    timesteps: Optional[Tensor]) -> NoisyPoint:
+    def noisy_point(
+        self, latents: Tensor, prompt: Any, cameras: Any, noise: Optional[Tensor], timesteps: Optional[Tensor]
+    ) -> NoisyPoint:
         """t uniform in :meth:`step_range`, ε ~ N(0, I) (either may be given: tests)."""
         t, noise, noisy = add_noise(latents, self.scheduler, self.step_range(), noise, timesteps)
         return NoisyPoint(t, noisy, noise)
@@ -91,8 +94,14 @@ class DistillationGuidance(Guidance):
         return {}
 
     # ---- the step ------------------------------------------------------------------------------
-    def forward(self, rgb: Tensor, cameras: Any, prompt: Any = None, noise: Optional[Tensor] = None,
-                timesteps: Optional[Tensor] = None) -> GuidanceOutput:
+    def forward(
+        self,
+        rgb: Tensor,
+        cameras: Any,
+        prompt: Any = None,
+        noise: Optional[Tensor] = None,
+        timesteps: Optional[Tensor] = None,
+    ) -> GuidanceOutput:
         """``rgb`` (B,H,W,C) at ``cameras`` (B) → the distillation loss. ``noise`` (B,c,h,w) and
         ``timesteps`` (B,) may be given (tests)."""
         self.check_inputs(prompt)
@@ -111,5 +120,6 @@ class DistillationGuidance(Guidance):
         grad = distillation_gradient(eps - baseline, alphas, self.cfg.weighting, self.grad_clip())
         # 6. the method's own update
         extras = self.after_step(latents, prompt, cameras)
-        return GuidanceOutput(loss=sds_loss(latents, grad), grad_norm=grad.norm().detach(),
-                              timesteps=point.timesteps, extras=extras)
+        return GuidanceOutput(
+            loss=sds_loss(latents, grad), grad_norm=grad.norm().detach(), timesteps=point.timesteps, extras=extras
+        )

@@ -42,8 +42,10 @@ def ddim_invert(z: Tensor, a: Tensor, b: Tensor, eps: Tensor, alphas_cumprod: Te
     """z_b: one deterministic DDIM stride from ``z`` at timesteps ``a`` (B,) to ``b`` (B,) along
     ``eps`` through x̂₀ = (z − √(1−ᾱ_a) ε)/√ᾱ_a. Timestep −1 is the clean image (ᾱ = 1); a == b
     returns ``z``; b < a is a DDIM denoising stride."""
+
     def abar(t: Tensor) -> Tensor:
         return torch.where(t >= 0, alphas_cumprod[t.clamp(min=0)], torch.ones_like(alphas_cumprod[0:1]))
+
     shape = (-1, *([1] * (z.ndim - 1)))
     aa, ab = abar(a).view(shape).to(z), abar(b).view(shape).to(z)
     x0 = (z - (1.0 - aa).sqrt() * eps) / aa.sqrt()
@@ -74,8 +76,14 @@ class IntervalScoreGuidance(ScoreDistillationGuidance):
         if self.cfg.interval < 1 or self.cfg.inversion_stride < 1:
             raise UserError(f"{where}.interval and {where}.inversion_stride must be ≥ 1")
 
-    def noisy_point(self, latents: Tensor, prompt: PromptEmbeddings, cameras: CameraBatch, noise: Optional[Tensor],
-                    timesteps: Optional[Tensor]) -> NoisyPoint:
+    def noisy_point(
+        self,
+        latents: Tensor,
+        prompt: PromptEmbeddings,
+        cameras: CameraBatch,
+        noise: Optional[Tensor],
+        timesteps: Optional[Tensor],
+    ) -> NoisyPoint:
         """z_t by DDIM inversion of the render, with ε_s as its noise (``noise`` is unused: the path
         is deterministic; ``timesteps`` (B,) may be given)."""
         if timesteps is None:  # drawn on the CPU: the number of inversion strides is known without a sync
@@ -86,16 +94,18 @@ class IntervalScoreGuidance(ScoreDistillationGuidance):
             z_t, eps_s = self.invert(latents.detach(), t, strides, prompt, cameras)
         return NoisyPoint(t, z_t, eps_s)
 
-    def baseline_noise(self, latents: Tensor, point: NoisyPoint, prompt: PromptEmbeddings,
-                       cameras: CameraBatch) -> Tensor:
+    def baseline_noise(
+        self, latents: Tensor, point: NoisyPoint, prompt: PromptEmbeddings, cameras: CameraBatch
+    ) -> Tensor:
         """ε_s (``interval``), or the noise taking the render itself to z_t (``render``)."""
         if self.cfg.subtract == "interval":
             return point.noise
         a = self.prior.alphas_cumprod.to(latents.device)[point.timesteps].view(-1, *([1] * (latents.ndim - 1)))
         return (point.noisy - a.sqrt() * latents) / (1.0 - a).sqrt()
 
-    def invert(self, z: Tensor, t: Tensor, strides: int, prompt: PromptEmbeddings,
-               cameras: CameraBatch) -> tuple[Tensor, Tensor]:
+    def invert(
+        self, z: Tensor, t: Tensor, strides: int, prompt: PromptEmbeddings, cameras: CameraBatch
+    ) -> tuple[Tensor, Tensor]:
         """(z_t, ε_s): the clean latents ``z`` inverted to s = t − interval in ``strides`` strides
         (enough for the largest s; views that reach their s earlier stay there), then to t."""
         prior = self.prior

@@ -55,15 +55,19 @@ def resolve_pretrained_dir(name_or_path: str, revision: Optional[str] = None) ->
     if os.path.isdir(path):
         return path
     if os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") > 1:
-        raise UserError(f"pretrained model directory '{name_or_path}' does not exist; pass an existing "
-                        f"diffusers directory or a hub id ({HOW_TO_PROVIDE})")
+        raise UserError(
+            f"pretrained model directory '{name_or_path}' does not exist; pass an existing "
+            f"diffusers directory or a hub id ({HOW_TO_PROVIDE})"
+        )
     from huggingface_hub import snapshot_download
 
     try:
         return snapshot_download(repo_id=path, revision=revision, local_files_only=True)
     except Exception as e:  # LocalEntryNotFoundError, HFValidationError, a broken cache...
-        raise UserError(f"pretrained model '{name_or_path}' is neither a local directory nor in the local "
-                        f"Hugging Face cache ({type(e).__name__}); {HOW_TO_PROVIDE}") from None
+        raise UserError(
+            f"pretrained model '{name_or_path}' is neither a local directory nor in the local "
+            f"Hugging Face cache ({type(e).__name__}); {HOW_TO_PROVIDE}"
+        ) from None
 
 
 def read_model_index(model_dir: str) -> dict[str, Any]:
@@ -73,8 +77,10 @@ def read_model_index(model_dir: str) -> dict[str, Any]:
         with open(index_file) as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"'{model_dir}' is not a diffusers pipeline directory: cannot read model_index.json "
-                        f"({type(e).__name__}); pass the directory that holds model_index.json") from None
+        raise UserError(
+            f"'{model_dir}' is not a diffusers pipeline directory: cannot read model_index.json "
+            f"({type(e).__name__}); pass the directory that holds model_index.json"
+        ) from None
 
 
 def has_component(index: dict[str, Any], name: str) -> bool:
@@ -115,8 +121,9 @@ class DiffusionPrior:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         cfg = unet.config
-        self.camera_conditioned = (cfg.class_embed_type == "projection"
-                                   and cfg.projection_class_embeddings_input_dim == 16)
+        self.camera_conditioned = (
+            cfg.class_embed_type == "projection" and cfg.projection_class_embeddings_input_dim == 16
+        )
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
         self.prediction_type = scheduler.config.prediction_type
         self.alphas_cumprod = scheduler.alphas_cumprod.float()  # (T,)
@@ -130,7 +137,7 @@ class DiffusionPrior:
         s = self.unet.config.sample_size
         return int(s[0] if isinstance(s, (list, tuple)) else s)
 
-    def to(self, device: torch.device | str) -> "DiffusionPrior":
+    def to(self, device: torch.device | str) -> DiffusionPrior:
         """Move to ``device`` with the weights dtype chosen for it (see module docstring)."""
         self.device = torch.device(device)
         self.dtype = weights_dtype(self.device, self.half_precision)
@@ -170,8 +177,10 @@ class DiffusionPrior:
                 raise UserError(f"{what} needs renders with {self.latent_channels} channels, got {x.shape[1]}")
             return F.interpolate(x, (s, s), mode="bilinear", align_corners=False) * 2.0 - 1.0
         if x.shape[1] != 3:
-            raise UserError(f"the VAE encodes RGB renders (3 channels), got {x.shape[1]}; "
-                            "set rgb_as_latents=true for latent renders")
+            raise UserError(
+                f"the VAE encodes RGB renders (3 channels), got {x.shape[1]}; "
+                "set rgb_as_latents=true for latent renders"
+            )
         size = s * (2 ** (len(self.vae.config.block_out_channels) - 1))
         x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False) * 2.0 - 1.0
         posterior = self.vae.encode(x.to(self.dtype)).latent_dist
@@ -186,8 +195,9 @@ class DiffusionPrior:
         """The UNet's raw output (ε, v or x₀ per ``prediction_type``) as fp32 (N,c,s,s) for
         ``noisy`` (N,c,s,s), ``t`` (N,), ``text`` (N,L,D). Differentiable (in trainable adapter
         weights); guidances call it under ``no_grad`` for their scores."""
-        out = self.unet(noisy.to(self.dtype), t, encoder_hidden_states=text.to(self.dtype),
-                        class_labels=class_labels).sample
+        out = self.unet(
+            noisy.to(self.dtype), t, encoder_hidden_states=text.to(self.dtype), class_labels=class_labels
+        ).sample
         return out.float()
 
     def predict_epsilon(self, noisy: Tensor, t: Tensor, text: Tensor, class_labels: Optional[Tensor] = None) -> Tensor:

@@ -51,14 +51,15 @@ class ScoreDistillationGuidance(DistillationGuidance):
 
     def __init__(self, cfg: Any = None, where: str = "guidance") -> None:
         super().__init__(cfg, where)
-        self.prior: DiffusionPrior = load_diffusion_prior(self.cfg.pretrained_model_name_or_path,
-                                                          self.cfg.half_precision)
+        self.prior: DiffusionPrior = load_diffusion_prior(
+            self.cfg.pretrained_model_name_or_path, self.cfg.half_precision
+        )
 
     @property
     def scheduler(self) -> Any:
         return self.prior.scheduler
 
-    def place(self, device: torch.device | str) -> "ScoreDistillationGuidance":
+    def place(self, device: torch.device | str) -> ScoreDistillationGuidance:
         self.prior.to(device)
         if self.cfg.enable_channels_last:
             self.prior.enable_channels_last()
@@ -87,9 +88,10 @@ class ScoreDistillationGuidance(DistillationGuidance):
         views = torch.arange(b, device=noisy.device)
         rows = torch.cat([views, views, views.repeat_interleave(k)])
         labels = prior.class_labels(cameras.c2w)
-        eps = prior.predict_epsilon(noisy[rows], t[rows], text.to(noisy.device),
-                                    None if labels is None else labels[rows])
+        eps = prior.predict_epsilon(
+            noisy[rows], t[rows], text.to(noisy.device), None if labels is None else labels[rows]
+        )
         if not perp_neg:
             return classifier_free_guidance(eps[:b], eps[b:], scale)
-        eps_neg = eps[2 * b:].view(b, k, *eps.shape[1:])
-        return perp_neg_guidance(eps[:b], eps[b:2 * b], eps_neg, weights.to(eps), scale)
+        eps_neg = eps[2 * b :].view(b, k, *eps.shape[1:])
+        return perp_neg_guidance(eps[:b], eps[b : 2 * b], eps_neg, weights.to(eps), scale)

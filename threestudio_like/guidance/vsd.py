@@ -96,8 +96,10 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
             raise UserError(f"{where}.camera_dropout must be in [0, 1], got {c.camera_dropout}")
         unet = self.prior.unet
         if not (unet.class_embedding is None or self.prior.camera_conditioned):
-            raise UserError(f"{where}: VSD needs a UNet without class embedding or with a 16-d camera projection "
-                            f"(this one has class_embed_type={unet.config.class_embed_type!r})")
+            raise UserError(
+                f"{where}: VSD needs a UNet without class embedding or with a 16-d camera projection "
+                f"(this one has class_embed_type={unet.config.class_embed_type!r})"
+            )
         from diffusers.models.embeddings import TimestepEmbedding
         from peft import LoraConfig
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -106,9 +108,9 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
         lora_modules = {name: m for name, m in unet.named_modules() if isinstance(m, BaseTunerLayer)}
         self._lora_modules = list(lora_modules.values())  # a plain list: switched by lora_branch()
         self._switch_adapters(False)
-        self.lora_layers = nn.ModuleDict({
-            name.replace(".", "__"): nn.ModuleDict({"A": m.lora_A, "B": m.lora_B}) for name, m in lora_modules.items()
-        })
+        self.lora_layers = nn.ModuleDict(
+            {name.replace(".", "__"): nn.ModuleDict({"A": m.lora_A, "B": m.lora_B}) for name, m in lora_modules.items()}
+        )
         time_dim = unet.time_embedding.linear_1.out_features
         self.camera_embedding = TimestepEmbedding(16, time_dim)
         nn.init.zeros_(self.camera_embedding.linear_2.weight)
@@ -121,8 +123,9 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
     def lora_optimizer(self) -> torch.optim.AdamW:
         """AdamW over the LoRA + camera embedding, created on first use (after ``.to(device)``)."""
         if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.lora_lr,
-                                                weight_decay=self.cfg.lora_weight_decay)
+            self._optimizer = torch.optim.AdamW(
+                self.parameters(), lr=self.cfg.lora_lr, weight_decay=self.cfg.lora_weight_decay
+            )
         return self._optimizer
 
     def optimizer_state_dict(self) -> dict[str, Any]:
@@ -174,8 +177,9 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
             if scale == 1.0:
                 return self.prior.predict_epsilon(noisy, t, cond, labels)
             zero = self.camera_labels(cameras.c2w, keep=torch.zeros(b, dtype=torch.bool, device=noisy.device))
-            eps = self.prior.predict_epsilon(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([cond, cond]),
-                                             torch.cat([labels, zero]))
+            eps = self.prior.predict_epsilon(
+                torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([cond, cond]), torch.cat([labels, zero])
+            )
         return classifier_free_guidance(eps[:b], eps[b:], scale)
 
     def lora_loss(self, latents: Tensor, text: Tensor, labels: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -204,8 +208,9 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
         return loss.detach()
 
     # ---- the steps VSD changes ---------------------------------------------------------------
-    def baseline_noise(self, latents: Tensor, point: NoisyPoint, prompt: PromptEmbeddings,
-                       cameras: CameraBatch) -> Tensor:
+    def baseline_noise(
+        self, latents: Tensor, point: NoisyPoint, prompt: PromptEmbeddings, cameras: CameraBatch
+    ) -> Tensor:
         """ε_lora at the noisy point."""
         return self.lora_noise(point.noisy, point.timesteps, prompt, cameras)
 

@@ -68,19 +68,25 @@ class Zero123Guidance(DistillationGuidance):
             if m is not None:
                 m.requires_grad_(False).eval()
         if pipe.scheduler.config.prediction_type != "epsilon":
-            raise UserError(f"{where}: Zero123 guidance needs an epsilon-prediction checkpoint "
-                            f"(this one predicts '{pipe.scheduler.config.prediction_type}')")
+            raise UserError(
+                f"{where}: Zero123 guidance needs an epsilon-prediction checkpoint "
+                f"(this one predicts '{pipe.scheduler.config.prediction_type}')"
+            )
         self.pipe = pipe
         self._reference: Optional[dict[str, Any]] = None
         if c.reference_image:
-            self.set_reference(load_image(c.reference_image, what="reference image"), c.reference_elevation_deg,
-                               c.reference_azimuth_deg, c.reference_distance)
+            self.set_reference(
+                load_image(c.reference_image, what="reference image"),
+                c.reference_elevation_deg,
+                c.reference_azimuth_deg,
+                c.reference_distance,
+            )
 
     @property
     def scheduler(self) -> Any:
         return self.pipe.scheduler
 
-    def place(self, device: torch.device | str) -> "Zero123Guidance":
+    def place(self, device: torch.device | str) -> Zero123Guidance:
         device = torch.device(device)
         half = self.cfg.half_precision and device.type == "cuda"
         self.pipe.to(device, torch.float16 if half else torch.float32)
@@ -98,21 +104,32 @@ class Zero123Guidance(DistillationGuidance):
         pipe = self.pipe
         x = rgb.permute(0, 3, 1, 2).to(pipe.device, torch.float32)
         self._reference = {
-            "embedding": pipe.encode_image_embedding(x),     # (1,1,D)
-            "latent": pipe.encode_reference_latent(x),       # (1,C,h,w), unscaled VAE mode
-            "elevation": float(elevation_deg), "azimuth": float(azimuth_deg), "distance": float(distance),
+            "embedding": pipe.encode_image_embedding(x),  # (1,1,D)
+            "latent": pipe.encode_reference_latent(x),  # (1,C,h,w), unscaled VAE mode
+            "elevation": float(elevation_deg),
+            "azimuth": float(azimuth_deg),
+            "distance": float(distance),
         }
 
     def poses(self, cameras: CameraBatch) -> Tensor:
         """(B,4) pose conditioning of ``cameras`` relative to the reference camera."""
         r = self._require_reference()
-        return relative_pose(cameras.elevation.float(), cameras.azimuth.float(), cameras.distance.float(),
-                             r["elevation"], r["azimuth"], r["distance"], self.pose_kind)
+        return relative_pose(
+            cameras.elevation.float(),
+            cameras.azimuth.float(),
+            cameras.distance.float(),
+            r["elevation"],
+            r["azimuth"],
+            r["distance"],
+            self.pose_kind,
+        )
 
     def _require_reference(self) -> dict[str, Any]:
         if self._reference is None:
-            raise UserError("Zero123 guidance has no reference image: set guidance.reference_image "
-                            "(or the system must call set_reference)")
+            raise UserError(
+                "Zero123 guidance has no reference image: set guidance.reference_image "
+                "(or the system must call set_reference)"
+            )
         return self._reference
 
     # ---- the steps Zero123 supplies -----------------------------------------------------------

@@ -50,9 +50,15 @@ PROJECTION_FOLDERS = ("cc_projection", "clip_camera_projection")
 """Folder names the camera projection is stored under (our/kxic layout, ashawkey layout)."""
 
 
-def relative_pose(elevation_deg: Tensor, azimuth_deg: Tensor, distance: Tensor,
-                  ref_elevation_deg: float, ref_azimuth_deg: float, ref_distance: float,
-                  kind: str = "zero123") -> Tensor:
+def relative_pose(
+    elevation_deg: Tensor,
+    azimuth_deg: Tensor,
+    distance: Tensor,
+    ref_elevation_deg: float,
+    ref_azimuth_deg: float,
+    ref_distance: float,
+    kind: str = "zero123",
+) -> Tensor:
     """(B,) target cameras relative to the reference camera → (B,4) pose conditioning.
 
     ``zero123``: ``[deg2rad(e_ref − e), sin(a − a_ref), cos(a − a_ref), d − d_ref]`` (angles in
@@ -83,15 +89,20 @@ class CCProjection(ModelMixin, ConfigMixin):
         return self.proj(x)
 
     @classmethod
-    def load_checkpoint(cls, folder: str, torch_dtype: Optional[torch.dtype] = None) -> "CCProjection":
+    def load_checkpoint(cls, folder: str, torch_dtype: Optional[torch.dtype] = None) -> CCProjection:
         """Load any of the known layouts (weights ``proj.*`` or ``projection.*``); the sizes are
         read from the weight, so configs without them (kxic's) load too."""
         state = _read_weights(folder)
-        renamed = {k.split(".", 1)[1] if "." in k else k: v for k, v in state.items()
-                   if k.split(".", 1)[0] in ("proj", "projection")}
+        renamed = {
+            k.split(".", 1)[1] if "." in k else k: v
+            for k, v in state.items()
+            if k.split(".", 1)[0] in ("proj", "projection")
+        }
         if set(renamed) != {"weight", "bias"}:
-            raise UserError(f"'{folder}' does not hold a camera projection (weights found: {sorted(state)}); "
-                            "expected a Linear named 'proj' or 'projection'")
+            raise UserError(
+                f"'{folder}' does not hold a camera projection (weights found: {sorted(state)}); "
+                "expected a Linear named 'proj' or 'projection'"
+            )
         out_dim, in_dim = renamed["weight"].shape
         module = cls(embedding_dim=out_dim, additional_embeddings=in_dim - out_dim)
         module.proj.load_state_dict(renamed)
@@ -99,8 +110,12 @@ class CCProjection(ModelMixin, ConfigMixin):
 
 
 def _read_weights(folder: str) -> dict[str, Tensor]:
-    names = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-             "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin")
+    names = (
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "diffusion_pytorch_model.bin",
+        "diffusion_pytorch_model.fp16.bin",
+    )
     for name in names:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
@@ -125,11 +140,24 @@ class Zero123Pipeline(DiffusionPipeline):
     _optional_components = ["vae", "feature_extractor"]
     model_cpu_offload_seq = "image_encoder->cc_projection->unet->vae"
 
-    def __init__(self, vae: Optional[AutoencoderKL], image_encoder: nn.Module, unet: UNet2DConditionModel,
-                 scheduler: Any, cc_projection: CCProjection, feature_extractor: Any = None) -> None:
+    def __init__(
+        self,
+        vae: Optional[AutoencoderKL],
+        image_encoder: nn.Module,
+        unet: UNet2DConditionModel,
+        scheduler: Any,
+        cc_projection: CCProjection,
+        feature_extractor: Any = None,
+    ) -> None:
         super().__init__()
-        self.register_modules(vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor,
-                              unet=unet, scheduler=scheduler, cc_projection=cc_projection)
+        self.register_modules(
+            vae=vae,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+            unet=unet,
+            scheduler=scheduler,
+            cc_projection=cc_projection,
+        )
         c = self.latent_channels
         if unet.config.in_channels != 2 * c or unet.config.out_channels != c:
             raise UserError(
@@ -192,8 +220,9 @@ class Zero123Pipeline(DiffusionPipeline):
         emb = image_embeds.expand(pose.shape[0], -1, -1)
         return self.cc_projection(torch.cat([emb, pose[:, None].to(emb)], dim=-1))
 
-    def predict_noise(self, latents: Tensor, timesteps: Tensor, context: Tensor, ref_latent: Tensor,
-                      guidance_scale: float) -> Tensor:
+    def predict_noise(
+        self, latents: Tensor, timesteps: Tensor, context: Tensor, ref_latent: Tensor, guidance_scale: float
+    ) -> Tensor:
         """UNet prediction with CFG: ``u + s·(c − u)``, unconditional = zero context and zero
         reference latent. ``latents`` (B,C,h,w), ``timesteps`` (B,) or scalar, ``context``
         (B,1,D), ``ref_latent`` (1|B,C,h,w) → (B,C,h,w)."""
@@ -211,11 +240,20 @@ class Zero123Pipeline(DiffusionPipeline):
 
     # ---- sampling -------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, image: Tensor, elevation: Union[float, Tensor] = 0.0, azimuth: Union[float, Tensor] = 0.0,
-                 radius: Union[float, Tensor] = 0.0, num_inference_steps: int = 50, guidance_scale: float = 3.0,
-                 generator: Optional[torch.Generator] = None, latents: Optional[Tensor] = None,
-                 pose_embedding: str = "zero123", reference_elevation: float = 0.0,
-                 return_dict: bool = True) -> Union[ImagePipelineOutput, tuple]:
+    def __call__(
+        self,
+        image: Tensor,
+        elevation: Union[float, Tensor] = 0.0,
+        azimuth: Union[float, Tensor] = 0.0,
+        radius: Union[float, Tensor] = 0.0,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 3.0,
+        generator: Optional[torch.Generator] = None,
+        latents: Optional[Tensor] = None,
+        pose_embedding: str = "zero123",
+        reference_elevation: float = 0.0,
+        return_dict: bool = True,
+    ) -> Union[ImagePipelineOutput, tuple]:
         """Draw the object of ``image`` (1,3,H,W) in [0,1] from relative viewpoints.
 
         ``elevation``/``azimuth`` (degrees) and ``radius`` are the *changes* from the input
@@ -228,8 +266,7 @@ class Zero123Pipeline(DiffusionPipeline):
         d_elev, d_az, d_rad = (torch.as_tensor(v, **kw).reshape(-1) for v in (elevation, azimuth, radius))
         b = max(d_elev.numel(), d_az.numel(), d_rad.numel())
         d_elev, d_az, d_rad = d_elev.expand(b), d_az.expand(b), d_rad.expand(b)
-        pose = relative_pose(reference_elevation + d_elev, d_az, d_rad, reference_elevation, 0.0, 0.0,
-                             pose_embedding)
+        pose = relative_pose(reference_elevation + d_elev, d_az, d_rad, reference_elevation, 0.0, 0.0, pose_embedding)
         image = image.to(**kw)
         context = self.conditioning(self.encode_image_embedding(image), pose)
         ref_latent = self.encode_reference_latent(image)
@@ -238,7 +275,9 @@ class Zero123Pipeline(DiffusionPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         latents = latents.to(device) * self.scheduler.init_noise_sigma
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        step_kwargs = (
+            {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        )
         for t in self.progress_bar(self.scheduler.timesteps):
             model_in = self.scheduler.scale_model_input(latents, t)
             noise = self.predict_noise(model_in, t.to(device).reshape(1), context, ref_latent, guidance_scale)
@@ -248,8 +287,9 @@ class Zero123Pipeline(DiffusionPipeline):
 
     # ---- loading --------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, torch_dtype: Optional[torch.dtype] = None,
-                        **kwargs: Any) -> "Zero123Pipeline":
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str, torch_dtype: Optional[torch.dtype] = None, **kwargs: Any
+    ) -> Zero123Pipeline:
         """Load a Zero123 checkpoint directory (or cached hub id) in any supported layout."""
         import diffusers
         import transformers
@@ -257,8 +297,10 @@ class Zero123Pipeline(DiffusionPipeline):
         path = resolve_pretrained_dir(str(pretrained_model_name_or_path))
         index_file = os.path.join(path, "model_index.json")
         if not os.path.isfile(index_file):
-            raise UserError(f"'{path}' is not a diffusers checkpoint (no model_index.json); "
-                            "pass the directory of a Zero123 diffusers checkpoint")
+            raise UserError(
+                f"'{path}' is not a diffusers checkpoint (no model_index.json); "
+                "pass the directory of a Zero123 diffusers checkpoint"
+            )
         with open(index_file) as f:
             index = json.load(f)
 
@@ -268,25 +310,50 @@ class Zero123Pipeline(DiffusionPipeline):
 
         for required in ("image_encoder", "unet", "scheduler"):
             if not present(required):
-                raise UserError(f"Zero123 checkpoint '{path}' lacks its '{required}' folder; the download is incomplete")
+                raise UserError(
+                    f"Zero123 checkpoint '{path}' lacks its '{required}' folder; the download is incomplete"
+                )
         sub = lambda name: os.path.join(path, name)  # noqa: E731
         vae = AutoencoderKL.from_pretrained(sub("vae"), torch_dtype=torch_dtype) if present("vae") else None
-        image_encoder = transformers.CLIPVisionModelWithProjection.from_pretrained(sub("image_encoder"), dtype=torch_dtype)
+        image_encoder = transformers.CLIPVisionModelWithProjection.from_pretrained(
+            sub("image_encoder"), dtype=torch_dtype
+        )
         feature_extractor = None
         processor_file = os.path.join(sub("feature_extractor"), "preprocessor_config.json")
         if present("feature_extractor") and os.path.isfile(processor_file):
             with open(processor_file) as f:
                 processor_cls = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
-                feature_extractor = processor_cls(**{k: v for k, v in json.load(f).items()
-                                                     if k in ("size", "crop_size", "image_mean", "image_std",
-                                                              "do_center_crop", "do_resize", "do_normalize")})
+                feature_extractor = processor_cls(
+                    **{
+                        k: v
+                        for k, v in json.load(f).items()
+                        if k
+                        in (
+                            "size",
+                            "crop_size",
+                            "image_mean",
+                            "image_std",
+                            "do_center_crop",
+                            "do_resize",
+                            "do_normalize",
+                        )
+                    }
+                )
         unet = UNet2DConditionModel.from_pretrained(sub("unet"), torch_dtype=torch_dtype)
         scheduler_cls = getattr(diffusers, index["scheduler"][1], diffusers.DDIMScheduler)
         scheduler = scheduler_cls.from_pretrained(sub("scheduler"))
         folder = next((name for name in PROJECTION_FOLDERS if present(name)), None)
         if folder is None:
-            raise UserError(f"Zero123 checkpoint '{path}' has no camera projection "
-                            f"(expected one of the folders {', '.join(PROJECTION_FOLDERS)})")
+            raise UserError(
+                f"Zero123 checkpoint '{path}' has no camera projection "
+                f"(expected one of the folders {', '.join(PROJECTION_FOLDERS)})"
+            )
         cc_projection = CCProjection.load_checkpoint(sub(folder), torch_dtype)
-        return cls(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
-                   cc_projection=cc_projection, feature_extractor=feature_extractor)
+        return cls(
+            vae=vae,
+            image_encoder=image_encoder,
+            unet=unet,
+            scheduler=scheduler,
+            cc_projection=cc_projection,
+            feature_extractor=feature_extractor,
+        )

@@ -48,8 +48,15 @@ class Material(Configurable, nn.Module):
     def training_shading(self, global_step: int, generator: Optional[torch.Generator] = None) -> str:
         return "albedo"
 
-    def forward(self, features: Tensor, viewdirs: Tensor, normal: Optional[Tensor],
-                light_position: Tensor, position: Tensor, shading: str = "albedo") -> Tensor:
+    def forward(
+        self,
+        features: Tensor,
+        viewdirs: Tensor,
+        normal: Optional[Tensor],
+        light_position: Tensor,
+        position: Tensor,
+        shading: str = "albedo",
+    ) -> Tensor:
         return self.albedo(features)
 
 
@@ -86,8 +93,15 @@ class DiffuseWithPointLight(Material):
             return "albedo"
         return "diffuse"
 
-    def forward(self, features: Tensor, viewdirs: Tensor, normal: Optional[Tensor],
-                light_position: Tensor, position: Tensor, shading: str = "diffuse") -> Tensor:
+    def forward(
+        self,
+        features: Tensor,
+        viewdirs: Tensor,
+        normal: Optional[Tensor],
+        light_position: Tensor,
+        position: Tensor,
+        shading: str = "diffuse",
+    ) -> Tensor:
         albedo = self.albedo(features)
         if shading == "albedo":
             return albedo
@@ -118,8 +132,15 @@ class PBRMaterial(DiffuseWithPointLight):
             "metallic": torch.sigmoid(features[..., 4:5]),
         }
 
-    def forward(self, features: Tensor, viewdirs: Tensor, normal: Optional[Tensor],
-                light_position: Tensor, position: Tensor, shading: str = "diffuse") -> Tensor:
+    def forward(
+        self,
+        features: Tensor,
+        viewdirs: Tensor,
+        normal: Optional[Tensor],
+        light_position: Tensor,
+        position: Tensor,
+        shading: str = "diffuse",
+    ) -> Tensor:
         if shading != "diffuse":
             return super().forward(features, viewdirs, normal, light_position, position, shading)
         maps = self.appearance(features)

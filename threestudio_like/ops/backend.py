@@ -21,8 +21,14 @@ INSTALL_HINT = "pip install -e .[cuda]"
 """How to install the optional CUDA backends (the ``cuda`` extra of setup.py)."""
 
 
-def choose_backend(requested: str, fast_name: str, is_available: Callable[[], bool],
-                   device: Optional[torch.device], where: str, install_hint: str = INSTALL_HINT) -> str:
+def choose_backend(
+    requested: str,
+    fast_name: str,
+    is_available: Callable[[], bool],
+    device: Optional[torch.device],
+    where: str,
+    install_hint: str = INSTALL_HINT,
+) -> str:
     """``"torch"`` or ``fast_name`` for inputs on ``device`` by the rule in the module docstring.
 
     ``requested`` is the ``implementation`` setting (``auto``, ``torch`` or ``fast_name``),
@@ -39,8 +45,9 @@ def choose_backend(requested: str, fast_name: str, is_available: Callable[[], bo
     if requested == "auto":
         return fast_name if on_cuda and is_available() else "torch"
     if not is_available():
-        raise UserError(f"{where}: {fast_name} was asked for but is not installed; run `{install_hint}` "
-                        "or set it to torch")
+        raise UserError(
+            f"{where}: {fast_name} was asked for but is not installed; run `{install_hint}` or set it to torch"
+        )
     if device is not None and not on_cuda:
         raise UserError(f"{where}: {fast_name} needs CUDA tensors, got {device}; use auto or torch on CPU")
     return fast_name

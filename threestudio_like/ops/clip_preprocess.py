@@ -30,7 +30,7 @@ class ClipImageNormalization:
     std: Sequence[float] = OPENAI_CLIP_STD
 
     @classmethod
-    def from_processor(cls, processor: Any, image_size: int) -> "ClipImageNormalization":
+    def from_processor(cls, processor: Any, image_size: int) -> ClipImageNormalization:
         """From a (transformers) CLIP image processor, a ``preprocessor_config.json`` dict, or
         None (OpenAI defaults at ``image_size``)."""
         if processor is None:
@@ -58,7 +58,7 @@ def clip_preprocess(images: Tensor, norm: ClipImageNormalization) -> Tensor:
     if (new_h, new_w) != (h, w):
         images = F.interpolate(images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
     top, left = (new_h - norm.crop) // 2, (new_w - norm.crop) // 2
-    images = images[..., top:top + norm.crop, left:left + norm.crop]
+    images = images[..., top : top + norm.crop, left : left + norm.crop]
     mean = torch.tensor(norm.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(norm.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - mean) / std

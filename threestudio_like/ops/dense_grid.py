@@ -30,7 +30,7 @@ def sample_grid(grid: Tensor, u: Tensor) -> Tensor:
     corners = _CORNERS.to(u.device)
     idx = ((cell.long()[:, None, :] + corners) * torch.tensor([res * res, res, 1], device=u.device)).sum(-1)  # (N,8)
     w = torch.where(corners.bool(), f[:, None, :], 1.0 - f[:, None, :]).prod(-1)  # (N,8)
-    values = grid.reshape(res ** 3, -1)[idx.reshape(-1)].reshape(*idx.shape, -1)  # (N,8,C)
+    values = grid.reshape(res**3, -1)[idx.reshape(-1)].reshape(*idx.shape, -1)  # (N,8,C)
     return (values * w[..., None]).sum(1)
 
 

@@ -99,8 +99,9 @@ ENCODINGS: dict[str, type[nn.Module]] = {
 }
 
 
-def make_encoding(cfg: Mapping[str, Any], n_input_dims: int, where: str = "encoding",
-                  input_grad: bool = False) -> nn.Module:
+def make_encoding(
+    cfg: Mapping[str, Any], n_input_dims: int, where: str = "encoding", input_grad: bool = False
+) -> nn.Module:
     """Build the encoding named by ``cfg["otype"]`` (one of :data:`ENCODINGS`); the other keys are
     that class's ``Config`` fields. The result has ``n_output_dims`` and maps
     ``(..., n_input_dims)`` to ``(..., n_output_dims)``.

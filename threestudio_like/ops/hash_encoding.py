@@ -89,9 +89,7 @@ def grid_levels(
         dense_params = min(resolution**n_input_dims, 2**31 - 1)  # tcnn caps at uint32 max / 2
         size = min(-(-dense_params // 8) * 8, hashmap)  # next multiple of 8, then the hashmap cap
         dense = resolution <= MAX_DENSE_RESOLUTION[n_input_dims] and resolution**n_input_dims <= size
-        strides = (
-            tuple(resolution**d for d in range(n_input_dims)) if dense else COHERENT_PRIMES[:n_input_dims]
-        )
+        strides = tuple(resolution**d for d in range(n_input_dims)) if dense else COHERENT_PRIMES[:n_input_dims]
         levels.append(GridLevel(float(scale), resolution, offset, size, dense, strides))
         offset += size
     return levels
@@ -180,8 +178,9 @@ class _HashGridFunction(torch.autograd.Function):
     gradient. No gradient with respect to ``x``."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, params: Tensor, levels: Sequence[GridLevel], n_features: int,
-                smoothstep: bool, n_active: int) -> Tensor:  # type: ignore[override]
+    def forward(
+        ctx, x: Tensor, params: Tensor, levels: Sequence[GridLevel], n_features: int, smoothstep: bool, n_active: int
+    ) -> Tensor:  # type: ignore[override]
         xt = x.t().contiguous()
         n, dims = x.shape[0], x.shape[1]
         inside = bool(x.numel() == 0 or (xt.min() >= 0 and xt.max() <= 1))
@@ -194,7 +193,7 @@ class _HashGridFunction(torch.autograd.Function):
         for i, level in enumerate(levels[:n_active]):
             index, frac = level_cells(xt, level, smoothstep, inside)
             frac = _fractions_like(frac, table)
-            value = table[level.offset: level.offset + level.size].index_select(0, index.view(-1))
+            value = table[level.offset : level.offset + level.size].index_select(0, index.view(-1))
             value = value.view(*(2,) * dims, n, *entry_shape)
             for d in reversed(range(1, dims)):  # corner bit d is dim d's neighbour; the last dim is outermost
                 value = torch.lerp(value[0], value[1], frac[d])
@@ -234,7 +233,7 @@ class _HashGridFunction(torch.autograd.Function):
             if width > 1:
                 index = index[..., None] * width + torch.arange(width, device=index.device)
             start = level.offset * width
-            grad_flat[start: start + level.size * width].scatter_add_(0, index.view(-1), src.view(-1))
+            grad_flat[start : start + level.size * width].scatter_add_(0, index.view(-1), src.view(-1))
         return None, grad_params, None, None, None, None
 
 
@@ -256,8 +255,9 @@ def _out_view(level_out: Tensor, table: Tensor) -> Tensor:
     return torch.view_as_complex(level_out.view(level_out.shape[0], *table.shape[1:], 2))
 
 
-def hash_grid_reference(x: Tensor, params: Tensor, levels: Sequence[GridLevel], n_features: int,
-                        smoothstep: bool, n_active: int) -> Tensor:
+def hash_grid_reference(
+    x: Tensor, params: Tensor, levels: Sequence[GridLevel], n_features: int, smoothstep: bool, n_active: int
+) -> Tensor:
     """Same result as the fast path, built from differentiable torch ops (gradients to ``x`` and
     ``params``, any order). ``x`` ``(N, D)`` → ``(N, n_levels * n_features)``."""
     xt = x.t()
@@ -278,7 +278,7 @@ def hash_grid_reference(x: Tensor, params: Tensor, levels: Sequence[GridLevel], 
         for d in range(xt.shape[0]):
             pair = torch.stack((1.0 - frac[d], frac[d]))
             weight = pair if weight is None else (pair[:, None] * weight[None]).flatten(0, 1)
-        entries = table[level.offset: level.offset + level.size].index_select(0, index.view(-1))
+        entries = table[level.offset : level.offset + level.size].index_select(0, index.view(-1))
         entries = entries.view(*index.shape, *table.shape[1:])
         weight = weight.to(entries.dtype)
         value = (entries * (weight if table.dim() == 1 else weight[..., None])).sum(0)
@@ -320,7 +320,9 @@ class HashGridEncoding(Configurable, nn.Module):
         if c.n_features_per_level not in (1, 2, 4, 8):
             raise UserError(f"{where}.n_features_per_level: must be 1, 2, 4 or 8, got {c.n_features_per_level}")
         if not 1 <= n_input_dims < len(MAX_DENSE_RESOLUTION):
-            raise UserError(f"{where}: a hash grid encodes 1 to {len(MAX_DENSE_RESOLUTION) - 1} dims, got {n_input_dims}")
+            raise UserError(
+                f"{where}: a hash grid encodes 1 to {len(MAX_DENSE_RESOLUTION) - 1} dims, got {n_input_dims}"
+            )
         if c.n_levels < 1 or not 1 <= c.log2_hashmap_size <= 30 or c.base_resolution < 1 or c.per_level_scale <= 0:
             raise UserError(
                 f"{where}: need n_levels >= 1, 1 <= log2_hashmap_size <= 30, base_resolution >= 1 and "
@@ -351,14 +353,24 @@ class HashGridEncoding(Configurable, nn.Module):
                 self._tcnn = TcnnHashGrid(self.n_input_dims, self.cfg)
             out = self._tcnn(x, self.params)
             if n_active < self.cfg.n_levels:
-                out = out * (torch.arange(self.n_output_dims, device=x.device) < n_active * self.cfg.n_features_per_level)
+                out = out * (
+                    torch.arange(self.n_output_dims, device=x.device) < n_active * self.cfg.n_features_per_level
+                )
         else:
-            args = (x, self.params, self.levels, self.cfg.n_features_per_level,
-                    self.cfg.interpolation == "smoothstep", n_active)
+            args = (
+                x,
+                self.params,
+                self.levels,
+                self.cfg.n_features_per_level,
+                self.cfg.interpolation == "smoothstep",
+                n_active,
+            )
             out = hash_grid_reference(*args) if self.cfg.input_grad else _HashGridFunction.apply(*args)
         return out.reshape(*lead, self.n_output_dims)
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return (f"n_input_dims={self.n_input_dims}, n_levels={c.n_levels}, F={c.n_features_per_level}, "
-                f"log2_T={c.log2_hashmap_size}, n_params={self.params.numel()}, impl={c.implementation}")
+        return (
+            f"n_input_dims={self.n_input_dims}, n_levels={c.n_levels}, F={c.n_features_per_level}, "
+            f"log2_T={c.log2_hashmap_size}, n_params={self.params.numel()}, impl={c.implementation}"
+        )

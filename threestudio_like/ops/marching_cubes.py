@@ -20,8 +20,12 @@ from torch import Tensor
 from ..geometry.base import Mesh
 
 
-def marching_cubes(values: Tensor | np.ndarray, threshold: float,
-                   bbox_min: Sequence[float] | Tensor, bbox_max: Sequence[float] | Tensor) -> Mesh:
+def marching_cubes(
+    values: Tensor | np.ndarray,
+    threshold: float,
+    bbox_min: Sequence[float] | Tensor,
+    bbox_max: Sequence[float] | Tensor,
+) -> Mesh:
     """Isosurface ``values = threshold`` of a (R0,R1,R2) grid → Mesh (float32 vertices in world
     units, int64 faces); an empty Mesh (0 vertices, 0 faces) if the grid does not cross it."""
     import mcubes  # PyMCubes: a plain CPU extension, imported where it is used

@@ -47,8 +47,9 @@ class Rasterizer:
 
     def backend_for(self, device: torch.device | None) -> str:
         """The backend used for inputs on ``device``: 'nvdiffrast' or 'torch'."""
-        return choose_backend(self.implementation, "nvdiffrast", nvdiffrast_available, device,
-                              "rasterizer implementation")
+        return choose_backend(
+            self.implementation, "nvdiffrast", nvdiffrast_available, device, "rasterizer implementation"
+        )
 
     # ------------------------------------------------------------------ ops
 
@@ -57,7 +58,9 @@ class Rasterizer:
         if pos.dim() == 2:
             pos = pos[None]
         if pos.dim() != 3 or pos.shape[-1] != 4 or not pos.is_floating_point():
-            raise ValueError(f"rasterize: pos must be float (B,V,4) clip coordinates, got {tuple(pos.shape)} {pos.dtype}")
+            raise ValueError(
+                f"rasterize: pos must be float (B,V,4) clip coordinates, got {tuple(pos.shape)} {pos.dtype}"
+            )
         _check_tri(tri)
         if len(resolution) != 2 or min(int(r) for r in resolution) <= 0:
             raise ValueError(f"rasterize: resolution must be (height, width) > 0, got {resolution}")
@@ -71,8 +74,9 @@ class Rasterizer:
         _check_rast(rast, "interpolate")
         _check_tri(tri)
         if attr.dim() not in (2, 3) or (attr.dim() == 3 and attr.shape[0] not in (1, rast.shape[0])):
-            raise ValueError(f"interpolate: attr must be (V,C) or (B,V,C) with B={rast.shape[0]}, "
-                             f"got {tuple(attr.shape)}")
+            raise ValueError(
+                f"interpolate: attr must be (V,C) or (B,V,C) with B={rast.shape[0]}, got {tuple(attr.shape)}"
+            )
         if self.backend_for(rast.device) == "nvdiffrast":
             return self._nvdiffrast(rast.device).interpolate(attr, rast, tri), None
         return interpolate_torch(attr, rast, tri), None
@@ -84,8 +88,9 @@ class Rasterizer:
         if boundary_mode not in BOUNDARY_MODES:
             raise UserError(f"unknown texture boundary_mode '{boundary_mode}'; choose {'|'.join(BOUNDARY_MODES)}")
         if tex.dim() != 4 or uv.dim() != 4 or uv.shape[-1] != 2 or tex.shape[0] not in (1, uv.shape[0]):
-            raise ValueError(f"texture: need tex (B|1,Ht,Wt,C) and uv (B,H,W,2), got {tuple(tex.shape)} "
-                             f"and {tuple(uv.shape)}")
+            raise ValueError(
+                f"texture: need tex (B|1,Ht,Wt,C) and uv (B,H,W,2), got {tuple(tex.shape)} and {tuple(uv.shape)}"
+            )
         if self.backend_for(uv.device) == "nvdiffrast":
             return self._nvdiffrast(uv.device).texture(tex, uv, filter_mode, boundary_mode)
         return texture_torch(tex, uv, filter_mode, boundary_mode)
@@ -97,8 +102,9 @@ class Rasterizer:
         if pos.dim() == 2:
             pos = pos[None]
         if color.dim() != 4 or color.shape[:3] != rast.shape[:3]:
-            raise ValueError(f"antialias: color must be (B,H,W,C) matching rast {tuple(rast.shape[:3])}, "
-                             f"got {tuple(color.shape)}")
+            raise ValueError(
+                f"antialias: color must be (B,H,W,C) matching rast {tuple(rast.shape[:3])}, got {tuple(color.shape)}"
+            )
         if self.backend_for(color.device) == "nvdiffrast":
             return self._nvdiffrast(color.device).antialias(color, rast, pos, tri)
         return antialias_torch(color, rast, pos, tri, self._edge_topology(tri))

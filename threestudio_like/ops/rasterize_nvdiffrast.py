@@ -29,8 +29,9 @@ class NvdiffrastBackend:
         self._context = dr.RasterizeCudaContext(device=self.device)
 
     def rasterize(self, pos: Tensor, tri: Tensor, resolution: tuple[int, int]) -> Tensor:
-        rast, _ = self._dr.rasterize(self._context, pos.float().contiguous(), tri.int().contiguous(),
-                                     resolution=list(resolution), grad_db=False)
+        rast, _ = self._dr.rasterize(
+            self._context, pos.float().contiguous(), tri.int().contiguous(), resolution=list(resolution), grad_db=False
+        )
         return rast
 
     def interpolate(self, attr: Tensor, rast: Tensor, tri: Tensor) -> Tensor:
@@ -38,9 +39,11 @@ class NvdiffrastBackend:
         return out
 
     def texture(self, tex: Tensor, uv: Tensor, filter_mode: str, boundary_mode: str) -> Tensor:
-        return self._dr.texture(tex.float().contiguous(), uv.float().contiguous(),
-                                filter_mode=filter_mode, boundary_mode=boundary_mode)
+        return self._dr.texture(
+            tex.float().contiguous(), uv.float().contiguous(), filter_mode=filter_mode, boundary_mode=boundary_mode
+        )
 
     def antialias(self, color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor) -> Tensor:
-        return self._dr.antialias(color.float().contiguous(), rast.contiguous(), pos.float().contiguous(),
-                                  tri.int().contiguous())
+        return self._dr.antialias(
+            color.float().contiguous(), rast.contiguous(), pos.float().contiguous(), tri.int().contiguous()
+        )

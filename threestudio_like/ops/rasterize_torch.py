@@ -44,8 +44,9 @@ _EMPTY_KEY = torch.iinfo(torch.int64).max
 # --------------------------------------------------------------------------- rasterize
 
 
-def rasterize_torch(pos: Tensor, tri: Tensor, resolution: tuple[int, int],
-                    max_candidates: int = MAX_CANDIDATES) -> Tensor:
+def rasterize_torch(
+    pos: Tensor, tri: Tensor, resolution: tuple[int, int], max_candidates: int = MAX_CANDIDATES
+) -> Tensor:
     """Rasterize triangles: pos (B,V,4) clip space, tri (F,3) int → rast (B,H,W,4) in pos' dtype."""
     height, width = int(resolution[0]), int(resolution[1])
     tri = tri.long()
@@ -86,12 +87,16 @@ class _Barycentrics(torch.autograd.Function):
         gb0, gb1 = g[:, 0] / total, g[:, 1] / total
         gbb = (gb0 * a[0] + gb1 * a[1]) / total
         # d loss / d q_k (x and y parts), from a_0 = q1x q2y − q1y q2x (cyclic)
-        gqx = [gbb * (qy[2] - qy[1]) - gb1 * qy[2],
-               gbb * (qy[0] - qy[2]) + gb0 * qy[2],
-               gbb * (qy[1] - qy[0]) - gb0 * qy[1] + gb1 * qy[0]]
-        gqy = [gbb * (qx[1] - qx[2]) + gb1 * qx[2],
-               gbb * (qx[2] - qx[0]) - gb0 * qx[2],
-               gbb * (qx[0] - qx[1]) + gb0 * qx[1] - gb1 * qx[0]]
+        gqx = [
+            gbb * (qy[2] - qy[1]) - gb1 * qy[2],
+            gbb * (qy[0] - qy[2]) + gb0 * qy[2],
+            gbb * (qy[1] - qy[0]) - gb0 * qy[1] + gb1 * qy[0],
+        ]
+        gqy = [
+            gbb * (qx[1] - qx[2]) + gb1 * qx[2],
+            gbb * (qx[2] - qx[0]) - gb0 * qx[2],
+            gbb * (qx[0] - qx[1]) + gb0 * qx[1] - gb1 * qx[0],
+        ]
         grad_t = pos.new_zeros(4, pos.shape[0] * pos.shape[1])
         for k in range(3):
             grad_t[0].index_add_(0, corners[k], gqx[k])
@@ -100,8 +105,9 @@ class _Barycentrics(torch.autograd.Function):
         return grad_t.T.reshape(pos.shape), None, None, None, None, None
 
 
-def _hit_geometry(tri: Tensor, hit: Tensor, fid: Tensor, n_verts: int, height: int, width: int,
-                  dtype: torch.dtype) -> tuple[list[Tensor], Tensor, Tensor]:
+def _hit_geometry(
+    tri: Tensor, hit: Tensor, fid: Tensor, n_verts: int, height: int, width: int, dtype: torch.dtype
+) -> tuple[list[Tensor], Tensor, Tensor]:
     """Flat vertex indices (3 × (M,)) into (B·V) and NDC pixel centres fx, fy (M,) of hit pixels."""
     tri_t = tri.T.contiguous()
     corners = [tri_t[k].index_select(0, fid) for k in range(3)]
@@ -192,8 +198,12 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     n_faces = tri.shape[0]
     clip_x, clip_y, clip_z, clip_w = pos.reshape(-1, 4).T.float().contiguous()  # each (B·V,)
     inv_w = 1.0 / clip_w
-    screen = ((clip_x * inv_w + 1.0) * (0.5 * width) - 0.5,  # pixel j centre at x == j
-              (clip_y * inv_w + 1.0) * (0.5 * height) - 0.5, clip_z * inv_w, clip_w)
+    screen = (
+        (clip_x * inv_w + 1.0) * (0.5 * width) - 0.5,  # pixel j centre at x == j
+        (clip_y * inv_w + 1.0) * (0.5 * height) - 0.5,
+        clip_z * inv_w,
+        clip_w,
+    )
     offset = (torch.arange(batch, device=pos.device) * n_verts)[:, None]
     sx, sy, sz, w = [], [], [], []
     for k in range(3):
@@ -206,8 +216,15 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     min3 = lambda t: torch.minimum(torch.minimum(t[0], t[1]), t[2])  # noqa: E731
     max3 = lambda t: torch.maximum(torch.maximum(t[0], t[1]), t[2])  # noqa: E731
     z_min, z_max = min3(sz), max3(sz)
-    drawable = ((min3(w) > 0) & (area != 0) & torch.isfinite(area)
-                & (max3(sx) >= 0) & (min3(sx) <= width - 1) & (z_min <= 1) & (z_max >= -1))
+    drawable = (
+        (min3(w) > 0)
+        & (area != 0)
+        & torch.isfinite(area)
+        & (max3(sx) >= 0)
+        & (min3(sx) <= width - 1)
+        & (z_min <= 1)
+        & (z_max >= -1)
+    )
     # vertices sorted by y (a 3-element sorting network; ties keep their order): top, mid, bottom
     (x0, y0), (x1, y1) = _sort_by_y((sx[0], sy[0]), (sx[1], sy[1]))
     (x1, y1), (x2, y2) = _sort_by_y((x1, y1), (sx[2], sy[2]))
@@ -219,8 +236,9 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     last_row = lambda v: v.clamp(-1.0, height).floor().clamp_max(height - 1)  # noqa: E731
     y_top, y_upper_end, y_lower_start, y_bottom = first_row(y0), last_row(y1), first_row(y1), last_row(y2)
     n_faces_b = batch * n_faces
-    half_rows = torch.cat([(y_upper_end - y_top + 1) * drawable,
-                           (y_bottom - y_lower_start + 1) * drawable]).clamp_min(0).long()
+    half_rows = (
+        torch.cat([(y_upper_end - y_top + 1) * drawable, (y_bottom - y_lower_start + 1) * drawable]).clamp_min(0).long()
+    )
     active = half_rows.nonzero().squeeze(1)  # index h·B·F + b·F + f, h = 0 upper, 1 lower
     if active.numel() == 0:
         return active, active
@@ -228,8 +246,12 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
     # gathered per span below: per half (index h·B·F + b·F + f) its short edge (x_a, y_a, slope)
     # and first row (columns 0–3); per triangle its long edge (4–6), depth plane
     # z = z_0 + g_x x + g_y y (7–9: g_x, g_y, z_0) and depth range (10, 11)
-    per_half = [torch.cat([x0, x1]), torch.cat([y0, y1]),
-                torch.cat([slope(x0, y0, x1, y1), slope(x1, y1, x2, y2)]), torch.cat([y_top, y_lower_start])]
+    per_half = [
+        torch.cat([x0, x1]),
+        torch.cat([y0, y1]),
+        torch.cat([slope(x0, y0, x1, y1), slope(x1, y1, x2, y2)]),
+        torch.cat([y_top, y_lower_start]),
+    ]
     dz1, dz2 = sz[1] - sz[0], sz[2] - sz[0]
     gx = (dz1 * e2y - e1y * dz2) / area
     gy = (e1x * dz2 - e2x * dz1) / area
@@ -271,8 +293,10 @@ def _visible_faces(pos: Tensor, tri: Tensor, height: int, width: int, max_candid
 def _sort_by_y(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> tuple[tuple[Tensor, Tensor], ...]:
     """Compare-swap of two (x, y) points per element: (the one with smaller y, the other); ties keep order."""
     swap = b[1] < a[1]
-    return ((torch.where(swap, b[0], a[0]), torch.where(swap, b[1], a[1])),
-            (torch.where(swap, a[0], b[0]), torch.where(swap, a[1], b[1])))
+    return (
+        (torch.where(swap, b[0], a[0]), torch.where(swap, b[1], a[1])),
+        (torch.where(swap, a[0], b[0]), torch.where(swap, a[1], b[1])),
+    )
 
 
 def _depth_keys(depth: Tensor, fid: Tensor, clip: bool) -> Tensor:
@@ -439,8 +463,7 @@ def edge_topology(tri: Tensor) -> Tensor:
     return opposite.view(n_faces, 3)
 
 
-def antialias_torch(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor,
-                    topology: Tensor | None = None) -> Tensor:
+def antialias_torch(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, topology: Tensor | None = None) -> Tensor:
     """Silhouette antialiasing (nvdiffrast's analytic method): color (B,H,W,C) → (B,H,W,C).
 
     For every horizontally or vertically adjacent pixel pair with different triangle ids, the
@@ -519,7 +542,8 @@ def _antialias_work(rast: Tensor, pos: Tensor, tri: Tensor, topology: Tensor, he
     if sel.numel() == 0:
         return None
     pix0, pix1, down, use1, t, ref, bidx, face_key = (
-        v.index_select(0, sel) for v in (pix0, pix1, down, use1, t, ref, bidx, face_key))
+        v.index_select(0, sel) for v in (pix0, pix1, down, use1, t, ref, bidx, face_key)
+    )
     silhouette = [face_sil[k].index_select(0, face_key) for k in range(3)]
     in_image = ref - bidx * (height * width)
     row = torch.div(in_image, width, rounding_mode="floor")
@@ -564,8 +588,7 @@ def _silhouette_edges(vx: Tensor, vy: Tensor, tri: Tensor, topology: Tensor, bat
     the neighbour across it lies on the same side as the triangle (folds back), or there is none."""
     offset = (torch.arange(batch, device=tri.device) * n_verts)[:, None]
     corner = [(tri[:, k][None] + offset).view(-1) for k in range(3)]
-    opposite = [torch.where(topology[:, k][None] < 0, tri[:, k][None], topology[:, k][None]) + offset
-                for k in range(3)]
+    opposite = [torch.where(topology[:, k][None] < 0, tri[:, k][None], topology[:, k][None]) + offset for k in range(3)]
     x = [vx.index_select(0, c) for c in corner]
     y = [vy.index_select(0, c) for c in corner]
     own_positive = ((x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0])) >= 0

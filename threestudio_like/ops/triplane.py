@@ -38,8 +38,9 @@ def sample_plane(plane: Tensor, uv: Tensor) -> Tensor:
     flat = plane.reshape(res * res, -1)
     idx = row * res + col
     fx, fy = f[:, :1], f[:, 1:]
-    return ((flat[idx] * (1 - fx) + flat[idx + 1] * fx) * (1 - fy)
-            + (flat[idx + res] * (1 - fx) + flat[idx + res + 1] * fx) * fy)
+    return (flat[idx] * (1 - fx) + flat[idx + 1] * fx) * (1 - fy) + (
+        flat[idx + res] * (1 - fx) + flat[idx + res + 1] * fx
+    ) * fy
 
 
 class TriplaneEncoding(Configurable, nn.Module):

@@ -63,16 +63,21 @@ class PromptEmbeddings:
     perp_neg_f_fs: tuple[float, float, float] = (4.0, 0.5, -2.426)
     perp_neg_f_sf: tuple[float, float, float] = (4.0, 0.5, -2.426)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PromptEmbeddings":
-        return replace(self, cond=self.cond.to(device, dtype), uncond=self.uncond.to(device, dtype),
-                       views={k: v.to(device, dtype) for k, v in self.views.items()})
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> PromptEmbeddings:
+        return replace(
+            self,
+            cond=self.cond.to(device, dtype),
+            uncond=self.uncond.to(device, dtype),
+            views={k: v.to(device, dtype) for k, v in self.views.items()},
+        )
 
     def view_names(self, elevation: Tensor, azimuth: Tensor) -> list[str]:
         """(B,) degrees → B view names (thresholds of this prompt)."""
         return view_names(elevation, azimuth, self.front_threshold, self.back_threshold, self.overhead_threshold)
 
-    def get_text_embeddings(self, elevation: Tensor, azimuth: Tensor,
-                            view_dependent: Optional[bool] = None) -> tuple[Tensor, Tensor]:
+    def get_text_embeddings(
+        self, elevation: Tensor, azimuth: Tensor, view_dependent: Optional[bool] = None
+    ) -> tuple[Tensor, Tensor]:
         """(B,) elevation/azimuth in degrees → (cond (B,L,D), uncond (B,L,D)).
 
         ``view_dependent`` (default: the processor's ``view_dependent_prompting``) picks each
@@ -155,7 +160,7 @@ class PromptProcessor(Configurable):
     def __init__(self, cfg: Any = None, where: str = "prompt_processor") -> None:
         c = self.parse_config(cfg, where)
         if not c.prompt.strip():
-            raise UserError(f"{where}.prompt is empty; pass prompt=\"a description of the object\"")
+            raise UserError(f'{where}.prompt is empty; pass prompt="a description of the object"')
         if c.use_perp_neg and not c.view_dependent_prompting:
             raise UserError(f"{where}.use_perp_neg needs {where}.view_dependent_prompting=true")
 
@@ -172,12 +177,18 @@ class PromptProcessor(Configurable):
         texts = self.texts()
         emb = self._encode_cached(model_dir, list(dict.fromkeys(texts.values())))
         return PromptEmbeddings(
-            prompt=c.prompt, cond=emb[texts["prompt"]], uncond=emb[texts["negative"]],
+            prompt=c.prompt,
+            cond=emb[texts["prompt"]],
+            uncond=emb[texts["negative"]],
             views={v: emb[texts[f"view:{v}"]] for v in VIEWS},
-            view_dependent=c.view_dependent_prompting, front_threshold=c.front_threshold,
-            back_threshold=c.back_threshold, overhead_threshold=c.overhead_threshold,
-            use_perp_neg=c.use_perp_neg, perp_neg_f_sb=tuple(c.perp_neg_f_sb),
-            perp_neg_f_fsb=tuple(c.perp_neg_f_fsb), perp_neg_f_fs=tuple(c.perp_neg_f_fs),
+            view_dependent=c.view_dependent_prompting,
+            front_threshold=c.front_threshold,
+            back_threshold=c.back_threshold,
+            overhead_threshold=c.overhead_threshold,
+            use_perp_neg=c.use_perp_neg,
+            perp_neg_f_sb=tuple(c.perp_neg_f_sb),
+            perp_neg_f_fsb=tuple(c.perp_neg_f_fsb),
+            perp_neg_f_fs=tuple(c.perp_neg_f_fs),
             perp_neg_f_sf=tuple(c.perp_neg_f_sf),
         ).to(device)
 
@@ -219,8 +230,10 @@ def model_fingerprint(model_dir: str) -> str:
     for sub in ("text_encoder", "tokenizer"):
         root = os.path.join(model_dir, sub)
         if not os.path.isdir(root):
-            raise UserError(f"the pretrained model at '{model_dir}' has no {sub}/ folder; "
-                            "pass a Stable Diffusion-format pipeline directory")
+            raise UserError(
+                f"the pretrained model at '{model_dir}' has no {sub}/ folder; "
+                "pass a Stable Diffusion-format pipeline directory"
+            )
         for name in sorted(os.listdir(root)):
             st = os.stat(os.path.join(root, name))
             parts.append([sub, name, st.st_size, st.st_mtime_ns])
@@ -235,7 +248,8 @@ def cache_key(fingerprint: str, text: str) -> str:
 def encode_texts(model_dir: str, texts: list[str]) -> list[Tensor]:
     """N (1,L,D) fp32 CPU embeddings (last hidden state, padded to the tokenizer's max length)."""
     tokenizer, encoder = pretrained.load_text_encoder(model_dir)
-    tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                       truncation=True, return_tensors="pt")
+    tokens = tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
     hidden = encoder(tokens.input_ids)[0]
     return list(hidden.float().split(1, 0))

@@ -13,8 +13,13 @@ from torch import Tensor
 VIEWS = ("front", "side", "back", "overhead")
 
 
-def view_names(elevation_deg: Tensor, azimuth_deg: Tensor, front_threshold: float = 45.0,
-               back_threshold: float = 45.0, overhead_threshold: float = 60.0) -> list[str]:
+def view_names(
+    elevation_deg: Tensor,
+    azimuth_deg: Tensor,
+    front_threshold: float = 45.0,
+    back_threshold: float = 45.0,
+    overhead_threshold: float = 60.0,
+) -> list[str]:
     """(B,) elevations and azimuths in degrees → B view names from :data:`VIEWS`."""
     az = ((azimuth_deg + 180.0) % 360.0 - 180.0).abs()
     names = []

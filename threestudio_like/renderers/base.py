@@ -37,6 +37,12 @@ class Renderer(Configurable, Updateable, nn.Module):
     """What the system calls: ``renderer(cameras, geometry, material, background, shading)``
     → :class:`RenderOutput` (``renderers/volume.py``, ``renderers/raster.py``)."""
 
-    def forward(self, cameras: CameraBatch, geometry: Geometry, material: Material,
-                background: Background, shading: str = "diffuse") -> RenderOutput:
+    def forward(
+        self,
+        cameras: CameraBatch,
+        geometry: Geometry,
+        material: Material,
+        background: Background,
+        shading: str = "diffuse",
+    ) -> RenderOutput:
         raise NotImplementedError

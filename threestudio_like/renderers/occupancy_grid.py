@@ -35,8 +35,15 @@ DensityFn = Callable[[Tensor], Tensor]
 class OccupancyGrid(nn.Module):
     """Binary occupancy of ``levels × resolution³`` cells; see the module docstring."""
 
-    def __init__(self, resolution: int = 32, levels: int = 1, threshold: float = 0.01,
-                 ema_decay: float = 0.95, warmup_steps: int = 256, eval_chunk: int = 65536) -> None:
+    def __init__(
+        self,
+        resolution: int = 32,
+        levels: int = 1,
+        threshold: float = 0.01,
+        ema_decay: float = 0.95,
+        warmup_steps: int = 256,
+        eval_chunk: int = 65536,
+    ) -> None:
         super().__init__()
         if resolution < 1 or levels < 1:
             raise UserError(f"occupancy grid resolution ({resolution}) and levels ({levels}) must be ≥ 1")
@@ -51,7 +58,7 @@ class OccupancyGrid(nn.Module):
 
     @property
     def cells_per_level(self) -> int:
-        return self.resolution ** 3
+        return self.resolution**3
 
     def aabbs(self, radius: float) -> Tensor:
         """(L,6) boxes ``(xmin, ymin, zmin, xmax, ymax, zmax)`` of the levels (nerfacc layout)."""
@@ -88,8 +95,14 @@ class OccupancyGrid(nn.Module):
         return lo.amin(dim=0), hi.amax(dim=0)
 
     @torch.no_grad()
-    def update(self, density_fn: DensityFn, radius: float, step: int, step_size: float,
-               generator: Optional[torch.Generator] = None) -> None:
+    def update(
+        self,
+        density_fn: DensityFn,
+        radius: float,
+        step: int,
+        step_size: float,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
         """One EMA update: sample cells (all of them before ``warmup_steps``), evaluate
         ``density_fn`` at a random point of each, ``occ = density · step_size``, then re-binarise."""
         device, n = self.occs.device, self.cells_per_level
@@ -98,24 +111,27 @@ class OccupancyGrid(nn.Module):
             if step < self.warmup_steps:
                 cells = torch.arange(n, device=device)
             else:
-                cells = torch.randint(n, (n // 4,), generator=generator,
-                                      device=_gen_device(generator, device)).to(device)
+                cells = torch.randint(n, (n // 4,), generator=generator, device=_gen_device(generator, device)).to(
+                    device
+                )
                 occupied = torch.nonzero(self.binaries[lvl].flatten())[:, 0]
                 if occupied.numel() > n // 4:
-                    pick = torch.randint(occupied.numel(), (n // 4,), generator=generator,
-                                         device=_gen_device(generator, device)).to(device)
+                    pick = torch.randint(
+                        occupied.numel(), (n // 4,), generator=generator, device=_gen_device(generator, device)
+                    ).to(device)
                     occupied = occupied[pick]
                 cells = torch.cat([cells, occupied])
             ijk = torch.stack(torch.unravel_index(cells, (self.resolution,) * 3), dim=-1).to(occs.dtype)
-            jitter = torch.rand(ijk.shape, generator=generator, dtype=occs.dtype,
-                                device=_gen_device(generator, device)).to(device)
-            half = radius * 2.0 ** lvl
+            jitter = torch.rand(
+                ijk.shape, generator=generator, dtype=occs.dtype, device=_gen_device(generator, device)
+            ).to(device)
+            half = radius * 2.0**lvl
             points = ((ijk + jitter) / self.resolution * 2.0 - 1.0) * half
             occ = torch.cat([density_fn(chunk).reshape(-1) for chunk in points.split(self.eval_chunk)])
             occ = occ.to(occs.dtype) * step_size
             occs[lvl, cells] = torch.maximum(occs[lvl, cells] * self.ema_decay, occ)
         thre = min(self.threshold, occs.mean().item())
-        self.binaries.copy_((self.occs > thre))
+        self.binaries.copy_(self.occs > thre)
 
     def occupied_fraction(self) -> float:
         """Fraction of occupied cells (all levels)."""
@@ -126,4 +142,3 @@ def _gen_device(generator: Optional[torch.Generator], device: torch.device) -> t
     """Random numbers are drawn on the generator's device (then moved) so a CPU generator
     also drives CUDA state."""
     return generator.device if generator is not None else device
-

@@ -44,8 +44,14 @@ class RasterRenderer(Renderer):
             self._rasterizer = Rasterizer(self.cfg.implementation, device=device)
         return self._rasterizer
 
-    def forward(self, cameras: CameraBatch, geometry: Geometry, material: Material, background: Background,
-                shading: str = "diffuse") -> RenderOutput:
+    def forward(
+        self,
+        cameras: CameraBatch,
+        geometry: Geometry,
+        material: Material,
+        background: Background,
+        shading: str = "diffuse",
+    ) -> RenderOutput:
         mesh = geometry.mesh() if isinstance(geometry, SurfaceGeometry) else geometry.isosurface()
         b, h, w = cameras.batch_size, cameras.height, cameras.width
         r = self.rasterizer(mesh.v_pos.device)

@@ -42,8 +42,10 @@ from .volume_nerfacc import march_rays_nerfacc, nerfacc_available, render_weight
 
 # ----------------------------------------------------------------------------- torch twin ops
 
-def ray_aabb_intersect(rays_o: Tensor, rays_d: Tensor, box_min: float | Tensor,
-                       box_max: float | Tensor) -> tuple[Tensor, Tensor]:
+
+def ray_aabb_intersect(
+    rays_o: Tensor, rays_d: Tensor, box_min: float | Tensor, box_max: float | Tensor
+) -> tuple[Tensor, Tensor]:
     """Slab test against the box ``[box_min, box_max]`` (floats or (3,) tensors). rays (R,3) →
     t_near (R,), t_far (R,); a ray misses the box when ``t_far <= t_near``. ``t_near`` may be
     negative (origin inside the box)."""
@@ -56,9 +58,16 @@ def ray_aabb_intersect(rays_o: Tensor, rays_d: Tensor, box_min: float | Tensor,
     return t_near, t_far
 
 
-def march_rays_torch(rays_o: Tensor, rays_d: Tensor, t_min: Tensor, t_max: Tensor, step_size: float,
-                     max_steps: int, grid: Optional[OccupancyGrid] = None,
-                     radius: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+def march_rays_torch(
+    rays_o: Tensor,
+    rays_d: Tensor,
+    t_min: Tensor,
+    t_max: Tensor,
+    step_size: float,
+    max_steps: int,
+    grid: Optional[OccupancyGrid] = None,
+    radius: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Torch twin of :func:`.volume_nerfacc.march_rays_nerfacc` (same intervals).
 
     rays (R,3), t_min/t_max (R,) → ray_indices (S,) long sorted by ray, t_starts (S,), t_ends (S,).
@@ -109,8 +118,9 @@ def packed_exclusive_sum(values: Tensor, ray_indices: Tensor, n_rays: int) -> Te
     return exclusive[ray_indices, col]
 
 
-def render_weights_torch(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor,
-                         n_rays: int) -> tuple[Tensor, Tensor]:
+def render_weights_torch(
+    t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, n_rays: int
+) -> tuple[Tensor, Tensor]:
     """Packed (S,) → weights ``T·(1 − exp(−σδ))`` (S,), transmittance T (S,)."""
     sigma_delta = sigmas * (t_ends - t_starts)
     alphas = 1.0 - torch.exp(-sigma_delta)
@@ -119,15 +129,15 @@ def render_weights_torch(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_i
 
 
 @torch.no_grad()
-def visible_torch(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor,
-                  n_rays: int, early_stop_eps: float) -> Tensor:
+def visible_torch(
+    t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, n_rays: int, early_stop_eps: float
+) -> Tensor:
     """(S,) bool: transmittance still above ``early_stop_eps`` at the sample."""
     _, trans = render_weights_torch(t_starts, t_ends, sigmas, ray_indices, n_rays)
     return trans > early_stop_eps
 
 
-def accumulate_along_rays(weights: Tensor, ray_indices: Tensor, n_rays: int,
-                          values: Optional[Tensor] = None) -> Tensor:
+def accumulate_along_rays(weights: Tensor, ray_indices: Tensor, n_rays: int, values: Optional[Tensor] = None) -> Tensor:
     """Σ over each ray's samples of ``w`` (values None) or ``w·values``: (S,), (S,C) → (R,1|C)."""
     src = weights[:, None] if values is None else weights[:, None] * values
     out = src.new_zeros(n_rays, src.shape[1])
@@ -135,6 +145,7 @@ def accumulate_along_rays(weights: Tensor, ray_indices: Tensor, n_rays: int,
 
 
 # ----------------------------------------------------------------------------- renderer
+
 
 class VolumeRenderer(Renderer):
     """Renders an implicit geometry (density + features) with a material over a background.
@@ -199,8 +210,9 @@ class VolumeRenderer(Renderer):
             raise UserError(f"{where}.grid_update_every must be ≥ 1, got {c.grid_update_every}")
         self.occupancy_grid: Optional[OccupancyGrid] = None
         if c.estimator == "occgrid":
-            self.occupancy_grid = OccupancyGrid(c.grid_resolution, c.grid_levels, c.occ_threshold,
-                                                c.grid_ema_decay, c.grid_warmup_steps)
+            self.occupancy_grid = OccupancyGrid(
+                c.grid_resolution, c.grid_levels, c.occ_threshold, c.grid_ema_decay, c.grid_warmup_steps
+            )
         self._global_step = 0
         self._grid_updated_at: Optional[int] = None
 
@@ -213,14 +225,14 @@ class VolumeRenderer(Renderer):
         """Distance between samples: the box diagonal over ``num_samples_per_ray``."""
         return 2.0 * math.sqrt(3.0) * radius / self.cfg.num_samples_per_ray
 
-    def update_occupancy_grid(self, geometry: nn.Module, step: int,
-                              generator: Optional[torch.Generator] = None) -> None:
+    def update_occupancy_grid(
+        self, geometry: nn.Module, step: int, generator: Optional[torch.Generator] = None
+    ) -> None:
         """Run one occupancy grid update now (the renderer does it by itself while training)."""
         if self.occupancy_grid is None:
             raise UserError("this volume renderer has no occupancy grid; set estimator=occgrid")
         radius = float(geometry.cfg.radius)
-        self.occupancy_grid.update(geometry.forward_density, radius, step,
-                                   self.render_step_size(radius), generator)
+        self.occupancy_grid.update(geometry.forward_density, radius, step, self.render_step_size(radius), generator)
         self._grid_updated_at = step
 
     def _maybe_update_grid(self, geometry: nn.Module, generator: Optional[torch.Generator]) -> None:
@@ -232,14 +244,21 @@ class VolumeRenderer(Renderer):
 
     def _backend(self, device: Optional[torch.device]) -> str:
         """'nerfacc' or 'torch' for rays on ``device``."""
-        return choose_backend(self.cfg.implementation, "nerfacc", nerfacc_available, device,
-                              f"{self.where}.implementation")
+        return choose_backend(
+            self.cfg.implementation, "nerfacc", nerfacc_available, device, f"{self.where}.implementation"
+        )
 
     # --------------------------------------------------------------------- rendering
 
-    def forward(self, cameras: CameraBatch, geometry: nn.Module, material: Material,
-                background: Background, shading: str = "diffuse",
-                generator: Optional[torch.Generator] = None) -> RenderOutput:
+    def forward(
+        self,
+        cameras: CameraBatch,
+        geometry: nn.Module,
+        material: Material,
+        background: Background,
+        shading: str = "diffuse",
+        generator: Optional[torch.Generator] = None,
+    ) -> RenderOutput:
         """Render B views (H×W). ``generator`` drives the jitter, the grid update and the background."""
         c = self.cfg
         b, h, w = cameras.batch_size, cameras.height, cameras.width
@@ -252,9 +271,20 @@ class VolumeRenderer(Renderer):
         need_normal = c.return_normals or (material.requires_normal and shading != "albedo")
         chunk = c.train_chunk_size if self.training else c.eval_chunk_size
         chunk = n_rays if chunk <= 0 else chunk
-        parts = [self._render_rays(rays_o[s:s + chunk], rays_d[s:s + chunk], light[s:s + chunk], s,
-                                   geometry, material, shading, need_normal, generator)
-                 for s in range(0, n_rays, chunk)]
+        parts = [
+            self._render_rays(
+                rays_o[s : s + chunk],
+                rays_d[s : s + chunk],
+                light[s : s + chunk],
+                s,
+                geometry,
+                material,
+                shading,
+                need_normal,
+                generator,
+            )
+            for s in range(0, n_rays, chunk)
+        ]
         merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if parts[0][k] is not None}
 
         bg = background(cameras.rays_d, generator=generator)
@@ -265,9 +295,18 @@ class VolumeRenderer(Renderer):
         merged["num_samples"] = int(merged["weights"].shape[0])
         return RenderOutput(rgb=rgb, opacity=opacity, depth=depth, normal=normal, extras=merged)
 
-    def _render_rays(self, rays_o: Tensor, rays_d: Tensor, light: Tensor, offset: int,
-                     geometry: nn.Module, material: Material, shading: str, need_normal: bool,
-                     generator: Optional[torch.Generator]) -> dict[str, Optional[Tensor]]:
+    def _render_rays(
+        self,
+        rays_o: Tensor,
+        rays_d: Tensor,
+        light: Tensor,
+        offset: int,
+        geometry: nn.Module,
+        material: Material,
+        shading: str,
+        need_normal: bool,
+        generator: Optional[torch.Generator],
+    ) -> dict[str, Optional[Tensor]]:
         """R rays (R,3) → per-ray rgb (R,3) opacity/depth (R,1) normal (R,3)|None and packed extras."""
         c = self.cfg
         n_rays = rays_o.shape[0]
@@ -280,20 +319,23 @@ class VolumeRenderer(Renderer):
         t_min, t_max = ray_aabb_intersect(rays_o, rays_d, -radius, radius)
         t_min, t_max = t_min.clamp(min=c.near_plane), t_max.clamp(max=c.far_plane)
         if self.training and c.randomized:
-            t_min = t_min + step * torch.rand(n_rays, generator=generator, dtype=rays_o.dtype,
-                                              device=generator.device if generator is not None
-                                              else rays_o.device).to(rays_o.device)
+            t_min = t_min + step * torch.rand(
+                n_rays,
+                generator=generator,
+                dtype=rays_o.dtype,
+                device=generator.device if generator is not None else rays_o.device,
+            ).to(rays_o.device)
         if backend == "nerfacc":
             if grid is not None:
                 binaries, aabbs = grid.binaries, grid.aabbs(radius)
             else:
                 binaries = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=rays_o.device)
                 aabbs = torch.tensor([[-radius] * 3 + [radius] * 3], dtype=rays_o.dtype, device=rays_o.device)
-            ray_indices, t_starts, t_ends = march_rays_nerfacc(rays_o, rays_d, t_min, t_max,
-                                                               binaries, aabbs, step)
+            ray_indices, t_starts, t_ends = march_rays_nerfacc(rays_o, rays_d, t_min, t_max, binaries, aabbs, step)
         else:
-            ray_indices, t_starts, t_ends = march_rays_torch(rays_o, rays_d, t_min, t_max, step,
-                                                             c.num_samples_per_ray, grid, radius)
+            ray_indices, t_starts, t_ends = march_rays_torch(
+                rays_o, rays_d, t_min, t_max, step, c.num_samples_per_ray, grid, radius
+            )
         weights_fn = render_weights_nerfacc if backend == "nerfacc" else render_weights_torch
 
         # 3. occluded samples (eval): a density pass without gradients

@@ -46,11 +46,17 @@ def export_run(system: Any, out_dir: Path, export_cfg: dict) -> dict[str, Path]:
         def appearance(points: torch.Tensor) -> dict[str, torch.Tensor]:
             return material.appearance(geometry(points.to(system.device)).features)
 
-        hint = (f"the geometry's isosurface_threshold={threshold} gave no surface; set "
-                f"geometry.isosurface_threshold to a smaller value or 'auto'") if threshold is not None else \
-            "the geometry is empty"
-        return export_mesh(mesh.__class__(mesh.v_pos.detach(), mesh.t_pos_idx), appearance, out_dir, export_cfg,
-                           empty_hint=hint)
+        hint = (
+            (
+                f"the geometry's isosurface_threshold={threshold} gave no surface; set "
+                f"geometry.isosurface_threshold to a smaller value or 'auto'"
+            )
+            if threshold is not None
+            else "the geometry is empty"
+        )
+        return export_mesh(
+            mesh.__class__(mesh.v_pos.detach(), mesh.t_pos_idx), appearance, out_dir, export_cfg, empty_hint=hint
+        )
     finally:
         system.train(was_training)
 
@@ -88,8 +94,15 @@ def render_turntable(system: Any, run_dir: Path, n_views: int, fps: float) -> Pa
         from ..data.cameras import orbit_cameras
 
         c = system.data.cfg
-        cams = orbit_cameras(n_views, c.eval_elevation_deg, c.eval_distance, c.eval_fovy_deg,
-                             c.eval_height, c.eval_width, device=system.device)
+        cams = orbit_cameras(
+            n_views,
+            c.eval_elevation_deg,
+            c.eval_distance,
+            c.eval_fovy_deg,
+            c.eval_height,
+            c.eval_width,
+            device=system.device,
+        )
     views = system.render_views(cams)
     frames = (views["rgb"].cpu().numpy() * 255).round().astype(np.uint8)
     return write_video(Path(run_dir) / "video" / "turntable.mp4", list(frames), fps=fps)

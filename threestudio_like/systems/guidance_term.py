@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from ..core.errors import UserError
-from .score_distillation import ScoringGuidance, build_guidance, normal_image
 from .regularizers import LossTerm
+from .score_distillation import ScoringGuidance, build_guidance, normal_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from .score_distillation import StepContext
@@ -44,7 +44,7 @@ class GuidanceTerm(LossTerm):
     def setup_guidance(self, device: torch.device, reference: Optional[tuple[Tensor, float, float, float]]) -> None:
         self.scoring = build_guidance(self.cfg.guidance, self.cfg.prompt_processor, device, reference, self.where)
 
-    def forward(self, ctx: "StepContext") -> dict[str, Tensor]:
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         assert self.scoring is not None, "setup_guidance() loads the guidance before training"
         image = ctx.render.rgb if self.cfg.input == "rgb" else normal_image(ctx.render)
         return {self.name: self.scoring(image, ctx.cameras).loss}

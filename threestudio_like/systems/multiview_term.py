@@ -39,8 +39,9 @@ ELEVATIONS = {"v1.1": ZERO123PP_ELEVATIONS_V11, "v1.2": ZERO123PP_ELEVATIONS_V12
 """The elevations of each Zero123++ version (:class:`MultiViewTerm`'s ``version``)."""
 
 
-def zero123pp_poses(input_azimuth_deg: float = 0.0,
-                    elevations_deg: Sequence[float] = ZERO123PP_ELEVATIONS_V11) -> tuple[Tensor, Tensor]:
+def zero123pp_poses(
+    input_azimuth_deg: float = 0.0, elevations_deg: Sequence[float] = ZERO123PP_ELEVATIONS_V11
+) -> tuple[Tensor, Tensor]:
     """(6,) elevations and (6,) azimuths in degrees, in grid order (row-major, 3 rows × 2 cols).
 
     View k: elevation ``elevations_deg[k % 2]``, azimuth ``input_azimuth + 30 + 60·k``
@@ -52,10 +53,16 @@ def zero123pp_poses(input_azimuth_deg: float = 0.0,
     return elevation, azimuth
 
 
-def zero123pp_cameras(distance: float, fovy_deg: float, height: int, width: int,
-                      input_azimuth_deg: float = 0.0,
-                      elevations_deg: Sequence[float] = ZERO123PP_ELEVATIONS_V11,
-                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> CameraBatch:
+def zero123pp_cameras(
+    distance: float,
+    fovy_deg: float,
+    height: int,
+    width: int,
+    input_azimuth_deg: float = 0.0,
+    elevations_deg: Sequence[float] = ZERO123PP_ELEVATIONS_V11,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> CameraBatch:
     """The six Zero123++ cameras (B=6, grid order) at ``distance`` with vertical FOV ``fovy_deg``.
 
     ``input_azimuth_deg`` is the azimuth of the input image's camera in our world (0 = front,
@@ -64,8 +71,14 @@ def zero123pp_cameras(distance: float, fovy_deg: float, height: int, width: int,
     """
     elevation, azimuth = zero123pp_poses(input_azimuth_deg, elevations_deg)
     kw = dict(dtype=dtype, device=device)
-    return make_cameras(elevation.to(**kw), azimuth.to(**kw), torch.full((6,), float(distance), **kw),
-                        torch.full((6,), float(fovy_deg), **kw), height, width)
+    return make_cameras(
+        elevation.to(**kw),
+        azimuth.to(**kw),
+        torch.full((6,), float(distance), **kw),
+        torch.full((6,), float(fovy_deg), **kw),
+        height,
+        width,
+    )
 
 
 def split_grid(image: Tensor, rows: int = 3, cols: int = 2) -> Tensor:
@@ -120,8 +133,9 @@ class MultiViewReconstructionLoss(Configurable, nn.Module):
     def _per_pixel(self, a: Tensor, b: Tensor) -> Tensor:
         return (a - b) ** 2 if self.cfg.kind == "l2" else (a - b).abs()
 
-    def forward(self, rgb: Tensor, target: Tensor, mask: Optional[Tensor] = None,
-                opacity: Optional[Tensor] = None) -> dict[str, Tensor]:
+    def forward(
+        self, rgb: Tensor, target: Tensor, mask: Optional[Tensor] = None, opacity: Optional[Tensor] = None
+    ) -> dict[str, Tensor]:
         if rgb.shape[0] != target.shape[0]:
             raise UserError(f"got {rgb.shape[0]} renders for {target.shape[0]} target views; they must match")
         size = rgb.shape[1:3]
@@ -146,8 +160,11 @@ def _resize(images: Tensor, size: Sequence[int]) -> Tensor:
         return images
     x = images.permute(0, 3, 1, 2)
     shrink = images.shape[1] >= size[0] and images.shape[2] >= size[1]
-    x = F.interpolate(x, size=tuple(size), mode="area") if shrink else \
-        F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    x = (
+        F.interpolate(x, size=tuple(size), mode="area")
+        if shrink
+        else F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    )
     return x.permute(0, 2, 3, 1)
 
 
@@ -183,12 +200,20 @@ class MultiViewTerm(LossTerm):
         views, masks = load_view_grid(c.grid)
         self.register_buffer("views", views, persistent=False)
         self.register_buffer("masks", masks, persistent=False)
-        self.loss = MultiViewReconstructionLoss({"kind": c.kind, "masked_rgb": c.masked_rgb, "background": c.background,
-                                                 "lambda_mask": 1.0}, where=where)
+        self.loss = MultiViewReconstructionLoss(
+            {"kind": c.kind, "masked_rgb": c.masked_rgb, "background": c.background, "lambda_mask": 1.0}, where=where
+        )
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         c = self.cfg
-        cams = zero123pp_cameras(c.distance, c.fovy_deg, c.height, c.width, c.input_azimuth_deg,
-                                 ELEVATIONS[c.version], device=self.views.device)
+        cams = zero123pp_cameras(
+            c.distance,
+            c.fovy_deg,
+            c.height,
+            c.width,
+            c.input_azimuth_deg,
+            ELEVATIONS[c.version],
+            device=self.views.device,
+        )
         render = ctx.system.render(cams, shading="albedo")
         return self.loss(render.rgb, self.views, self.masks, render.opacity)

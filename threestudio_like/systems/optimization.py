@@ -50,8 +50,9 @@ class LRSchedulerConfig:
     """Final factor of the ``exponential`` decay."""
 
 
-def build_optimizer(cfg: OptimizerConfig, named_parameters: list[tuple[str, nn.Parameter]],
-                    where: str) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: OptimizerConfig, named_parameters: list[tuple[str, nn.Parameter]], where: str
+) -> torch.optim.Optimizer:
     """One param group per configured prefix (plus ``default``), parameters without
     ``requires_grad`` left out."""
     groups: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in cfg.params}
@@ -82,8 +83,9 @@ def lr_factor(cfg: LRSchedulerConfig, step: int, steps: int) -> float:
     return warmup
 
 
-def build_lr_scheduler(cfg: Optional[LRSchedulerConfig], optimizer: torch.optim.Optimizer,
-                       steps: int) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+def build_lr_scheduler(
+    cfg: Optional[LRSchedulerConfig], optimizer: torch.optim.Optimizer, steps: int
+) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
     if cfg is None:
         return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps))

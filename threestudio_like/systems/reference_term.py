@@ -36,8 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .score_distillation import StepContext
 
 
-def reference_rgb_loss(rgb: Tensor, ref_rgb: Tensor, mask: Optional[Tensor] = None,
-                       background: Optional[Tensor] = None) -> Tensor:
+def reference_rgb_loss(
+    rgb: Tensor, ref_rgb: Tensor, mask: Optional[Tensor] = None, background: Optional[Tensor] = None
+) -> Tensor:
     """MSE between a render and the reference image.
 
     ``rgb``, ``ref_rgb`` (B,H,W,3); ``mask`` (B,H,W,1) or None; ``background`` (3,) or
@@ -85,8 +86,9 @@ def depth_correlation_loss(depth: Tensor, mono_depth: Tensor, mask: Optional[Ten
     for b in range(depth.shape[0]):
         keep = ((mask[b] > 0.5) if mask is not None else torch.ones_like(depth[b], dtype=torch.bool)).reshape(-1)
         if int(keep.sum()) < 2:
-            raise UserError("depth correlation needs at least 2 foreground pixels in the reference mask; "
-                            "check the mask")
+            raise UserError(
+                "depth correlation needs at least 2 foreground pixels in the reference mask; check the mask"
+            )
         d = depth[b].reshape(-1)[keep]
         m = mono_depth[b].reshape(-1)[keep].to(d)
         losses.append(1.0 - pearson_correlation(d, m))

@@ -45,7 +45,7 @@ class LossTerm(Configurable, Updateable, nn.Module):
     def setup_guidance(self, device: torch.device, reference: Optional[tuple[Tensor, float, float, float]]) -> None:
         """Load the pretrained models the term scores with (only for stages that train)."""
 
-    def forward(self, ctx: "StepContext") -> dict[str, Tensor]:  # pragma: no cover - abstract
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -53,7 +53,7 @@ class OrientationLoss(LossTerm):
     """DreamFusion's orientation loss: Σ_samples w·max(0, n·d)² / #rays — penalises normals
     facing away from the camera on visible samples (volume renders only)."""
 
-    def forward(self, ctx: "StepContext") -> dict[str, Tensor]:
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         ex = ctx.render.extras
         w, n, d = ex["weights"], ex["normal_points"], ex["dirs"]
         rays = ctx.render.opacity.numel()
@@ -64,7 +64,7 @@ class OrientationLoss(LossTerm):
 class SparsityLoss(LossTerm):
     """Mean of sqrt(opacity² + 0.01): pushes empty space to zero opacity."""
 
-    def forward(self, ctx: "StepContext") -> dict[str, Tensor]:
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         return {self.name: (ctx.render.opacity**2 + 0.01).sqrt().mean()}
 
 
@@ -76,7 +76,7 @@ class OpaqueLoss(LossTerm):
         eps: float = 1e-3
         """Clamp of the opacity away from 0 and 1."""
 
-    def forward(self, ctx: "StepContext") -> dict[str, Tensor]:
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         o = ctx.render.opacity.clamp(self.cfg.eps, 1.0 - self.cfg.eps)
         return {self.name: -(o * torch.log(o) + (1 - o) * torch.log(1 - o)).mean()}
 
@@ -84,7 +84,7 @@ class OpaqueLoss(LossTerm):
 class NormalConsistencyLoss(LossTerm):
     """Mesh stages: mean (1 − cos) between the normals of faces that share an edge."""
 
-    def forward(self, ctx: "StepContext") -> dict[str, Tensor]:
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         mesh = ctx.render.extras["mesh"]
         return {self.name: normal_consistency(mesh.v_pos, mesh.t_pos_idx)}
 
@@ -92,7 +92,7 @@ class NormalConsistencyLoss(LossTerm):
 class LaplacianSmoothnessLoss(LossTerm):
     """Mesh stages: mean squared uniform-Laplacian of the vertex positions."""
 
-    def forward(self, ctx: "StepContext") -> dict[str, Tensor]:
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         mesh = ctx.render.extras["mesh"]
         return {self.name: laplacian_smoothness(mesh.v_pos, mesh.t_pos_idx)}
 
@@ -128,6 +128,7 @@ def laplacian_smoothness(v_pos: Tensor, faces: Tensor) -> Tensor:
     e = torch.cat([e, e.flip(1)], 0)
     nbr_sum = torch.zeros_like(v_pos).index_add(0, e[:, 0], v_pos[e[:, 1]])
     deg = torch.zeros(v, dtype=v_pos.dtype, device=v_pos.device).index_add(
-        0, e[:, 0], torch.ones(e.shape[0], dtype=v_pos.dtype, device=v_pos.device))
+        0, e[:, 0], torch.ones(e.shape[0], dtype=v_pos.dtype, device=v_pos.device)
+    )
     lap = v_pos - nbr_sum / deg.clamp(min=1)[:, None]
     return (lap**2).sum(-1).mean()

@@ -15,13 +15,16 @@ from typing import Any, Literal, Optional
 import torch
 from torch import Tensor, nn
 
+from ..background.base import Background
 from ..core.config import Configurable, import_target, instantiate, to_container
 from ..core.errors import UserError
 from ..core.schedule import Updateable, schedule_value
 from ..data.cameras import CameraBatch, RandomCameraSampler
+from ..geometry.base import Geometry
 from ..guidance.base import Guidance, GuidanceOutput
+from ..materials.base import Material
 from ..prompt.processor import PromptEmbeddings
-from ..renderers.base import RenderOutput
+from ..renderers.base import Renderer, RenderOutput
 from .optimization import LRSchedulerConfig, OptimizerConfig, build_lr_scheduler, build_optimizer
 from .regularizers import LossTerm
 
@@ -49,7 +52,7 @@ class ScoringGuidance(Updateable):
 class StepContext:
     """What a loss term may look at: the step's cameras and render, the system, the step."""
 
-    system: "ScoreDistillationSystem"
+    system: ScoreDistillationSystem
     cameras: CameraBatch
     render: RenderOutput
     global_step: int
@@ -94,36 +97,43 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         val_every: int = 0
         """Render validation views every N steps (0 = at the end of the stage only)."""
 
-    def __init__(self, cfg: Any, where: str = "stage", previous: Optional["ScoreDistillationSystem"] = None) -> None:
+    def __init__(self, cfg: Any, where: str = "stage", previous: Optional[ScoreDistillationSystem] = None) -> None:
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
         self.where = where
         c = self.cfg
-        self.data: RandomCameraSampler = instantiate(c.data, where=f"{where}.data")
-        self.geometry = self._build_geometry(previous)
-        self.material = instantiate(c.material, where=f"{where}.material")
-        self.background = instantiate(c.background, where=f"{where}.background")
+        self.data: RandomCameraSampler = instantiate(c.data, where=f"{where}.data", expected=RandomCameraSampler)
+        self.geometry: Geometry = self._build_geometry(previous)
+        self.material: Material = instantiate(c.material, where=f"{where}.material", expected=Material)
+        self.background: Background = instantiate(c.background, where=f"{where}.background", expected=Background)
         if previous is not None:
             _carry_state(previous.material, self.material)
             _carry_state(previous.background, self.background)
-        self.renderer = instantiate(c.renderer, where=f"{where}.renderer")
+        self.renderer: Renderer = instantiate(c.renderer, where=f"{where}.renderer", expected=Renderer)
         if GUIDANCE_LOSS in c.terms:
-            raise UserError(f"{where}.terms.{GUIDANCE_LOSS}: '{GUIDANCE_LOSS}' is the stage guidance's loss name; "
-                            "give the term another name")
-        self.terms: dict[str, LossTerm] = nn.ModuleDict({  # type: ignore[assignment]
-            name: instantiate(t, where=f"{where}.terms.{name}", name=name)
-            for name, t in c.terms.items() if t is not None
-        })
+            raise UserError(
+                f"{where}.terms.{GUIDANCE_LOSS}: '{GUIDANCE_LOSS}' is the stage guidance's loss name; "
+                "give the term another name"
+            )
+        self.terms: dict[str, LossTerm] = nn.ModuleDict(
+            {  # type: ignore[assignment]
+                name: instantiate(t, where=f"{where}.terms.{name}", expected=LossTerm, name=name)
+                for name, t in c.terms.items()
+                if t is not None
+            }
+        )
         self.scoring: Optional[ScoringGuidance] = None  # built by setup_guidance()
         self.global_step = 0
 
     # ---- construction ------------------------------------------------------------------
-    def _build_geometry(self, previous: Optional["ScoreDistillationSystem"]) -> nn.Module:
+    def _build_geometry(self, previous: Optional[ScoreDistillationSystem]) -> Geometry:
         c, where = self.cfg, f"{self.where}.geometry"
         if c.geometry_init == "scratch" or previous is None:
-            return instantiate(c.geometry, where=where)
+            return instantiate(c.geometry, where=where, expected=Geometry)
         data = dict(to_container(c.geometry))
         cls = import_target(data.pop("_target_"))
+        if not (isinstance(cls, type) and issubclass(cls, Geometry)):
+            raise UserError(f"{where}: _target_ is not a Geometry ({Geometry.__module__}.Geometry)")
         return cls.create_from(previous.geometry, data, where=where)
 
     def setup_guidance(self) -> None:
@@ -235,8 +245,13 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         return {k: torch.cat(v, 0).clamp(0, 1) for k, v in out.items()}
 
 
-def build_guidance(guidance_cfg: Optional[dict], prompt_cfg: Optional[dict], device: torch.device,
-                   reference: Optional[tuple[Tensor, float, float, float]], where: str) -> Optional[ScoringGuidance]:
+def build_guidance(
+    guidance_cfg: Optional[dict],
+    prompt_cfg: Optional[dict],
+    device: torch.device,
+    reference: Optional[tuple[Tensor, float, float, float]],
+    where: str,
+) -> Optional[ScoringGuidance]:
     """Instantiate a guidance and its prompt embeddings on ``device`` (None without a guidance);
     hand it the input image ``reference`` = (rgb (1,H,W,3), elevation°, azimuth°, distance) when
     it conditions on one."""
@@ -246,9 +261,7 @@ def build_guidance(guidance_cfg: Optional[dict], prompt_cfg: Optional[dict], dev
     if prompt_cfg is not None:
         processor = instantiate(prompt_cfg, where=f"{where}.prompt_processor")
         prompt = processor(device=device)
-    guidance = instantiate(guidance_cfg, where=f"{where}.guidance")
-    if not isinstance(guidance, Guidance):
-        raise UserError(f"{where}.guidance: {type(guidance).__name__} is not a guidance (threestudio_like.guidance)")
+    guidance = instantiate(guidance_cfg, where=f"{where}.guidance", expected=Guidance)
     guidance.place(device)
     if reference is not None and guidance.uses_reference:
         guidance.set_reference(*reference)

@@ -30,14 +30,23 @@ from ..renderers.raster import RasterRenderer
 from .shapes import COLORS, SHAPES
 
 SD_CAMERAS: dict[str, Any] = dict(
-    elevation_range=[-10.0, 60.0], azimuth_range=[-180.0, 180.0], distance_range=[1.8, 2.2],
-    fovy_range=[40.0, 45.0], camera_perturb=0.05, center_perturb=0.05,
+    elevation_range=[-10.0, 60.0],
+    azimuth_range=[-180.0, 180.0],
+    distance_range=[1.8, 2.2],
+    fovy_range=[40.0, 45.0],
+    camera_perturb=0.05,
+    center_perturb=0.05,
 )
 """The text-to-3D cameras: ``configs/experiment/default.yaml``'s ``data`` (a test keeps them
 equal); the sampler's up jitter and point light apply."""
 ZERO123_CAMERAS: dict[str, Any] = dict(
-    elevation_range=[-10.0, 60.0], azimuth_range=[-180.0, 180.0], distance_range=[1.8, 1.8],
-    fovy_range=[45.0, 45.0], camera_perturb=0.0, center_perturb=0.0, up_perturb=0.0,
+    elevation_range=[-10.0, 60.0],
+    azimuth_range=[-180.0, 180.0],
+    distance_range=[1.8, 1.8],
+    fovy_range=[45.0, 45.0],
+    camera_perturb=0.0,
+    center_perturb=0.0,
+    up_perturb=0.0,
 )
 """The image-to-3D cameras (``configs/experiment/toy_zero123.yaml``): a fixed distance and field
 of view, looking at the origin, as Zero123's pose conditioning assumes."""
@@ -85,8 +94,15 @@ class ToyShapeGeometry(SurfaceGeometry):
 
 
 @torch.no_grad()
-def render_toy(shape: str, color: str, cameras: CameraBatch, shading: str = "diffuse", supersample: int = 1,
-               mesh: Optional[Mesh] = None, background: Optional[nn.Module] = None) -> tuple[Tensor, Tensor]:
+def render_toy(
+    shape: str,
+    color: str,
+    cameras: CameraBatch,
+    shading: str = "diffuse",
+    supersample: int = 1,
+    mesh: Optional[Mesh] = None,
+    background: Optional[nn.Module] = None,
+) -> tuple[Tensor, Tensor]:
     """(rgb (B,H,W,3), opacity (B,H,W,1)) of a toy shape seen from ``cameras``, over
     ``background`` (default white). ``cameras`` must be built at ``supersample`` × the output size."""
     geometry = ToyShapeGeometry(mesh if mesh is not None else SHAPES[shape].mesh(), COLORS[color])
@@ -111,8 +127,9 @@ def make_dataset(cfg: ToyDatasetConfig, progress: bool = False) -> dict[str, Ten
     sampler = RandomCameraSampler({**cfg.cameras, "height": hi, "width": hi, "batch_size": cfg.chunk})
     meshes = {s: SHAPES[s].mesh() for s in shapes}
     background = sd_background() if cfg.backdrop else SolidBackground()
-    out: dict[str, list[Tensor]] = {k: [] for k in ("images", "alpha", "shape", "color", "c2w", "elevation",
-                                                     "azimuth", "distance")}
+    out: dict[str, list[Tensor]] = {
+        k: [] for k in ("images", "alpha", "shape", "color", "c2w", "elevation", "azimuth", "distance")
+    }
     n_chunks = -(-cfg.n_images // cfg.chunk)
     for i in range(n_chunks):
         s, c = classes[i % len(classes)]

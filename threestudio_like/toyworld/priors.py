@@ -45,19 +45,26 @@ UNET_CHANNELS = (16, 32, 64)
 """The shipped toy UNets' ``block_out_channels`` (≈ 1 M parameters for the toy SD)."""
 
 
-def unet_config(in_channels: int, out_channels: int, cross_attention_dim: int, camera: bool,
-                channels: Sequence[int] = UNET_CHANNELS) -> dict:
+def unet_config(
+    in_channels: int, out_channels: int, cross_attention_dim: int, camera: bool, channels: Sequence[int] = UNET_CHANNELS
+) -> dict:
     """The toy UNet (``UNet2DConditionModel`` kwargs); ``channels``: one width per resolution
     level (three levels, multiples of the 8 norm groups)."""
     if len(channels) != 3 or any(c <= 0 or c % 8 for c in channels):
         raise UserError(f"toy UNet channels: expected three positive multiples of 8, got {list(channels)}")
     extra = dict(class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_DIM) if camera else {}
     return dict(
-        sample_size=IMAGE_SIZE, in_channels=in_channels, out_channels=out_channels,
-        block_out_channels=tuple(channels), layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
+        sample_size=IMAGE_SIZE,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        block_out_channels=tuple(channels),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        cross_attention_dim=cross_attention_dim, **extra,
+        cross_attention_dim=cross_attention_dim,
+        **extra,
     )
 
 
@@ -107,12 +114,20 @@ def clip_text_model(tokenizer, hidden: int, max_tokens: int):
     """A 2-layer, 4-head ``CLIPTextModel`` of width ``hidden`` for ``tokenizer`` (random weights)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=max_tokens, projection_dim=hidden,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=max_tokens,
+            projection_dim=hidden,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
 
 
 def build_toy_sd(tokenizer_dir: str, seed: int = 0, channels: Sequence[int] = UNET_CHANNELS) -> dict:
@@ -124,8 +139,13 @@ def build_toy_sd(tokenizer_dir: str, seed: int = 0, channels: Sequence[int] = UN
     torch.manual_seed(seed)
     text_encoder = clip_text_model(tokenizer, TEXT_DIM, MAX_TOKENS)
     unet = UNet2DConditionModel(**unet_config(3, 3, TEXT_DIM, camera=True, channels=channels))
-    return dict(vae=None, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                scheduler=DDPMScheduler(**scheduler_config()))
+    return dict(
+        vae=None,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDPMScheduler(**scheduler_config()),
+    )
 
 
 def load_toy_sd(model_dir: str) -> dict:
@@ -136,10 +156,13 @@ def load_toy_sd(model_dir: str) -> dict:
 
     if not os.path.isfile(os.path.join(model_dir, "unet", "config.json")):
         raise UserError(f"--init-from {model_dir}: not a saved toy SD pipeline (no unet/config.json)")
-    return dict(vae=None, text_encoder=CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder"),
-                tokenizer=CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer"),
-                unet=UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet"),
-                scheduler=DDPMScheduler(**scheduler_config()))
+    return dict(
+        vae=None,
+        text_encoder=CLIPTextModel.from_pretrained(model_dir, subfolder="text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(model_dir, subfolder="tokenizer"),
+        unet=UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet"),
+        scheduler=DDPMScheduler(**scheduler_config()),
+    )
 
 
 def build_toy_zero123(seed: int = 0) -> dict:
@@ -151,14 +174,27 @@ def build_toy_zero123(seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**unet_config(6, 3, TEXT_DIM, camera=False))
-    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=4, projection_dim=TEXT_DIM,
-    ))
-    feature_extractor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
-                                              crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=TEXT_DIM,
+            intermediate_size=2 * TEXT_DIM,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE_SIZE,
+            patch_size=4,
+            projection_dim=TEXT_DIM,
+        )
+    )
+    feature_extractor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
     cfg = {k: v for k, v in scheduler_config().items() if k != "prediction_type"}
     scheduler = DDIMScheduler(**cfg, prediction_type="epsilon", set_alpha_to_one=False)
-    return dict(vae=None, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
-                cc_projection=CCProjection(embedding_dim=TEXT_DIM, additional_embeddings=4),
-                feature_extractor=feature_extractor)
+    return dict(
+        vae=None,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=scheduler,
+        cc_projection=CCProjection(embedding_dim=TEXT_DIM, additional_embeddings=4),
+        feature_extractor=feature_extractor,
+    )

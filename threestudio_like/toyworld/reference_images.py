@@ -29,9 +29,14 @@ def write_reference_images(out_dir: str | Path, size: int = 128, supersample: in
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     c = REFERENCE_CAMERA
-    cams = make_cameras(torch.tensor([c["elevation_deg"]]), torch.tensor([c["azimuth_deg"]]),
-                        torch.tensor([c["distance"]]), torch.tensor([c["fovy_deg"]]),
-                        size * supersample, size * supersample)
+    cams = make_cameras(
+        torch.tensor([c["elevation_deg"]]),
+        torch.tensor([c["azimuth_deg"]]),
+        torch.tensor([c["distance"]]),
+        torch.tensor([c["fovy_deg"]]),
+        size * supersample,
+        size * supersample,
+    )
     paths = []
     for name in IMAGES:
         color, shape = name.split("_")

@@ -111,10 +111,17 @@ class ToyShape:
         return marching_cubes(values, 0.0, [-extent] * 3, [extent] * 3)
 
 
-SHAPES: dict[str, ToyShape] = {s.name: s for s in (
-    ToyShape("sphere", _sphere), ToyShape("cube", _cube, round_about_z=False), ToyShape("cylinder", _cylinder),
-    ToyShape("cone", _cone), ToyShape("torus", _torus), ToyShape("mug", _mug, round_about_z=False),
-)}
+SHAPES: dict[str, ToyShape] = {
+    s.name: s
+    for s in (
+        ToyShape("sphere", _sphere),
+        ToyShape("cube", _cube, round_about_z=False),
+        ToyShape("cylinder", _cylinder),
+        ToyShape("cone", _cone),
+        ToyShape("torus", _torus),
+        ToyShape("mug", _mug, round_about_z=False),
+    )
+}
 
 
 def parse_prompt(prompt: str) -> Optional[tuple[ToyShape, Optional[str]]]:

@@ -51,8 +51,9 @@ class CaptionTable:
                 texts += [view_prompt(texts[-1], v) for v in VIEWS]
         texts.append("")
         self.texts = texts
-        self.ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
+        self.ids = tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
 
     def rows(self, shape: Tensor, color: Tensor, view: Tensor, with_view: Tensor, drop: Tensor) -> Tensor:
         k = shape * self.n_colors + color
@@ -64,19 +65,35 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-sd"), n_images=24000)
     parser.add_argument("--view-prob", type=float, default=0.5, help="captions with a view suffix")
     parser.add_argument("--drop-prob", type=float, default=0.1, help="empty captions (for CFG)")
-    parser.add_argument("--unet-channels", type=int, nargs=3, default=list(UNET_CHANNELS),
-                        help="UNet widths per level (the shipped prior: 16 32 64; ignored with --init-from)")
-    parser.add_argument("--backdrop", action="store_true",
-                        help="render the dataset over the world-fixed AzimuthBackdrop (background=backdrop) instead of white")
-    parser.add_argument("--init-from", default="", help="a saved toy SD pipeline to continue from (default: random weights)")
+    parser.add_argument(
+        "--unet-channels",
+        type=int,
+        nargs=3,
+        default=list(UNET_CHANNELS),
+        help="UNet widths per level (the shipped prior: 16 32 64; ignored with --init-from)",
+    )
+    parser.add_argument(
+        "--backdrop",
+        action="store_true",
+        help="render the dataset over the world-fixed AzimuthBackdrop (background=backdrop) instead of white",
+    )
+    parser.add_argument(
+        "--init-from", default="", help="a saved toy SD pipeline to continue from (default: random weights)"
+    )
     args = parser.parse_args(argv)
-    cfg, data = prepare(args, "sd-backdrop" if args.backdrop else "sd", lambda n, seed: make_dataset(
-        ToyDatasetConfig(n_images=n, cameras=dict(SD_CAMERAS), backdrop=args.backdrop, seed=seed), progress=True))
+    cfg, data = prepare(
+        args,
+        "sd-backdrop" if args.backdrop else "sd",
+        lambda n, seed: make_dataset(
+            ToyDatasetConfig(n_images=n, cameras=dict(SD_CAMERAS), backdrop=args.backdrop, seed=seed), progress=True
+        ),
+    )
     if args.init_from:
         parts = load_toy_sd(args.init_from)
     else:
-        parts = build_toy_sd(write_word_tokenizer(os.path.join(args.work_dir, "tokenizer")), seed=cfg.seed,
-                             channels=args.unet_channels)
+        parts = build_toy_sd(
+            write_word_tokenizer(os.path.join(args.work_dir, "tokenizer")), seed=cfg.seed, channels=args.unet_channels
+        )
     tokenizer, scheduler = parts["tokenizer"], parts["scheduler"]
     table = CaptionTable(tokenizer)
     views = torch.tensor([VIEWS.index(v) for v in view_names(data["elevation"], data["azimuth"])])
@@ -88,8 +105,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         b = cfg.batch_size
         idx = torch.randint(0, n, (b,), generator=gen)
         t, noise, noisy = noised(images[idx].to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1.0, scheduler, gen)
-        rows = table.rows(data["shape"][idx], data["color"][idx], views[idx],
-                          torch.rand(b, generator=gen) < args.view_prob, torch.rand(b, generator=gen) < args.drop_prob)
+        rows = table.rows(
+            data["shape"][idx],
+            data["color"][idx],
+            views[idx],
+            torch.rand(b, generator=gen) < args.view_prob,
+            torch.rand(b, generator=gen) < args.drop_prob,
+        )
         text = modules["text_encoder"](table.ids[rows].to(dev))[0]
         eps = modules["unet"](noisy, t, encoder_hidden_states=text, class_labels=c2w[idx].to(dev)).sample
         return denoising_loss(eps, noise, t, scheduler, cfg.snr_gamma)
@@ -97,9 +119,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     def export(ema: nn.ModuleDict) -> None:
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline(vae=None, text_encoder=ema["text_encoder"], tokenizer=tokenizer,
-                                       unet=ema["unet"], scheduler=scheduler, safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(
+            vae=None,
+            text_encoder=ema["text_encoder"],
+            tokenizer=tokenizer,
+            unet=ema["unet"],
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         save_pipeline_atomically(pipe, args.out)
 
     summary = train(modules, loss_fn, cfg, args.work_dir, export)
@@ -109,8 +138,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 @torch.no_grad()
-def sample(model_dir: str, prompts: Sequence[str], c2w: Tensor, steps: int = 50, guidance_scale: float = 5.0,
-           seed: int = 0) -> Tensor:
+def sample(
+    model_dir: str, prompts: Sequence[str], c2w: Tensor, steps: int = 50, guidance_scale: float = 5.0, seed: int = 0
+) -> Tensor:
     """Images (B,H,W,3) in [0,1] drawn by diffusers' ``StableDiffusionPipeline`` from the toy prior
     at ``model_dir`` for ``prompts`` (B) seen from cameras ``c2w`` (B,4,4). The pipeline does not
     pass class labels, so a forward pre-hook hands the UNet the cameras (repeated over the
@@ -122,8 +152,14 @@ def sample(model_dir: str, prompts: Sequence[str], c2w: Tensor, steps: int = 50,
     coloured noise.)"""
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, vae=None, safety_checker=None, feature_extractor=None,
-                                                   image_encoder=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        model_dir,
+        vae=None,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
     pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, clip_sample=True)
     pipe.set_progress_bar_config(disable=True)
     labels = c2w.reshape(-1, 16).float()
@@ -136,9 +172,15 @@ def sample(model_dir: str, prompts: Sequence[str], c2w: Tensor, steps: int = 50,
     handle = pipe.unet.register_forward_pre_hook(inject, with_kwargs=True)
     try:
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        out = pipe(list(prompts), height=size, width=size, num_inference_steps=steps,
-                   guidance_scale=guidance_scale, output_type="latent",
-                   generator=torch.Generator().manual_seed(seed)).images
+        out = pipe(
+            list(prompts),
+            height=size,
+            width=size,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(seed),
+        ).images
     finally:
         handle.remove()
     return (out.permute(0, 2, 3, 1) * 0.5 + 0.5).clamp(0, 1)

@@ -41,8 +41,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-zero123"), n_images=12000)
     parser.add_argument("--drop-prob", type=float, default=0.1, help="unconditional pairs (for CFG)")
     args = parser.parse_args(argv)
-    cfg, data = prepare(args, "zero123", lambda n, seed: make_dataset(
-        ToyDatasetConfig(n_images=n, cameras=dict(ZERO123_CAMERAS), albedo_prob=1.0, seed=seed), progress=True))
+    cfg, data = prepare(
+        args,
+        "zero123",
+        lambda n, seed: make_dataset(
+            ToyDatasetConfig(n_images=n, cameras=dict(ZERO123_CAMERAS), albedo_prob=1.0, seed=seed), progress=True
+        ),
+    )
     parts = build_toy_zero123(seed=cfg.seed)
     pipe = Zero123Pipeline(**parts)
     scheduler = parts["scheduler"]
@@ -57,8 +62,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         ref = same_class_partner(classes, idx, gen)
         target = images[idx].to(dev).permute(0, 3, 1, 2).float() / 255.0
         reference = images[ref].to(dev).permute(0, 3, 1, 2).float() / 255.0
-        pose = relative_pose(data["elevation"][idx], data["azimuth"][idx], data["distance"][idx],
-                             data["elevation"][ref], data["azimuth"][ref], data["distance"][ref]).to(dev)
+        pose = relative_pose(
+            data["elevation"][idx],
+            data["azimuth"][idx],
+            data["distance"][idx],
+            data["elevation"][ref],
+            data["azimuth"][ref],
+            data["distance"][ref],
+        ).to(dev)
         context = pipe.conditioning(pipe.encode_image_embedding(reference), pose)
         ref_latent = pipe.encode_reference_latent(reference)
         keep = (torch.rand(b, generator=gen) >= args.drop_prob).float().to(dev)
@@ -68,8 +79,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         return denoising_loss(eps, noise, t, scheduler, cfg.snr_gamma)
 
     def export(ema: nn.ModuleDict) -> None:
-        out = Zero123Pipeline(vae=None, image_encoder=ema["image_encoder"], unet=ema["unet"], scheduler=scheduler,
-                              cc_projection=ema["cc_projection"], feature_extractor=parts["feature_extractor"])
+        out = Zero123Pipeline(
+            vae=None,
+            image_encoder=ema["image_encoder"],
+            unet=ema["unet"],
+            scheduler=scheduler,
+            cc_projection=ema["cc_projection"],
+            feature_extractor=parts["feature_extractor"],
+        )
         save_pipeline_atomically(out, args.out)
 
     summary = train(modules, loss_fn, cfg, args.work_dir, export)

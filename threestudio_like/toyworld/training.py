@@ -58,8 +58,9 @@ def train_parser(description: str, out: str, n_images: int) -> argparse.Argument
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--log-every", type=int, default=defaults.log_every)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--snr-gamma", type=float, default=defaults.snr_gamma,
-                        help="min-SNR loss weight γ (0: unweighted ε loss)")
+    parser.add_argument(
+        "--snr-gamma", type=float, default=defaults.snr_gamma, help="min-SNR loss weight γ (0: unweighted ε loss)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
     parser.add_argument("--n-images", type=int, default=n_images, help="renders in the dataset")
@@ -74,9 +75,16 @@ def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], d
     if args.threads:
         torch.set_num_threads(args.threads)
     check_device(args.device)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed,
-                      snr_gamma=args.snr_gamma, device=args.device)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        snr_gamma=args.snr_gamma,
+        device=args.device,
+    )
     os.makedirs(args.work_dir, exist_ok=True)
     path = os.path.join(args.work_dir, f"{name}-data-{args.n_images}-{cfg.seed}.pt")
     if os.path.isfile(path):
@@ -84,8 +92,10 @@ def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], d
     t0 = time.time()
     data = dataset(args.n_images, cfg.seed)
     atomic_write(path, lambda fh: torch.save(data, fh))
-    print(json.dumps({"dataset": path, "images": int(data["images"].shape[0]),
-                      "render_s": round(time.time() - t0, 1)}), flush=True)
+    print(
+        json.dumps({"dataset": path, "images": int(data["images"].shape[0]), "render_s": round(time.time() - t0, 1)}),
+        flush=True,
+    )
     return cfg, data
 
 
@@ -128,8 +138,13 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def train(modules: nn.ModuleDict, loss_fn: Callable[[torch.Generator], Tensor], cfg: TrainConfig,
-          work_dir: str, export: Callable[[nn.ModuleDict], None]) -> dict:
+def train(
+    modules: nn.ModuleDict,
+    loss_fn: Callable[[torch.Generator], Tensor],
+    cfg: TrainConfig,
+    work_dir: str,
+    export: Callable[[nn.ModuleDict], None],
+) -> dict:
     """Run (or resume) training of ``modules`` on ``loss_fn(generator) -> scalar``; returns a summary."""
     os.makedirs(work_dir, exist_ok=True)
     state_path, log_path = os.path.join(work_dir, "state.pt"), os.path.join(work_dir, "train_log.jsonl")
@@ -149,8 +164,14 @@ def train(modules: nn.ModuleDict, loss_fn: Callable[[torch.Generator], Tensor], 
         print(json.dumps({"resumed_at_step": step}), flush=True)
 
     def save() -> None:
-        state = {"model": modules.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                 "generator": generator.get_state(), "step": step, "elapsed": time.time() - t_start}
+        state = {
+            "model": modules.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "step": step,
+            "elapsed": time.time() - t_start,
+        }
         atomic_write(state_path, lambda fh: torch.save(state, fh))
         export(ema)
 
@@ -172,8 +193,13 @@ def train(modules: nn.ModuleDict, loss_fn: Callable[[torch.Generator], Tensor], 
         value = loss.item()
         running = value if running is None else 0.98 * running + 0.02 * value
         if step % cfg.log_every == 0 or step == cfg.steps:
-            record = {"step": step, "loss": round(value, 5), "loss_ema": round(running, 5),
-                      "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - t_start, 1)}
+            record = {
+                "step": step,
+                "loss": round(value, 5),
+                "loss_ema": round(running, 5),
+                "lr": optimizer.param_groups[0]["lr"],
+                "elapsed_s": round(time.time() - t_start, 1),
+            }
             print(json.dumps(record), flush=True)
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
