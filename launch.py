@@ -2,7 +2,10 @@
 
 import sys
 
-from threestudio_like.cli import main
+from threestudio_like.core.interrupts import handle_signals
 
 if __name__ == "__main__":
+    handle_signals()  # before the heavier imports: a Ctrl-C there is one line too
+    from threestudio_like.cli import main
+
     sys.exit(main())

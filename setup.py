@@ -38,6 +38,7 @@ setup(
         "transformers>=4.40",
         "accelerate",
         "peft>=0.12",
+        "pytorch-optimizer>=4.1",  # Adan (optimizer.name: Adan); 4.1 is the version tested
         "safetensors",
         "hydra-core>=1.3",
         "omegaconf>=2.3",

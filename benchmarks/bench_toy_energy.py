@@ -18,6 +18,7 @@ import json
 import torch
 from shape_energy import shape_energies
 
+from threestudio_like.export.axes import UP_AXES, from_up_axis
 from threestudio_like.geometry.base import Mesh
 from threestudio_like.geometry.explicit_mesh import load_mesh_file
 from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
@@ -29,15 +30,17 @@ def rounded_box(half: float, radius: float) -> Mesh:
     return ToyShape("rounded_box", lambda p: box_sdf(p, half, radius)).mesh()
 
 
-def load_mesh(path: str) -> Mesh:
+def load_mesh(path: str, up_axis: str) -> Mesh:
+    """A mesh file written with ``up_axis`` up (our exports: +Y) in the toy world's +Z-up frame."""
     vertices, faces = load_mesh_file(path, where="--meshes")
-    return Mesh(torch.tensor(vertices, dtype=torch.float32), torch.tensor(faces))
+    return Mesh(from_up_axis(torch.tensor(vertices, dtype=torch.float32), up_axis), torch.tensor(faces))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", nargs="*", default=[f"a red {s}" for s in SHAPES if s != "mug"])
     parser.add_argument("--meshes", nargs="*", default=[])
+    parser.add_argument("--meshes-up-axis", choices=UP_AXES, default="+Y", help="up axis of the --meshes files")
     parser.add_argument("--views", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -48,7 +51,7 @@ def main() -> None:
     meshes["cube_turned_45"] = Mesh(turn_about_z(meshes["cube"].v_pos, 45), meshes["cube"].t_pos_idx)
     meshes["rounded_box_r0.1"] = rounded_box(0.37, 0.1)
     meshes["rounded_box_r0.2"] = rounded_box(0.39, 0.2)
-    meshes.update({path: load_mesh(path) for path in args.meshes})
+    meshes.update({path: load_mesh(path, args.meshes_up_axis) for path in args.meshes})
     results = {}
     for color in dict.fromkeys(parse_prompt(p)[1] or "red" for p in args.prompts):  # one render per colour
         group = [p for p in args.prompts if (parse_prompt(p)[1] or "red") == color]

@@ -3,11 +3,14 @@ tested without the heavy components. Each still does real (tiny) optimisation.""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from threestudio_like.eval.evaluator import Evaluator
 from threestudio_like.geometry.base import Geometry, GeometryOutput
 from threestudio_like.guidance.base import Guidance, GuidanceOutput
 from threestudio_like.renderers.base import Renderer, RenderOutput
@@ -67,11 +70,36 @@ class NoisyTargetGuidance(Guidance):
     class Config:
         target: tuple[float, float, float] = (0.8, 0.2, 0.1)
         noise: float = 0.05
+        loading_marker: str = ""
+        """When set: ``place`` (model loading) touches this file and then takes 30 s."""
+
+    def place(self, device):
+        if self.cfg.loading_marker:
+            Path(self.cfg.loading_marker).touch()
+            time.sleep(30)
+        return super().place(device)
 
     def forward(self, rgb, cameras=None, prompt=None):
         target = torch.tensor(self.cfg.target, dtype=rgb.dtype) + self.cfg.noise * torch.randn(rgb.shape)
         loss = ((rgb - target) ** 2).mean()
         return GuidanceOutput(loss=loss)
+
+
+class SlowEvaluator(Evaluator):
+    """Touches ``marker`` and takes ``seconds`` (an interruption while a run finishes)."""
+
+    @dataclass
+    class Config:
+        marker: str = ""
+        seconds: float = 30.0
+
+    def evaluate(self, system, inputs):
+        Path(self.cfg.marker).touch()
+        time.sleep(self.cfg.seconds)
+        return {"slow": 1.0}
+
+    def summary(self, scores):
+        return "slow evaluator done"
 
 
 FAKE = "fake_components"

@@ -2,9 +2,11 @@
 
 import math
 
+import pytest
 import torch
 
-from threestudio_like.data.cameras import RandomCameraSampler, make_cameras, orbit_cameras
+from threestudio_like.core.errors import UserError
+from threestudio_like.data.cameras import RandomCameraSampler, make_cameras, orbit_cameras, spherical_to_position
 from threestudio_like.prompt.views import view_names, view_prompt
 
 
@@ -94,3 +96,74 @@ def test_view_names():
     a = torch.tensor([0.0, 90, 180, -170, 0, -45])
     assert view_names(e, a) == ["front", "side", "back", "back", "overhead", "front"]
     assert view_prompt("a red cube", "side") == "a red cube, side view"
+
+
+def _many(cfg, n_batches=200, batch=100, seed=0):
+    """Elevations, positions, light positions of n_batches×batch sampled views (1×1 pixel)."""
+    s = RandomCameraSampler({"height": 1, "width": 1, "batch_size": batch, **cfg})
+    g = torch.Generator().manual_seed(seed)
+    batches = [s.sample(generator=g) for _ in range(n_batches)]
+    return [torch.stack([getattr(b, k) for b in batches]) for k in ("elevation", "position", "light_position")]
+
+
+def test_elevation_sampling_in_degrees_on_the_sphere_and_mixed():
+    e0, e1 = -10.0, 80.0
+    s0, s1 = math.sin(math.radians(e0)), math.sin(math.radians(e1))
+    cdf_degrees = lambda e: (e - e0) / (e1 - e0)  # noqa: E731
+    cdf_sphere = lambda e: (math.sin(math.radians(e)) - s0) / (s1 - s0)  # noqa: E731
+    for kind, cdf in (
+        ("degrees", cdf_degrees),
+        ("sphere", cdf_sphere),
+        ("mixed", lambda e: 0.5 * cdf_degrees(e) + 0.5 * cdf_sphere(e)),
+    ):
+        (elev, _, _) = _many({"elevation_range": [e0, e1], "elevation_sampling": kind})
+        assert elev.min() >= e0 - 1e-4 and elev.max() <= e1 + 1e-4
+        for e in (10.0, 35.0, 60.0):  # empirical CDF of 20 000 draws within ±0.015
+            assert (elev < e).float().mean().item() == pytest.approx(cdf(e), abs=0.015), (kind, e)
+    # mixed picks one of the two per batch: a batch's mean elevation is near one of the two means
+    (elev, _, _) = _many({"elevation_range": [e0, e1], "elevation_sampling": "mixed"}, n_batches=40, batch=1000)
+    mean_sphere = math.degrees(sum(math.asin(s0 + (s1 - s0) * (k + 0.5) / 1000) for k in range(1000)) / 1000)
+    near = [min(abs(m - 35.0), abs(m - mean_sphere)) for m in elev.mean(1).tolist()]
+    assert max(near) < 3.0 and abs(mean_sphere - 35.0) > 8.0
+
+
+def test_camera_jitter_uniform_or_normal():
+    base = {"elevation_range": [20, 20], "azimuth_range": [30, 30], "distance_range": [2, 2], "camera_perturb": 0.1}
+    ideal = spherical_to_position(torch.tensor([20.0]), torch.tensor([30.0]), torch.tensor([2.0]))
+    for kind, std in (("uniform", 0.1 / math.sqrt(3)), ("normal", 0.1)):
+        cfg = {**base, "camera_perturb_distribution": kind, "batch_uniform_azimuth": False}
+        (_, pos, _) = _many(cfg, n_batches=50)
+        jitter = (pos.reshape(-1, 3) - ideal).flatten()
+        assert jitter.std().item() == pytest.approx(std, rel=0.05)
+        if kind == "uniform":
+            assert jitter.abs().max() <= 0.1 + 1e-6 and jitter.abs().max() > 0.099
+
+
+def test_magic3d_light_within_60_degrees_of_the_camera_direction():
+    cfg = {"light_sample_strategy": "magic3d", "light_distance_range": [0.8, 1.5], "elevation_range": [-10, 45]}
+    (_, pos, light) = _many(cfg, n_batches=50)
+    pos, light = pos.reshape(-1, 3), light.reshape(-1, 3)
+    dist = light.norm(dim=-1)
+    assert dist.min() >= 0.8 - 1e-5 and dist.max() <= 1.5 + 1e-5
+    # light elevation e ~ U[30°, 90°] about the camera direction: cos(angle to it) = sin(e) ∈ [0.5, 1]
+    cos = (torch.nn.functional.normalize(light, dim=-1) * torch.nn.functional.normalize(pos, dim=-1)).sum(-1)
+    angle = torch.rad2deg(torch.acos(cos.clamp(-1, 1)))
+    assert angle.max() <= 60.0 + 1e-3 and angle.max() > 59.0 and angle.min() < 3.0
+    assert (cos < 0.75).float().mean().item() == pytest.approx(
+        (math.asin(0.75) - math.pi / 6) / (math.pi / 3), abs=0.02
+    )  # sin(e) < 0.75 ⇔ e < asin(0.75): uniform e
+    # the azimuth about the camera axis is uniform: the light is as often left as right of the camera
+    right = torch.linalg.cross(pos, torch.tensor([0.0, 0.0, 1.0]).expand_as(pos), dim=-1)
+    assert ((light * right).sum(-1) > 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_resolution_schedule_switches_size_and_batch_together():
+    s = RandomCameraSampler({"resolution_schedule": [[0, 8, 8, 3], [5, 16, 12, 2]], "height": 99, "batch_size": 7})
+    assert (s.height, s.width, s.batch_size) == (8, 8, 3)
+    s.update_step(0, 4)
+    assert s.sample().rays_d.shape == (3, 8, 8, 3)
+    s.update_step(0, 5)
+    assert s.sample().rays_d.shape == (2, 16, 12, 3)
+    for bad in ([[1, 8, 8, 1]], [[0, 8, 8, 1], [0, 16, 16, 1]], [[0, 8, 8]], [[0, 8, 0, 1]]):
+        with pytest.raises(UserError, match="resolution_schedule"):
+            RandomCameraSampler({"resolution_schedule": bad})

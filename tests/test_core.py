@@ -4,14 +4,23 @@ import math
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import numpy as np
 import pytest
 import torch
 
 from threestudio_like.core import checkpoint as ckpt
-from threestudio_like.core.config import merge_component, parse_structured
+from threestudio_like.core.config import (
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Range,
+    Schedule,
+    merge_component,
+    parse_structured,
+)
 from threestudio_like.core.errors import UserError
 from threestudio_like.core.rundir import new_run_dir, slugify
 from threestudio_like.core.schedule import Updateable, schedule_value
@@ -238,3 +247,57 @@ def test_instantiate_refuses_a_target_of_the_wrong_kind():
         r"is not a Geometry",
     ):
         instantiate({"_target_": "threestudio_like.materials.base.NoMaterial"}, "stage.a.geometry", expected=Geometry)
+
+
+@dataclass
+class _Ranged:
+    steps: NonNegativeInt = 10
+    height: PositiveInt = 64
+    prob: Probability = 0.5
+    clip: Optional[PositiveFloat] = None
+    scale: Annotated[Any, Schedule(Range(gt=0))] = 7.5
+
+
+def test_ranges_and_schedules_are_checked_with_the_field():
+    ok = parse_structured(_Ranged, {"steps": 0, "prob": 1.0, "clip": 0.5, "scale": [0, 1.0, 5.0, 100]}, "s")
+    assert (ok.steps, ok.prob, ok.clip, ok.scale) == (0, 1.0, 0.5, [0, 1.0, 5.0, 100])
+    cases = [
+        ({"steps": -5}, "s.steps must be >= 0, got -5"),
+        ({"height": 0}, "s.height must be > 0, got 0"),
+        ({"prob": 1.5}, "s.prob must be >= 0 and <= 1, got 1.5"),
+        ({"clip": -1.0}, "s.clip must be > 0, got -1.0"),
+        ({"scale": "abc"}, "s.scale must be a number or a schedule, got 'abc'"),
+        ({"scale": [0, 1.0, -2.0, 100]}, "s.scale must be > 0 (every value of its schedule), got -2.0"),
+        (
+            {"scale": {"milestones": [[0, 1.0], [10, 0.0]]}},
+            "s.scale must be > 0 (every value of its schedule), got 0.0",
+        ),
+        ({"scale": [0, 1.0, 2.0]}, "s.scale: a ramp schedule is [start_step, start_value, end_value, end_step]"),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(UserError) as e:
+            parse_structured(_Ranged, cfg, "s")
+        assert str(e.value).startswith(message), (cfg, str(e.value))
+
+
+def test_update_step_reaches_components_inside_module_containers():
+    """A stage's loss terms live in an nn.ModuleDict: update_step reaches them (once each)."""
+
+    class Term(Updateable, torch.nn.Module):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+            self.steps = []
+
+        def on_update_step(self, epoch, global_step):
+            self.steps.append(global_step)
+
+    class System(Updateable, torch.nn.Module):
+        def __init__(self):
+            torch.nn.Module.__init__(self)
+            self.terms = torch.nn.ModuleDict({"a": Term(), "b": Term()})
+            self.nested = torch.nn.Sequential(torch.nn.ModuleList([Term()]))
+
+    system = System()
+    system.update_step(0, 7)
+    system.update_step(0, 8)
+    assert [t.steps for t in (*system.terms.values(), system.nested[0][0])] == [[7, 8]] * 3

@@ -51,13 +51,13 @@ def test_uv_atlas_in_unit_square_and_faces_kept(sphere_uv):
     uv = sphere_uv.v_tex[sphere_uv.t_tex_idx].double()
     e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
     uv_area = float((e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs().sum() / 2)
-    texel, _ = uv_surface_points(sphere_uv, SIZE, Rasterizer("torch"))
+    texel, _, _ = uv_surface_points(sphere_uv, SIZE, Rasterizer("torch"))
     assert len(texel) / SIZE**2 == pytest.approx(uv_area, rel=0.03)
 
 
 def test_texel_points_lie_on_surface_and_values_exact(sphere_uv):
     baked = bake_textures(sphere_uv, position_color, SIZE, dilate_px=4, rasterizer=Rasterizer("torch"))
-    texel, points = uv_surface_points(sphere_uv, SIZE, Rasterizer("torch"))
+    texel, points, _ = uv_surface_points(sphere_uv, SIZE, Rasterizer("torch"))
     # points on the icosphere's flat faces: radius between the inradius of a face and 1
     r = points.norm(dim=1)
     assert float(r.max()) <= 1 + 1e-5 and float(r.min()) > 0.98
@@ -75,8 +75,14 @@ def test_reloaded_obj_texture_matches_function_at_vertices(tmp_path, dilate_px):
         _sphere(3),
         position_color,
         tmp_path,
-        {"formats": ["obj"], "texture_size": SIZE, "dilate_px": dilate_px, "min_component_area_fraction": 0.0},
-    )
+        {
+            "formats": ["obj"],
+            "texture_size": SIZE,
+            "dilate_px": dilate_px,
+            "min_component_area_fraction": 0.0,
+            "up_axis": "+Z",
+        },
+    ).files
     obj = trimesh.load(paths["obj"], process=False)
     image = np.asarray(Image.open(paths["albedo"])).astype(np.float64) / 255
     assert np.array_equal(np.asarray(obj.visual.material.image)[..., :3], np.asarray(Image.open(paths["albedo"])))

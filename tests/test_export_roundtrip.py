@@ -52,7 +52,9 @@ def test_exported_obj_renders_like_the_model(tmp_path):
     model = system.render_views(cams, shading="albedo")["rgb"]
 
     obj = trimesh.load(run / "export" / "model.obj", process=False)
-    v = torch.tensor(obj.vertices, dtype=torch.float32)
+    assert "# up_axis: +Y" in (run / "export" / "model.obj").read_text()[:400]
+    y_up = torch.tensor(obj.vertices, dtype=torch.float32)
+    v = torch.stack([y_up[:, 0], -y_up[:, 2], y_up[:, 1]], dim=1)  # the file's +Y up → our +Z-up world
     f = torch.tensor(obj.faces, dtype=torch.int32)
     uv = torch.tensor(obj.visual.uv, dtype=torch.float32)
     tex = torch.tensor(np.asarray(obj.visual.material.image.convert("RGB")), dtype=torch.float32)[None] / 255

@@ -45,16 +45,25 @@ def _box_mesh() -> Mesh:
     return Mesh(torch.tensor(tm.vertices, dtype=torch.float32), torch.tensor(tm.faces))
 
 
+def _y_up(p: np.ndarray) -> np.ndarray:
+    """Our +Z-up world expressed +Y up (glTF's frame): (x, y, z) → (x, z, −y)."""
+    return np.stack([p[:, 0], p[:, 2], -p[:, 1]], axis=1)
+
+
+def _bounds(p: np.ndarray) -> np.ndarray:
+    return np.stack([p.min(0), p.max(0)])
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    paths = export_mesh(
+    result = export_mesh(
         _box_mesh(),
         pbr_fn,
         out,
         {"formats": ["obj", "glb", "ply"], "texture_size": 128, "min_component_area_fraction": 0.0},
     )
-    return paths
+    return result.files
 
 
 def _validate(path: Path) -> dict:
@@ -81,8 +90,8 @@ def test_written_files(exported):
 def test_obj_reload_geometry_and_texture(exported):
     obj = trimesh.load(exported["obj"], process=False)
     src = _box_mesh()
-    # same surface (OBJ keeps our +Z-up frame by default)
-    assert np.allclose(np.sort(obj.vertices, axis=0)[[0, -1]], np.sort(src.v_pos.numpy(), axis=0)[[0, -1]], atol=1e-5)
+    # same surface, +Y up by default: the bounds are the source's, rotated
+    assert np.allclose(obj.bounds, _bounds(_y_up(src.v_pos.numpy())), atol=1e-5)
     assert obj.faces.shape == (src.num_faces, 3)
     assert obj.volume == pytest.approx(trimesh.Trimesh(src.v_pos.numpy(), src.t_pos_idx.numpy()).volume, rel=1e-4)
     assert obj.volume > 0
@@ -103,16 +112,26 @@ def test_glb_structure_and_axes(exported):
 
     scene = trimesh.load(exported["glb"], process=False)
     glb = next(iter(scene.geometry.values()))
+    # the source's +Z-up world → +Y-up glTF: (x, y, z) → (x, z, −y); compare bounds
+    assert np.allclose(glb.bounds, _bounds(_y_up(_box_mesh().v_pos.numpy())), atol=1e-5)
+
+
+def test_obj_and_glb_agree(exported):
+    """Both +Y up: the same (position, uv) corners, the same volume and outward winding. trimesh
+    reads each in its own convention (OBJ as written, glTF's v flipped back), as Blender does."""
+    glb = next(iter(trimesh.load(exported["glb"], process=False).geometry.values()))
     obj = trimesh.load(exported["obj"], process=False)
-    # +Z-up world → +Y-up glTF: (x, y, z) → (x, z, −y); compare bounds
-    zu = obj.bounds
-    expected = np.array([[zu[0, 0], zu[0, 2], -zu[1, 1]], [zu[1, 0], zu[1, 2], -zu[0, 1]]])
-    assert np.allclose(glb.bounds, expected, atol=1e-5)
-    assert glb.volume == pytest.approx(obj.volume, rel=1e-4)  # rotation keeps outward winding
-    # UVs: trimesh flips glTF's v back to OBJ convention → same (position, uv) pairs
-    key = lambda m, pos: {tuple(np.round(np.r_[p, t], 5)) for p, t in zip(pos, m.visual.uv)}
-    rotated_back = np.stack([glb.vertices[:, 0], -glb.vertices[:, 2], glb.vertices[:, 1]], 1)
-    assert key(glb, rotated_back) == key(obj, obj.vertices)
+    key = lambda m: {tuple(np.round(np.r_[p, t], 5)) for p, t in zip(m.vertices, m.visual.uv)}  # noqa: E731
+    assert key(glb) == key(obj)
+    assert glb.volume == pytest.approx(obj.volume, rel=1e-4) and obj.volume > 0
+    # up is +Y in both: the source's height (its z extent) is their y extent
+    src = _box_mesh().v_pos.numpy()
+    assert np.ptp(obj.vertices[:, 1]) == pytest.approx(np.ptp(src[:, 2]), rel=1e-5)
+    assert np.ptp(glb.vertices[:, 1]) == pytest.approx(np.ptp(src[:, 2]), rel=1e-5)
+    header = exported["obj"].read_text().split("\nv ")[0]
+    assert "# up_axis: +Y" in header and "# units:" in header
+    ply_header = exported["ply"].read_bytes().split(b"end_header")[0].decode()
+    assert "comment up_axis: +Y" in ply_header and "comment units:" in ply_header
 
 
 def test_glb_textures_equal_written_maps(exported):
@@ -158,7 +177,8 @@ def test_ply_mesh_and_points(exported, tmp_path):
     ply = trimesh.load(exported["ply"], process=False)
     obj = trimesh.load(exported["obj"], process=False)
     assert len(ply.faces) == len(obj.faces) and ply.volume == pytest.approx(obj.volume, rel=1e-4)
-    expected = _quantize((ply.vertices + 1) / 2)
+    world = np.stack([ply.vertices[:, 0], -ply.vertices[:, 2], ply.vertices[:, 1]], axis=1)  # +Y up → ours
+    expected = _quantize((world + 1) / 2)
     assert np.abs(ply.visual.vertex_colors[:, :3].astype(int) - expected.astype(int)).max() <= 1
 
     gen = np.random.default_rng(0)
@@ -179,15 +199,16 @@ def test_unit_cube_and_up_axis(tmp_path):
         _box_mesh(),
         None,
         tmp_path,
-        {"formats": ["obj", "glb"], "scale_to_unit_cube": True, "up_axis": "+Y", "min_component_area_fraction": 0.0},
-    )
+        {"formats": ["obj", "glb"], "scale_to_unit_cube": True, "up_axis": "+Z", "min_component_area_fraction": 0.0},
+    ).files
     obj = trimesh.load(paths["obj"], process=False)
     assert np.allclose(obj.bounds.sum(0), 0, atol=1e-6)  # centred
     assert np.ptp(obj.vertices, axis=0).max() == pytest.approx(1.0)  # longest side 1
     extent = np.ptp(obj.vertices, axis=0)
-    assert extent[1] == pytest.approx(0.25, rel=1e-4)  # world z (0.5/2 of x) is now y
+    assert extent[2] == pytest.approx(0.25, rel=1e-4)  # +Z up: world z (0.5/2 of x) stays z
     assert set(paths) == {"obj", "mtl", "glb"}  # no textures without appearance
     assert "map_Kd" not in paths["mtl"].read_text()
+    assert "# up_axis: +Z" in paths["obj"].read_text() and "longest side 1" in paths["obj"].read_text()
 
 
 def test_empty_and_bad_config_raise_user_errors(tmp_path):

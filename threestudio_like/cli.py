@@ -9,16 +9,19 @@ work as in any Hydra app.
 
 from __future__ import annotations
 
+import difflib
 import os
 import random
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from .core.errors import UserError
+from .core.interrupts import Interrupted, run_started, signals_handled
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MODES = ("train", "export", "test")
@@ -73,7 +76,9 @@ def _retry_with_append(overrides: list[str], error: Exception) -> list[str]:
     fields = _component_fields(overrides, parent_path)
     if fields is None or leaf not in fields:
         valid = f"; valid keys: {', '.join(sorted(fields))}" if fields else ""
-        raise UserError(f"unknown config key '{key}'{valid}") from None
+        close = difflib.get_close_matches(leaf, fields or [], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown config key '{key}'{hint}{valid}") from None
     return [("+" + o) if o.split("=", 1)[0] == key else o for o in overrides]
 
 
@@ -92,8 +97,18 @@ def _component_fields(overrides: list[str], path: str) -> Optional[list[str]]:
         node = OmegaConf.select(cfg, path)
     except Exception:
         return None
-    if not isinstance(node, DictConfig) or "_target_" not in node:
+    if not isinstance(node, DictConfig):
         return None
+    if "_target_" not in node:  # a stage entry (stage.<name>) is the system's config; the trainer has its own
+        from .core.trainer import DEFAULT_SYSTEM, TrainerConfig
+
+        roots = {"trainer": TrainerConfig}
+        if path in roots:
+            return [f.name for f in dataclasses.fields(roots[path])]
+        if path.startswith("stage.") and path.count(".") == 1:
+            node = {"_target_": DEFAULT_SYSTEM}
+        else:
+            return None
     try:
         cls = import_target(node["_target_"])
     except UserError:
@@ -108,9 +123,15 @@ def _component_fields(overrides: list[str], path: str) -> Optional[list[str]]:
 def _hydra_message(msg: str) -> str:
     lines = [ln.strip() for ln in msg.strip().splitlines() if ln.strip()]
     text = " ".join(lines[:2]) if lines else "invalid configuration"
-    if "experiment" in text and ("Could not find" in text or "not found" in text):
-        names = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
-        text += f" (experiments: {', '.join(names)})"
+    missing = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    if missing:
+        group, name = missing.groups()
+        options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+        close = difflib.get_close_matches(name, options, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        noun = "experiment" if group == "experiment" else f"{group} option"
+        plural = "experiments" if group == "experiment" else f"{group} options"
+        return f"unknown {noun} '{name}'{hint}; {plural}: {', '.join(options)}"
     return text
 
 
@@ -143,25 +164,50 @@ def _resume_config(run_dir: Path, overrides: list[str], raw: str) -> DictConfig:
 
 # ---- validating and running ----------------------------------------------------------
 def validate(cfg: DictConfig) -> None:
-    """Catch user mistakes before anything is written."""
+    """Catch user mistakes before anything is written: the whole config (types, choices, ranges),
+    the inputs, the models (``train``), every stage's components and the output directory
+    (``core/preflight.py``)."""
+    from .core import preflight
+    from .core.config import parse_structured, to_container
     from .core.stages import resolve_stage, stage_names
+    from .core.trainer import TrainerConfig
     from .eval.evaluator import build_evaluators
+    from .export.mesh_export import export_config
+    from .guidance.pretrained import check_pretrained
+    from .systems.finalize import turntable_config
 
     mode = cfg.get("mode", "train")
     if mode not in MODES:
         raise UserError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     required = list(cfg.get("requires") or [])
     if "prompt" in required and not str(cfg.get("prompt") or "").strip():
         raise UserError(f"experiment '{cfg.experiment_name}' needs a text prompt: add prompt=\"a red cube\"")
-    if "image" in required:
-        image = cfg.get("image")
-        if not image:
-            raise UserError(f"experiment '{cfg.experiment_name}' needs an input image: add image=PATH")
-        if not Path(str(image)).is_file():
-            raise UserError(f"image not found: {image}")
+    if "image" in required and not cfg.get("image"):
+        raise UserError(f"experiment '{cfg.experiment_name}' needs an input image: add image=PATH")
+    preflight.check_image_inputs(cfg.get("image"), cfg.get("depth"), needs_alpha="image" in required)
+    parse_structured(TrainerConfig, cfg.get("trainer"), "trainer")
+    export = dict(to_container(cfg.get("export")) or {})
+    export.pop("enabled", None)
+    export_config(export)
+    turntable_config(cfg)
+    parameters = []
     for name in stage_names(cfg):
-        _validate_stage(resolve_stage(cfg, name), f"stage.{name}")
+        stage, where = resolve_stage(cfg, name), f"stage.{name}"
+        _validate_stage(stage, where)
+        if mode == "train":
+            for path, model, kind in preflight.pretrained_components(stage, where):
+                check_pretrained(model, kind, path)
+        parameters.append(preflight.build_stage_for_check(stage, where))
     build_evaluators(cfg.get("evaluators"))
+    if cfg.get("resume"):
+        names = stage_names(cfg)
+        steps = {n: int(resolve_stage(cfg, n).get("steps", 0)) for n in names}
+        preflight.check_resume(Path(str(cfg.resume)), names, steps, mode)
+    needed = preflight.estimate_run_bytes(parameters, preflight.texture_size(cfg))
+    preflight.check_output_dir(preflight.run_dir_target(cfg), needed)
 
 
 def _validate_stage(stage: dict[str, Any], where: str) -> None:
@@ -205,44 +251,94 @@ def write_config(cfg: DictConfig, run_dir: Path) -> None:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def run(cfg: DictConfig) -> Path:
-    """Run one configured experiment; returns the run directory."""
+@dataclass
+class RunProgress:
+    """Where a run is, for the one line an interruption prints."""
+
+    run_dir: Optional[Path] = None
+    """The run directory, once created."""
+    phase: str = "start-up"
+    """``start-up``, ``training``, ``loading`` (export/test modes) or ``finishing`` (export, video, report)."""
+
+    def interrupted(self, error: BaseException) -> str:
+        """The line printed for a SIGINT/SIGTERM at this point of the run."""
+        from .core.trainer import TrainingInterrupted
+
+        if isinstance(error, TrainingInterrupted):
+            return f"interrupted: checkpoint saved to {error.path}; continue with resume={self.run_dir}"
+        if self.run_dir is None:
+            return "interrupted during start-up; nothing was written"
+        if self.phase == "finishing":
+            return (
+                f"interrupted while exporting; the trained model is saved in {self.run_dir / 'ckpts'}: "
+                f"export it with `python launch.py resume={self.run_dir} mode=export`"
+            )
+        saved = (self.run_dir / "ckpts" / "last.ckpt").is_file()
+        return (
+            f"interrupted during {self.phase} ({'from its last checkpoint' if saved else 'nothing trained yet'}); "
+            f"continue with resume={self.run_dir}"
+        )
+
+
+def run(cfg: DictConfig, progress: Optional[RunProgress] = None) -> Path:
+    """Run one configured experiment; returns the run directory. ``progress`` is kept up to date
+    for the message of an interruption."""
+    from .core.rundir import lock_run_dir
     from .core.trainer import Trainer
 
+    progress = progress if progress is not None else RunProgress()
     validate(cfg)
     seed_everything(int(cfg.get("seed", 0)))
+    run_started()
     run_dir = prepare_run_dir(cfg)
+    lock = lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
+    progress.run_dir = run_dir
     if cfg.get("mode", "train") == "train" and not cfg.get("resume"):
         write_config(cfg, run_dir)
     print(f"run directory: {run_dir}", file=sys.stderr)
     trainer = Trainer(cfg, run_dir)
     mode = cfg.get("mode", "train")
     if mode == "train":
+        progress.phase = "training"
         system = trainer.fit(resume=bool(cfg.get("resume")), start_stage=cfg.get("start_stage"))
     else:
+        progress.phase = "loading"
         system = trainer.load_finished()
     from .systems.finalize import finalize_run
 
+    progress.phase = "finishing"
     finalize_run(system, trainer, cfg, run_dir, mode)
     return run_dir
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("hydra/") for a in argv):
-        return _hydra_main(argv)
-    from .core.trainer import TrainingInterrupted
+    """The command line (``sys.argv[1:]`` by default) → exit status: 0, 2 (an ``error:`` line),
+    130/143 (interrupted: one line)."""
+    with signals_handled():
+        return _command(list(sys.argv[1:] if argv is None else argv))
+
+
+def _command(argv: list[str]) -> int:
+    from .usage import dispatch
 
     try:
-        run(compose_config(argv))
+        answered = dispatch(argv, config_dir, compose_config)  # --help, --version, --cfg, subcommands
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except TrainingInterrupted as e:
-        print(
-            f"interrupted: checkpoint saved to {e.path}; continue with resume={e.path.parent.parent}", file=sys.stderr
-        )
-        return EXIT_INTERRUPTED
+    if answered is not None:
+        return answered
+    if any(a in ("-m", "--multirun") for a in argv) or any(a.startswith("hydra/") for a in argv):
+        return _hydra_main(argv)
+    progress = RunProgress()
+    try:
+        run(compose_config(argv), progress)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(progress.interrupted(e), file=sys.stderr)
+        return e.exit_code if isinstance(e, Interrupted) else EXIT_INTERRUPTED
     return 0
 
 

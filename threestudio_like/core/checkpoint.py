@@ -13,6 +13,7 @@ the target, so an interrupted write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -66,8 +67,15 @@ def _decode_python_rng(d: dict[str, Any]) -> tuple:
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` atomically to ``path`` (temp file in the same dir + fsync + rename)."""
-    payload = {"format": FORMAT_VERSION, **payload}
-    return atomic_write(path, lambda f: torch.save(payload, f))
+    buffer = io.BytesIO()  # serialised first, so a full disk is an OSError of the plain write below
+    torch.save({"format": FORMAT_VERSION, **payload}, buffer)
+    try:
+        return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    except OSError as e:  # ENOSPC, EDQUOT, EIO...: the previous file is untouched
+        raise UserError(
+            f"cannot write checkpoint {path} ({e.strerror or e}); the previous checkpoint is kept: free disk "
+            f"space, then continue with resume={Path(path).parent.parent}"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -4,8 +4,11 @@ Every component declares ``@dataclass class Config`` with documented fields. YAM
 is validated against it with :func:`parse_structured`: an unknown key is a :class:`UserError`
 that names the key and lists the valid ones; a value of the wrong type names the field; a field
 annotated ``Literal["a", "b"]`` (a fixed set of choices) accepts only those values, and a wrong one
-is a :class:`UserError` listing them with a did-you-mean hint. Nested dataclass fields are checked
-the same way.
+is a :class:`UserError` listing them with a did-you-mean hint. Numeric ranges live with the field
+too: ``Annotated[int, Range(ge=0)]`` (aliases :data:`NonNegativeInt`, :data:`PositiveInt`,
+:data:`PositiveFloat`, :data:`Probability`), and ``Annotated[Any, Schedule(Range(...))]`` for a
+field that holds a number or a schedule (every value the schedule takes is checked). Nested
+dataclass fields are checked the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import functools
 import importlib
 import types
 import typing
-from typing import Any, Literal, Mapping, Optional, TypeVar, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, TypeVar, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
@@ -24,6 +27,47 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 from .errors import UserError
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric config field: ``ge`` ≤ value, ``gt`` < value, value ≤ ``le``, value < ``lt``."""
+
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+
+    def describe(self) -> str:
+        parts = [
+            f"{op} {v:g}"
+            for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if v is not None
+        ]
+        return " and ".join(parts)
+
+    def contains(self, value: float) -> bool:
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Marks a field that holds a number or a schedule (``core/schedule.py``); ``bounds`` apply to
+    every value it takes."""
+
+    bounds: Range = Range()
+
+
+NonNegativeInt = Annotated[int, Range(ge=0)]
+PositiveInt = Annotated[int, Range(gt=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+Probability = Annotated[float, Range(ge=0, le=1)]
 
 
 def to_container(cfg: Any) -> Any:
@@ -98,11 +142,38 @@ def _is_union(annotation: Any) -> bool:
 
 
 def _field_types(config_cls: type) -> dict[str, Any]:
-    """Resolved annotations of a config dataclass (``from __future__ import annotations`` safe)."""
+    """Resolved annotations of a config dataclass (``from __future__ import annotations`` safe),
+    ``Annotated`` metadata kept."""
     try:
-        return typing.get_type_hints(config_cls)
+        return typing.get_type_hints(config_cls, include_extras=True)
     except Exception:  # an annotation that cannot be resolved: such fields are left to OmegaConf
         return {f.name: f.type for f in dataclasses.fields(config_cls)}
+
+
+def _split_annotated(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """(the type, its ``Annotated`` metadata); ``Optional[Annotated[...]]`` keeps the Optional."""
+    if typing.get_origin(tp) is Annotated:
+        return typing.get_args(tp)[0], tp.__metadata__
+    if _is_union(tp):
+        args = typing.get_args(tp)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1 and typing.get_origin(inner[0]) is Annotated:
+            return Optional[typing.get_args(inner[0])[0]], inner[0].__metadata__
+    return tp, ()
+
+
+def _check_range(value: Any, metadata: tuple[Any, ...], where: str) -> None:
+    from .schedule import schedule_values
+
+    for meta in metadata:
+        if isinstance(meta, Range) and value is not None and not meta.contains(value):
+            raise UserError(f"{where} must be {meta.describe()}, got {value!r}")
+        if isinstance(meta, Schedule) and value is not None:
+            for v in schedule_values(value, where):
+                if not meta.bounds.contains(v):
+                    raise UserError(
+                        f"{where} must be {meta.bounds.describe()} (every value of its schedule), got {v!r}"
+                    )
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -124,8 +195,11 @@ def _nested_config(tp: Any) -> Optional[type]:
 def _omegaconf_schema(config_cls: type) -> type:
     """``config_cls`` as OmegaConf can read it: ``Literal`` fields become plain ``Any`` (checked
     afterwards by :func:`_from_schema`), nested config dataclasses are converted the same way."""
-    types = _field_types(config_cls)
-    if not any(literal_choices(t) is not None or _nested_config(t) is not None for t in types.values()):
+    types = {name: _split_annotated(tp)[0] for name, tp in _field_types(config_cls).items()}
+    annotated = any(_split_annotated(tp)[1] for tp in _field_types(config_cls).values())
+    if not annotated and not any(
+        literal_choices(t) is not None or _nested_config(t) is not None for t in types.values()
+    ):
         return config_cls
     fields = []
     for f in dataclasses.fields(config_cls):
@@ -162,14 +236,13 @@ def _schema_factory(factory: Any, schema_type: Any) -> Any:
 
 def _from_schema(config_cls: type[T], plain: Any, where: str) -> T:
     """The typed ``config_cls`` instance of an OmegaConf-validated schema object, ``Literal``
-    choices checked."""
-    if isinstance(plain, config_cls):
-        return plain
+    choices and ranges checked."""
     types = _field_types(config_cls)
     values = {}
     for f in dataclasses.fields(config_cls):
         value = getattr(plain, f.name)
-        tp = types.get(f.name, f.type)
+        tp, metadata = _split_annotated(types.get(f.name, f.type))
+        _check_range(value, metadata, _join(where, f.name))
         choices = literal_choices(tp)
         if choices is not None and value not in choices:
             shown = "|".join("null" if c is None else str(c) for c in choices)

@@ -1,9 +1,15 @@
-"""Training logs: ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard."""
+"""Training logs: ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard.
+
+Every record carries ``global_step`` (the run's step count across its stages: the ``step`` the
+trainer passes, else the last one logged, so the final eval and export records sit at the end of
+the run) and ``time`` (wall clock, seconds since the epoch).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,6 +22,8 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, tensorboard: bool = False) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
+        records = read_metrics(self.path)  # a resumed or re-exported run goes on from its last step
+        self.global_step = int(records[-1].get("global_step", 0)) if records else 0
         self._tb: Any = None
         if tensorboard:
             try:
@@ -26,14 +34,18 @@ class MetricsLogger:
                 self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
 
     def log(self, record: dict[str, Any], step: Optional[int] = None) -> None:
+        """Append ``record`` with ``global_step`` (``step``, else the last one) and ``time``."""
+        if step is not None:
+            self.global_step = int(step)
         clean = {k: _plain(v) for k, v in record.items()}
+        clean.update(global_step=self.global_step, time=round(time.time(), 3))
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(clean, ensure_ascii=False) + "\n")
-        if self._tb is not None and step is not None:
+        if self._tb is not None:
             prefix = clean.get("stage", "")
             for k, v in clean.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self._tb.add_scalar(f"{prefix}/{k}" if prefix else k, v, step)
+                if isinstance(v, (int, float)) and k not in ("step", "global_step", "time"):
+                    self._tb.add_scalar(f"{prefix}/{k}" if prefix else k, v, self.global_step)
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         if self._tb is not None:

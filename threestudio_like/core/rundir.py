@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import os
 import re
 import unicodedata
 from pathlib import Path
+from typing import IO
+
+from .errors import UserError
 
 SUBDIRS = ("ckpts", "save", "export", "video")
 MAX_SLUG_LEN = 64
@@ -46,3 +50,17 @@ def make_run_dir(path: str | os.PathLike) -> Path:
     for sub in SUBDIRS:
         (path / sub).mkdir(parents=True, exist_ok=True)
     return path
+
+
+def lock_run_dir(path: str | os.PathLike) -> IO[str]:
+    """Hold ``path/.lock`` for this process (released when it exits or the file is closed): a
+    second run writing into the same directory at the same time is refused."""
+    handle = open(Path(path) / ".lock", "a+")  # noqa: SIM115 - held open for the run's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(
+            f"run directory {path} is in use by another run; wait for it or choose another output_dir"
+        ) from None
+    return handle

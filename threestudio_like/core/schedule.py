@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterator, Sequence
 
+from torch import nn
+
 from .errors import UserError
 
 ScheduleSpec = Any  # float | int | list[4] | dict
@@ -59,6 +61,34 @@ def schedule_value(spec: ScheduleSpec, global_step: int) -> float:
     raise UserError(f"cannot read schedule {spec!r}")
 
 
+def schedule_values(spec: ScheduleSpec, where: str = "schedule") -> list[float]:
+    """Every value ``spec`` takes (its constant, ramp ends or milestones); a :class:`UserError`
+    naming ``where`` when it is no number or schedule."""
+
+    def number(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise UserError(f"{where} must be a number or a schedule, got {v!r}")
+        return v
+
+    if isinstance(spec, dict) and "milestones" in spec:
+        pairs = spec["milestones"]
+        if not pairs or not all(isinstance(m, Sequence) and len(m) == 2 for m in pairs):
+            raise UserError(f"{where}: a milestones schedule is a list of [step, value] pairs, got {pairs!r}")
+        return [number(v) for _, v in pairs]
+    if isinstance(spec, dict):
+        missing = [k for k in ("start", "end", "start_step", "end_step") if k not in spec]
+        if missing:
+            raise UserError(f"{where}: schedule dict {spec!r} misses {', '.join(missing)}")
+        return [number(spec["start"]), number(spec["end"])]
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        if len(spec) != 4:
+            raise UserError(
+                f"{where}: a ramp schedule is [start_step, start_value, end_value, end_step], got {list(spec)!r}"
+            )
+        return [number(spec[1]), number(spec[2])]
+    return [number(spec)]
+
+
 def _interp(step: int, s0: int, s1: int, v0: float, v1: float, kind: str) -> float:
     if step <= s0:
         return v0
@@ -85,9 +115,16 @@ class Updateable:
         """Override to read this component's schedules at ``global_step``."""
 
     def _updateable_children(self) -> Iterator[Updateable]:
+        """The nearest Updateable components below this one: attributes and submodules, looking
+        through plain containers (``nn.ModuleDict``/``ModuleList``: a stage's loss terms)."""
         seen: set[int] = set()
-        children = list(getattr(self, "_modules", {}).values()) + list(vars(self).values())
-        for child in children:
-            if isinstance(child, Updateable) and child is not self and id(child) not in seen:
-                seen.add(id(child))
+        stack = list(getattr(self, "_modules", {}).values()) + list(vars(self).values())
+        while stack:
+            child = stack.pop(0)
+            if child is self or id(child) in seen:
+                continue
+            seen.add(id(child))
+            if isinstance(child, Updateable):
                 yield child
+            elif isinstance(child, nn.Module):  # a container (or a component with no schedule)
+                stack.extend(child._modules.values())

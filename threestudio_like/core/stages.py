@@ -65,6 +65,11 @@ def _apply_limits(stage: dict[str, Any], limits: dict[str, Any]) -> None:
                 data[key] = _cap(data[key], int(max_res))
             else:
                 data[key] = int(max_res)
+        if data.get("resolution_schedule"):
+            data["resolution_schedule"] = [
+                [s, min(int(h), int(max_res)), min(int(w), int(max_res)), b]
+                for s, h, w, b in data["resolution_schedule"]
+            ]
     for comp, overlay in (limits.get("overlay") or {}).items():
         if comp in stage and isinstance(stage[comp], dict) and overlay:
             _overlay(stage[comp], overlay)

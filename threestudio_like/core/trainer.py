@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,19 +22,21 @@ import torch
 from omegaconf import DictConfig
 
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .config import import_target, parse_structured
+from .config import NonNegativeInt, PositiveInt, import_target, parse_structured
+from .determinism import use_deterministic_algorithms
 from .errors import UserError
+from .interrupts import Interrupted, StopRequest
 from .metrics_log import MetricsLogger
 from .stages import resolve_stage, stage_names
 
 DEFAULT_SYSTEM = "threestudio_like.systems.score_distillation.ScoreDistillationSystem"
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C during training; a checkpoint was written to ``path``."""
+class TrainingInterrupted(Interrupted):
+    """SIGINT/SIGTERM during training; a checkpoint was written to ``path``."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"interrupted; checkpoint saved to {path}")
+    def __init__(self, signum: int, path: Path) -> None:
+        super().__init__(signum)
         self.path = path
 
 
@@ -43,13 +44,16 @@ class TrainingInterrupted(Exception):
 class TrainerConfig:
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``..."""
+    deterministic: Optional[bool] = None
+    """Bit-identical results for the same seed (torch's deterministic algorithms); null: on for CPU
+    runs, off on CUDA (``core/determinism.py``)."""
     precision: Literal["32", "bf16", "16-mixed"] = "32"
     """``32``, ``bf16`` or ``16-mixed`` (autocast; CUDA only, fp32 on CPU)."""
-    log_every: int = 10
+    log_every: PositiveInt = 10
     """Write a metrics.jsonl record every N steps."""
-    ckpt_every: int = 200
+    ckpt_every: NonNegativeInt = 200
     """Write ckpts/last.ckpt every N steps (0 = only at stage ends)."""
-    max_nonfinite_steps: int = 20
+    max_nonfinite_steps: PositiveInt = 20
     """Abort after this many consecutive steps with a non-finite loss or gradient."""
     progress: bool = True
     """Show a progress bar with loss and it/s."""
@@ -65,6 +69,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.tcfg: TrainerConfig = parse_structured(TrainerConfig, cfg.get("trainer"), "trainer")
         self.device = _resolve_device(self.tcfg.device)
+        use_deterministic_algorithms(self.tcfg.deterministic, self.device)
         self.names = stage_names(cfg)
         self.logger = MetricsLogger(self.run_dir, self.tcfg.tensorboard)
 
@@ -131,14 +136,20 @@ class Trainer:
         system.train()
         bar = _progress(self.tcfg.progress, steps, run.step, name)
         try:
-            with _StopRequest() as stop:
+            with StopRequest() as stop:
                 while run.step < steps:
                     if stop.requested:
-                        raise KeyboardInterrupt
+                        raise Interrupted(stop.signum)
                     self._step(run, bar)
-        except KeyboardInterrupt:
+        except (Interrupted, KeyboardInterrupt) as e:
             path = self._save(run, done=False)
-            raise TrainingInterrupted(path) from None
+            raise TrainingInterrupted(e.signum if isinstance(e, Interrupted) else signal.SIGINT, path) from None
+        except torch.OutOfMemoryError:
+            run.optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            path = self._save(run, done=False)
+            raise UserError(out_of_memory_message(name, run.step, path)) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -189,7 +200,8 @@ class Trainer:
         run.time_logged, run.step_logged = now, run.step
         record = {"stage": run.name, "step": run.step, "it_s": rate, "lr": run.optimizer.param_groups[0]["lr"]}
         record.update({k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()})
-        self.logger.log(record, step=run.step)
+        earlier = sum(int(resolve_stage(self.cfg, name).get("steps", 0)) for name in self.names[: run.index])
+        self.logger.log(record, step=earlier + run.step)  # the run's global step: earlier stages' steps + this one's
 
     def _save(self, run: _StageRun, done: bool) -> Path:
         payload = {
@@ -202,10 +214,9 @@ class Trainer:
             "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
             "rng": get_rng_state(),
         }
-        path = save_checkpoint(self.ckpt_dir / "last.ckpt", payload)
-        if done:
+        if done:  # first: a last.ckpt that says "done" always has its stage checkpoint beside it
             save_checkpoint(self.ckpt_dir / f"{run.name}.ckpt", payload)
-        return path
+        return save_checkpoint(self.ckpt_dir / "last.ckpt", payload)
 
     def validate(self, system: Any, name: str, step: int) -> Path:
         """Render the validation orbit; save ``save/<stage>-<step>.png`` (rgb row, normal row)."""
@@ -243,27 +254,15 @@ class _StageRun:
     time_logged: float = field(default_factory=time.perf_counter)
 
 
-class _StopRequest:
-    """Ctrl-C (SIGINT) asks the loop to stop at the next step boundary, so the checkpoint holds
-    a consistent step; a second Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+def out_of_memory_message(stage: str, step: int, checkpoint: Path) -> str:
+    """What to do when a step runs out of (GPU) memory: the settings that reduce it."""
+    return (
+        f"out of memory in stage {stage} at step {step}; the run is saved at {checkpoint}. Reduce memory with "
+        f"stage.{stage}.data.batch_size, data.height/width (render size), renderer.num_samples_per_ray, "
+        "guidance.half_precision=true, or the CUDA backends (renderer.implementation, "
+        "geometry.pos_encoding_config.implementation), then continue with "
+        f"resume={checkpoint.parent.parent}"
+    )
 
 
 def _grad_norm(optimizer: torch.optim.Optimizer, clip: Optional[float]) -> torch.Tensor:

@@ -17,13 +17,13 @@ that rasterized images (nvdiffrast or its twin) also have row 0 at the top, matc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Any, Optional
+from dataclasses import dataclass, field, fields, replace
+from typing import Annotated, Any, Literal, Optional
 
 import torch
 from torch import Tensor
 
-from ..core.config import Configurable
+from ..core.config import Configurable, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, Schedule
 from ..core.errors import UserError
 from ..core.schedule import Updateable, schedule_value
 
@@ -191,23 +191,55 @@ def orbit_cameras(
     return make_cameras(full(elevation_deg), az, full(distance), full(fovy_deg), height, width)
 
 
+def magic3d_light_positions(
+    camera_position: Tensor, distance: Tensor, azimuth_deg: Tensor, elevation_deg: Tensor
+) -> Tensor:
+    """(B,3) light positions at ``distance`` (B,) in the frame whose zenith is the camera
+    direction: local z = camera direction, x = z × (world +Z) normalised (horizontal), y = z × x;
+    the light sits at local spherical (``elevation_deg``, ``azimuth_deg``) (Magic3D's sampling:
+    azimuth uniform, elevation uniform in 30°–90°). For a camera straight above or below the
+    origin, x and y vanish and the light sits on the camera axis."""
+    z = torch.nn.functional.normalize(camera_position, dim=-1)
+    x = torch.nn.functional.normalize(torch.stack([z[:, 1], -z[:, 0], torch.zeros_like(z[:, 0])], dim=-1), dim=-1)
+    y = torch.nn.functional.normalize(torch.linalg.cross(z, x, dim=-1), dim=-1)
+    local = spherical_to_position(elevation_deg, azimuth_deg, distance)
+    return local[:, :1] * x + local[:, 1:2] * y + local[:, 2:] * z
+
+
+def _check_resolution_schedule(schedule: list[list[int]], where: str) -> None:
+    steps = [e[0] for e in schedule if len(e) == 4]
+    if len(steps) < len(schedule):
+        raise UserError(f"{where}: every entry is [from_step, height, width, batch_size], got {schedule}")
+    if schedule and (steps[0] != 0 or steps != sorted(set(steps))):
+        raise UserError(f"{where}: entry steps must start at 0 and increase, got {steps}")
+    if any(v <= 0 for e in schedule for v in e[1:]):
+        raise UserError(f"{where}: heights, widths and batch sizes must be positive, got {schedule}")
+
+
 class RandomCameraSampler(Configurable, Updateable):
     """Random training views around the origin (DreamFusion/threestudio distribution).
 
-    Elevation, azimuth, distance and FOV are uniform in their ranges (elevation sampled
-    uniformly in degrees or on the sphere); with ``batch_uniform_azimuth`` a batch's azimuths
-    are stratified so each view covers its own sector. ``progressive_until`` > 0 widens the
-    elevation/azimuth ranges linearly from the eval view to the full ranges over that many steps.
+    Elevation, azimuth, distance and FOV are uniform in their ranges (elevation uniform in
+    degrees, uniform on the sphere, or either with probability ½ per batch — threestudio's
+    ``mixed``); with ``batch_uniform_azimuth`` a batch's azimuths are stratified so each view
+    covers its own sector. ``progressive_until`` > 0 widens the elevation/azimuth ranges linearly
+    from the eval view to the full ranges over that many steps. The point light follows the
+    camera direction with Gaussian jitter (DreamFusion) or sits at a random direction within 60°
+    of the camera's zenith (Magic3D). ``resolution_schedule`` switches render size and batch size
+    together (threestudio's ``resolution_milestones`` with per-resolution batch sizes).
     """
 
     @dataclass
     class Config:
-        height: Any = 64
+        height: Annotated[Any, Schedule(Range(gt=0))] = 64
         """Render height in pixels (number or schedule)."""
-        width: Any = 64
+        width: Annotated[Any, Schedule(Range(gt=0))] = 64
         """Render width in pixels (number or schedule)."""
-        batch_size: Any = 1
+        batch_size: Annotated[Any, Schedule(Range(gt=0))] = 1
         """Views per training step (number or schedule)."""
+        resolution_schedule: list[list[int]] = field(default_factory=list)
+        """``[[from_step, height, width, batch_size], ...]`` from step 0 on, steps increasing: each
+        entry holds until the next one's step; when set it replaces height/width/batch_size."""
         elevation_range: tuple[float, float] = (-10.0, 90.0)
         """Elevation range in degrees."""
         azimuth_range: tuple[float, float] = (-180.0, 180.0)
@@ -216,35 +248,41 @@ class RandomCameraSampler(Configurable, Updateable):
         """Camera distance range."""
         fovy_range: tuple[float, float] = (40.0, 70.0)
         """Vertical field of view range in degrees."""
-        sample_elevation_on_sphere: bool = False
-        """Sample elevation so that camera positions are uniform on the sphere."""
+        elevation_sampling: Literal["degrees", "sphere", "mixed"] = "degrees"
+        """Elevation uniform in degrees, uniform on the sphere (∝ cos e), or one of the two with
+        probability ½ per batch (``mixed``, threestudio's)."""
         batch_uniform_azimuth: bool = True
         """Stratify azimuth within a batch."""
-        camera_perturb: float = 0.1
-        """Std of the Gaussian jitter added to camera positions."""
-        center_perturb: float = 0.2
+        camera_perturb: NonNegativeFloat = 0.1
+        """Scale of the jitter added to camera positions (see ``camera_perturb_distribution``)."""
+        camera_perturb_distribution: Literal["normal", "uniform"] = "normal"
+        """Camera jitter per axis: N(0, p²) or U[−p, p] (threestudio's), p = ``camera_perturb``."""
+        center_perturb: NonNegativeFloat = 0.2
         """Std of the Gaussian jitter of the look-at point."""
-        up_perturb: float = 0.02
+        up_perturb: NonNegativeFloat = 0.02
         """Std of the Gaussian jitter of the up vector."""
         light_distance_range: tuple[float, float] = (0.8, 1.5)
         """Distance of the point light from the origin."""
-        light_position_perturb: float = 1.0
+        light_position_perturb: NonNegativeFloat = 1.0
         """Std of the direction jitter of the light around the camera direction (DreamFusion)."""
-        progressive_until: int = 0
+        light_sample_strategy: Literal["dreamfusion", "magic3d"] = "dreamfusion"
+        """Light direction: the camera's with Gaussian jitter (``dreamfusion``), or uniform in
+        azimuth and in elevation 30°–90° about the camera direction as zenith (``magic3d``)."""
+        progressive_until: NonNegativeInt = 0
         """Steps over which elevation/azimuth ranges widen from the eval view (0 = off)."""
         eval_elevation_deg: float = 15.0
         """Elevation of validation/test orbits."""
-        eval_distance: float = 1.5
+        eval_distance: PositiveFloat = 1.5
         """Camera distance of validation/test orbits."""
-        eval_fovy_deg: float = 70.0
+        eval_fovy_deg: Annotated[float, Range(gt=0, lt=180)] = 70.0
         """FOV of validation/test orbits."""
-        eval_height: int = 64
+        eval_height: PositiveInt = 64
         """Validation/test render height."""
-        eval_width: int = 64
+        eval_width: PositiveInt = 64
         """Validation/test render width."""
-        n_val_views: int = 4
+        n_val_views: NonNegativeInt = 4
         """Views rendered at each validation."""
-        n_test_views: int = 30
+        n_test_views: PositiveInt = 30
         """Views of the test orbit (turntable)."""
 
     def __init__(self, cfg: Any = None, where: str = "data") -> None:
@@ -254,14 +292,19 @@ class RandomCameraSampler(Configurable, Updateable):
             lo, hi = getattr(c, name)
             if lo > hi:
                 raise UserError(f"{where}.{name}: lower bound {lo} is above upper bound {hi}")
+        _check_resolution_schedule(c.resolution_schedule, f"{where}.resolution_schedule")
         self.global_step = 0
         self.on_update_step(0, 0)
 
     def on_update_step(self, epoch: int, global_step: int) -> None:
         self.global_step = global_step
-        self.height = int(schedule_value(self.cfg.height, global_step))
-        self.width = int(schedule_value(self.cfg.width, global_step))
-        self.batch_size = int(schedule_value(self.cfg.batch_size, global_step))
+        c = self.cfg
+        if c.resolution_schedule:
+            _, self.height, self.width, self.batch_size = [e for e in c.resolution_schedule if e[0] <= global_step][-1]
+            return
+        self.height = int(schedule_value(c.height, global_step))
+        self.width = int(schedule_value(c.width, global_step))
+        self.batch_size = int(schedule_value(c.batch_size, global_step))
 
     def _ranges(self) -> tuple[tuple[float, float], tuple[float, float]]:
         c = self.cfg
@@ -284,7 +327,10 @@ class RandomCameraSampler(Configurable, Updateable):
         u = lambda lo, hi, n=b: lo + (hi - lo) * torch.rand(n, generator=generator, dtype=dtype)  # noqa: E731
         n = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)  # noqa: E731
         (e0, e1), (a0, a1) = self._ranges()
-        if c.sample_elevation_on_sphere:
+        on_sphere = c.elevation_sampling == "sphere"
+        if c.elevation_sampling == "mixed":
+            on_sphere = bool(torch.rand((), generator=generator) < 0.5)
+        if on_sphere:  # inverse transform sampling: sin(e) uniform
             s0, s1 = math.sin(math.radians(e0)), math.sin(math.radians(e1))
             elevation = torch.rad2deg(torch.asin(u(s0, s1)))
         else:
@@ -296,11 +342,16 @@ class RandomCameraSampler(Configurable, Updateable):
             azimuth = u(a0, a1)
         distance = u(*c.distance_range)
         fovy = u(*c.fovy_range)
-        position = spherical_to_position(elevation, azimuth, distance) + c.camera_perturb * n(b, 3)
+        jitter = n(b, 3) if c.camera_perturb_distribution == "normal" else 2 * u(0.0, 1.0, (b, 3)) - 1
+        position = spherical_to_position(elevation, azimuth, distance) + c.camera_perturb * jitter
         center = c.center_perturb * n(b, 3)
         up = torch.tensor([0.0, 0.0, 1.0], dtype=dtype) + c.up_perturb * n(b, 3)
-        light_dir = torch.nn.functional.normalize(position + c.light_position_perturb * n(b, 3), dim=-1)
-        light_position = light_dir * u(*c.light_distance_range)[:, None]
+        if c.light_sample_strategy == "dreamfusion":
+            light_dir = torch.nn.functional.normalize(position + c.light_position_perturb * n(b, 3), dim=-1)
+            light_position = light_dir * u(*c.light_distance_range)[:, None]
+        else:
+            light_distance = u(*c.light_distance_range)
+            light_position = magic3d_light_positions(position, light_distance, u(-180.0, 180.0), u(30.0, 90.0))
         c2w = look_at(position, center, up)
         fov = torch.deg2rad(fovy)
         mvp = projection_matrix(fov, self.width / self.height) @ torch.linalg.inv(c2w)

@@ -16,6 +16,7 @@ Resizing uses area averaging. Problems with the files are :class:`UserError`\\ s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,19 +36,34 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def read_image(path: str | Path, what: str = "image") -> np.ndarray:
-    """(H,W,C) float32 in [0,1] (C = 1, 2, 3 or 4); ``what`` names the file in errors."""
-    import imageio.v3 as iio
+    """(H,W,C) float32 in [0,1] (C = 1, 2, 3 or 4: grey, grey + alpha, RGB, RGBA); ``what`` names
+    the file in errors. 8- and 16-bit files are scaled by their range; CMYK, palette and other
+    colour modes are converted to RGB(A); an animation gives its first frame."""
+    from PIL import Image, UnidentifiedImageError
 
     p = Path(str(path))
     if not p.is_file():
         raise UserError(f"{what} not found: {p}")
     try:
-        arr = iio.imread(p)
-    except Exception as e:  # imageio raises many types for unreadable files
+        with Image.open(p) as img:
+            img.seek(0)
+            img.load()
+            arr = _pixels(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UserError(f"cannot read {what} {p}: {e}") from None
-    scale = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype == np.uint8 else 1.0
-    arr = arr.astype(np.float32) / scale
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _pixels(img: Any) -> np.ndarray:
+    """A PIL image's pixels as float32 in [0,1], (H,W) or (H,W,C)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return np.asarray(img, dtype=np.float32) / 65535.0
+    if img.mode == "F":
+        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    if img.mode not in ("L", "LA", "RGB", "RGBA"):
+        has_alpha = img.mode in ("PA", "La", "RGBa") or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+    return np.asarray(img, dtype=np.float32) / 255.0
 
 
 def load_image(path: str | Path, what: str = "image") -> Tensor:
@@ -73,14 +89,25 @@ def load_rgba(path: str | Path, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     return t[..., :3].clamp(0, 1), (t[..., 3:] > 0.5).float()
 
 
-def load_depth(path: str | Path, size: tuple[int, int]) -> Tensor:
-    """Depth or disparity map (.npy, or grayscale image) → (1,H,W,1) float."""
+def read_depth(path: str | Path) -> np.ndarray:
+    """Depth or disparity map (.npy, or a grayscale image) → (H,W,1) float32."""
     p = Path(str(path))
-    if p.suffix == ".npy":
-        if not p.is_file():
-            raise UserError(f"depth map not found: {p}")
-        arr = np.load(p).astype(np.float32)
-        arr = arr[..., None] if arr.ndim == 2 else arr[..., :1]
-    else:
-        arr = read_image(p)[..., :1]
-    return _resize(torch.from_numpy(np.ascontiguousarray(arr))[None], size)
+    if p.suffix != ".npy":
+        return read_image(p, what="depth map")[..., :1]
+    if not p.is_file():
+        raise UserError(f"depth map not found: {p}")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read depth map {p}: {e}") from None
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 1) or not np.issubdtype(arr.dtype, np.number):
+        raise UserError(f"depth map {p} must be a 2-D array (H, W) of numbers, got shape {arr.shape} {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise UserError(f"depth map {p} holds NaN or infinite values")
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def load_depth(path: str | Path, size: tuple[int, int]) -> Tensor:
+    """Depth or disparity map (.npy, or grayscale image) → (1,H,W,1) float at ``size``."""
+    return _resize(torch.from_numpy(np.ascontiguousarray(read_depth(path)))[None], size)

@@ -1,9 +1,12 @@
-"""Coordinate conventions of files: up axis and unit-cube normalization.
+"""Coordinate conventions of files: up axis, units and unit-cube normalization.
 
-Our world is +Z up (``data/cameras.py``); glTF and many viewers expect +Y up. Going from +Z up
-to +Y up is the rotation ``(x, y, z) → (x, z, −y)`` (−90° about X): a proper rotation, so
-triangle winding and outward normals are preserved. :func:`to_up_axis` converts on output
-(export), :func:`from_up_axis` on input (meshes loaded by ``geometry/explicit_mesh.py``).
+Our world is +Z up (``data/cameras.py``); glTF, Blender's and most DCC tools' OBJ/PLY importers
+expect +Y up, so exports default to +Y. Going from +Z up to +Y up is the rotation
+``(x, y, z) → (x, z, −y)`` (−90° about X): a proper rotation, so triangle winding and outward
+normals are preserved, and the front of the object (+X, azimuth 0) stays +X. :func:`to_up_axis`
+converts on output (export), :func:`from_up_axis` on input (meshes loaded by
+``geometry/explicit_mesh.py``). OBJ and PLY files say which axis is up and what the units are in
+their header comments (:func:`header_comments`).
 """
 
 from __future__ import annotations
@@ -46,3 +49,13 @@ def unit_cube_transform(points: Tensor) -> tuple[Tensor, float]:
     lo, hi = points.min(0).values, points.max(0).values
     extent = float((hi - lo).max())
     return (lo + hi) / 2, (1.0 / extent if extent > 0 else 1.0)
+
+
+def header_comments(up_axis: str, unit_cube: bool) -> list[str]:
+    """The comment lines an OBJ/PLY header carries: its up axis and its units."""
+    units = (
+        "normalized: centred at the origin, longest side 1"
+        if unit_cube
+        else "the run's world units, unscaled (Blender and glTF read 1 unit as 1 m)"
+    )
+    return [f"up_axis: {up_axis} (right-handed; front of the object +X)", f"units: {units}"]

@@ -8,7 +8,11 @@ point, and dilate the result across chart seams.
    the barycentric mix of the triangle's 3-D corners (``t_pos_idx``).
 3. ``appearance_fn(points (N,3)) -> {"albedo": (N,3), "roughness": (N,1)?, "metallic": (N,1)?}``
    is called on chunks of points without gradients; values are clamped to [0, 1].
-4. Seams: texels just outside the charts get the mean of their covered neighbours, ring by ring,
+4. Unseen surface: given the training ``views`` (:mod:`.visibility`), texels whose surface point
+   no view saw take the inverse-distance mean of the nearest seen texels in 3-D — the field's
+   value there was never constrained by the guidance and may hold anything (its initial value,
+   colour pulled over from elsewhere).
+5. Seams: texels just outside the charts get the mean of their covered neighbours, ring by ring,
    for ``dilate_px`` rings (bilinear and mipmapped sampling at a chart border then reads colours
    of the surface, not black); every texel still empty afterwards gets the mean colour.
 """
@@ -24,6 +28,7 @@ from torch import Tensor
 
 from ..geometry.base import Mesh
 from ..ops.rasterize import Rasterizer
+from .visibility import Viewpoints, fill_from_seen, seen_points
 
 AppearanceFn = Callable[[Tensor], Mapping[str, Tensor]]
 """points (N,3) world → {"albedo": (N,3), optional "roughness": (N,1), "metallic": (N,1)} in [0,1]."""
@@ -43,10 +48,12 @@ class BakedTextures:
     """(S,S,1) or None when the appearance function gives none."""
     metallic: Optional[Tensor] = None
     """(S,S,1) or None when the appearance function gives none."""
+    seen: Optional[Tensor] = None
+    """(S,S) bool: covered texels some training view saw (None when no views were given)."""
 
 
-def uv_surface_points(mesh: Mesh, texture_size: int, rasterizer: Rasterizer) -> tuple[Tensor, Tensor]:
-    """Covered texels of the UV layout: ``(texel flat index (N,), surface point (N,3))``."""
+def uv_surface_points(mesh: Mesh, texture_size: int, rasterizer: Rasterizer) -> tuple[Tensor, Tensor, Tensor]:
+    """Covered texels of the UV layout: ``(texel flat index (N,), surface point (N,3), face (N,))``."""
     if mesh.v_tex is None or mesh.t_tex_idx is None:
         raise ValueError("uv_surface_points: mesh has no UV atlas (run uv_unwrap first)")
     uv = mesh.v_tex.to(mesh.v_pos.dtype)
@@ -61,7 +68,7 @@ def uv_surface_points(mesh: Mesh, texture_size: int, rasterizer: Rasterizer) -> 
     face = hit[:, 3].round().long() - 1
     corners = mesh.v_pos[mesh.t_pos_idx[face]]  # (N,3 corners,3)
     w = torch.stack([hit[:, 0], hit[:, 1], 1 - hit[:, 0] - hit[:, 1]], dim=1)
-    return texel, (w[:, :, None] * corners).sum(1)
+    return texel, (w[:, :, None] * corners).sum(1), face
 
 
 def dilate_texture(tex: Tensor, valid: Tensor, iterations: int) -> Tensor:
@@ -94,30 +101,44 @@ def bake_textures(
     dilate_px: int = 8,
     chunk_size: int = 65536,
     rasterizer: Optional[Rasterizer] = None,
+    views: Optional[Viewpoints] = None,
 ) -> BakedTextures:
-    """Bake ``appearance_fn`` into ``texture_size``² maps over ``mesh``'s UV atlas."""
+    """Bake ``appearance_fn`` into ``texture_size``² maps over ``mesh``'s UV atlas; with ``views``
+    (outward-oriented ``mesh``), texels none of them sees are filled from the seen ones."""
     rasterizer = rasterizer or Rasterizer("auto")
-    texel, points = uv_surface_points(mesh, texture_size, rasterizer)
+    texel, points, face = uv_surface_points(mesh, texture_size, rasterizer)
     n_texels = texture_size * texture_size
     coverage = torch.zeros(n_texels, dtype=torch.bool, device=points.device)
     coverage[texel] = True
-    maps: dict[str, Tensor] = {}
+    values: dict[str, list[Tensor]] = {}
     for start in range(0, len(points), chunk_size):
         out = appearance_fn(points[start : start + chunk_size])
         if "albedo" not in out:
             raise ValueError(f"appearance_fn must return 'albedo', got keys {sorted(out)}")
         for name, channels in CHANNELS.items():
-            value = out.get(name)
-            if value is None:
-                continue
-            value = value.reshape(-1, channels)
-            if name not in maps:
-                maps[name] = points.new_zeros(n_texels, channels)
-            maps[name][texel[start : start + value.shape[0]]] = value.to(points.dtype).clamp(0, 1)
+            if out.get(name) is not None:
+                values.setdefault(name, []).append(out[name].reshape(-1, channels).to(points.dtype).clamp(0, 1))
+    seen = None
+    if views is not None:
+        seen = seen_points(mesh, points, mesh.face_normals()[face], views, rasterizer)
+    maps: dict[str, Tensor] = {}
+    for name, chunks in values.items():
+        value = torch.cat(chunks)
+        maps[name] = points.new_zeros(n_texels, value.shape[1])
+        maps[name][texel] = value if seen is None else fill_from_seen(value, points, seen)
     if not maps:  # no covered texel: the atlas is degenerate
         maps["albedo"] = points.new_zeros(n_texels, 3)
     valid = coverage.view(texture_size, texture_size)
     done = {name: dilate_texture(t.view(texture_size, texture_size, -1), valid, dilate_px) for name, t in maps.items()}
+    seen_map = None
+    if seen is not None:
+        seen_map = torch.zeros(n_texels, dtype=torch.bool, device=points.device)
+        seen_map[texel] = seen
+        seen_map = seen_map.view(texture_size, texture_size)
     return BakedTextures(
-        albedo=done["albedo"], coverage=valid, roughness=done.get("roughness"), metallic=done.get("metallic")
+        albedo=done["albedo"],
+        coverage=valid,
+        roughness=done.get("roughness"),
+        metallic=done.get("metallic"),
+        seen=seen_map,
     )

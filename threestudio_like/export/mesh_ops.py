@@ -1,4 +1,5 @@
-"""Mesh cleanup before export: weld, drop degenerate faces, remove floaters, decimate, orient.
+"""Mesh cleanup before export: weld, fix degenerate faces, remove hidden shells and floaters,
+decimate, orient.
 
 All functions take and return a :class:`~threestudio_like.geometry.base.Mesh` (``v_pos`` (V,3),
 ``t_pos_idx`` (F,3)); the work is done in numpy/scipy on the CPU and the result comes back on the
@@ -6,8 +7,12 @@ input's device and dtype. UV atlases are not carried through (cleanup runs befor
 
 - :func:`weld_vertices` merges vertices closer than a tolerance, so that a triangle soup becomes
   connected (components are found through shared vertices).
-- :func:`remove_degenerate_faces` drops faces with a repeated vertex or zero area and unused
-  vertices.
+- :func:`remove_degenerate_faces` gets rid of zero-area and sliver faces without opening the
+  surface: needles (a short edge) by collapsing that edge, caps (a vertex lying on the opposite
+  edge) by flipping that edge; what neither can fix (non-manifold spots) is deleted.
+- :func:`remove_enclosed_components` removes components that lie inside another, closed
+  component (hidden shells: invisible, but they break 3-D printing and booleans), by the
+  generalized winding number of their points.
 - :func:`remove_small_components` removes floaters: vertex-connected components with fewer than
   ``min_faces`` faces, fewer than ``min_face_fraction`` of all faces or less than
   ``min_area_fraction`` of the total area. The largest component (by area) is always kept, so a
@@ -38,7 +43,14 @@ class CleanupStats:
     faces_in: int
     faces_out: int
     vertices_out: int
+    components_out: int
+    """Vertex-connected components of the result."""
+    degenerate_faces: int
+    """Zero-area or sliver faces found (collapsed, flipped or deleted)."""
+    components_enclosed: int
+    """Components removed because another, closed component encloses them."""
     components_removed: int
+    """Components removed as floaters (too small)."""
     faces_removed_as_floaters: int
     patches_flipped: int
 
@@ -80,13 +92,180 @@ def weld_vertices(mesh: Mesh, tolerance: float = 1e-7) -> Mesh:
     return _to_mesh(v_new, f_new, mesh)
 
 
-def remove_degenerate_faces(mesh: Mesh) -> Mesh:
-    """Drop faces with a repeated vertex index or zero area, then unreferenced vertices."""
-    v, f = _to_numpy(mesh)
+def _edges(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Undirected edges ``(E,2)`` (smaller index first) and the number of faces on each."""
+    pairs = np.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    edges, count = np.unique(pairs, axis=0, return_counts=True)
+    return edges, count
+
+
+def _adjacency(n_vertices: int, edges: np.ndarray) -> sp.csr_matrix:
+    rows, cols = np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]]
+    return sp.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)), shape=(n_vertices,) * 2)
+
+
+def _face_shape(v: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per face: smallest altitude (0 for a repeated vertex), index k of the shortest edge
+    (``f[k]`` → ``f[k+1]``) and its length."""
+    edge_len = np.linalg.norm(v[f[:, [1, 2, 0]]] - v[f], axis=2)
+    altitude = 2 * _face_areas(v, f) / np.maximum(edge_len.max(1), 1e-300)
+    return altitude, edge_len.argmin(1), edge_len.min(1)
+
+
+def _altitude(p: np.ndarray) -> float:
+    """Smallest altitude of the triangle with corners ``p`` (3,3)."""
+    longest = max(np.linalg.norm(p[1] - p[0]), np.linalg.norm(p[2] - p[1]), np.linalg.norm(p[0] - p[2]))
+    return float(np.linalg.norm(np.cross(p[1] - p[0], p[2] - p[0])) / max(longest, 1e-300))
+
+
+def _collapse_needles(v: np.ndarray, f: np.ndarray, min_length: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One round of edge collapses. A degenerate face (altitude < ``min_length``) is a needle when
+    its shortest edge is below ``min_length`` or below twice its altitude (a tiny face); that
+    edge merges into its midpoint — shortest first, non-overlapping 1-rings, and only where the
+    two endpoints share exactly the two neighbours of the edge's faces (the link condition: the
+    collapse keeps the surface a manifold)."""
+    altitude, k, shortest = _face_shape(v, f)
+    needle = (altitude < min_length) & ((shortest < min_length) | (shortest < 2 * altitude))
+    if not needle.any():
+        return v, f, False
+    rows = np.flatnonzero(needle)
+    cand = np.sort(np.stack([f[rows, k[rows]], f[rows, (k[rows] + 1) % 3]], 1), axis=1)
+    cand, first = np.unique(cand, axis=0, return_index=True)
+    cand = cand[np.argsort(shortest[rows][first], kind="stable")]
+    edges, count = _edges(f)
+    adj = _adjacency(len(v), edges)
+    common = np.asarray(adj[cand[:, 0]].multiply(adj[cand[:, 1]]).sum(1)).ravel()
+    on_edge = dict(zip(map(tuple, edges.tolist()), count.tolist()))
+    cand = cand[(common == 2) & np.array([on_edge[tuple(e)] == 2 for e in cand.tolist()], dtype=bool)]
+    locked = np.zeros(len(v), dtype=bool)
+    remap = np.arange(len(v))
+    v = v.copy()
+    for a, b in cand:
+        ring = np.r_[
+            a, b, adj.indices[adj.indptr[a] : adj.indptr[a + 1]], adj.indices[adj.indptr[b] : adj.indptr[b + 1]]
+        ]
+        if locked[ring].any():
+            continue
+        locked[ring] = True
+        v[a] = (v[a] + v[b]) / 2
+        remap[b] = a
+    f = remap[f]
     keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
-    keep &= _face_areas(v, f) > 0
-    v_new, f_new = _compact(v, f[keep])
+    return v, f[keep], bool(locked.any())
+
+
+def _flip_caps(v: np.ndarray, f: np.ndarray, min_length: float) -> tuple[np.ndarray, bool]:
+    """One round of edge flips. A cap ``(a, b, c)`` (altitude < ``min_length``, not a needle: its
+    vertex ``c`` lies near its longest edge ``ab``) and its consistently oriented neighbour
+    ``(b, a, d)`` become ``(c, a, d)`` and ``(c, d, b)`` — nearly the same surface, without the
+    flat face — when that raises the pair's smallest altitude and ``cd`` is not already an edge."""
+    altitude, _, shortest = _face_shape(v, f)
+    caps = np.flatnonzero((altitude < min_length) & (shortest >= min_length) & (shortest >= 2 * altitude))
+    if len(caps) == 0:
+        return f, False
+    half = {(int(x), int(y)): i for i, face in enumerate(f.tolist()) for x, y in zip(face, face[1:] + face[:1])}
+    existing = set(map(tuple, _edges(f)[0].tolist()))
+    used = np.zeros(len(f), dtype=bool)
+    f = f.copy()
+    for i in caps:
+        edge_len = np.linalg.norm(v[np.roll(f[i], -1)] - v[f[i]], axis=1)
+        a, b, c = (int(x) for x in np.roll(f[i], -int(np.argmax(edge_len))))
+        j = half.get((b, a))
+        if j is None or used[i] or used[j]:
+            continue
+        d = int(next(x for x in f[j] if x not in (a, b)))
+        if d == c or (min(c, d), max(c, d)) in existing:
+            continue
+        if min(_altitude(v[[c, a, d]]), _altitude(v[[c, d, b]])) <= min(altitude[i], altitude[j]):
+            continue
+        f[i], f[j] = (c, a, d), (c, d, b)
+        used[i] = used[j] = True
+        existing.add((min(c, d), max(c, d)))
+    return f, bool(used.any())
+
+
+def remove_degenerate_faces(mesh: Mesh, tolerance: float = 0.01, max_rounds: int = 20) -> Mesh:
+    """Fix faces with a repeated vertex or an altitude below ``tolerance`` × the median edge
+    length: collapse needles, flip caps (see :func:`_collapse_needles`, :func:`_flip_caps`),
+    delete what neither could fix (non-manifold spots), then drop unreferenced vertices. A closed
+    manifold stays closed wherever the collapses and flips apply."""
+    v, f = _to_numpy(mesh)
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    if len(f) == 0:
+        return _to_mesh(*_compact(v, f), mesh)
+    min_length = tolerance * float(np.median(np.linalg.norm(v[f[:, [1, 2, 0]]] - v[f], axis=2)))
+    for _ in range(max_rounds):
+        v, f, collapsed = _collapse_needles(v, f, min_length)
+        f, flipped = _flip_caps(v, f, min_length)
+        if not (collapsed or flipped):
+            break
+    v_new, f_new = _compact(v, f[_face_shape(v, f)[0] >= min_length])
     return _to_mesh(v_new, f_new, mesh)
+
+
+def count_degenerate_faces(mesh: Mesh, tolerance: float = 0.01) -> int:
+    """Faces :func:`remove_degenerate_faces` would fix (same criterion)."""
+    v, f = _to_numpy(mesh)
+    if len(f) == 0:
+        return 0
+    min_length = tolerance * float(np.median(np.linalg.norm(v[f[:, [1, 2, 0]]] - v[f], axis=2)))
+    return int((_face_shape(v, f)[0] < min_length).sum())
+
+
+def winding_numbers(points: np.ndarray, v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Generalized winding number (Jacobson et al. 2013) of ``points`` (P,3) with respect to the
+    triangles ``v[f]``: the signed solid angle they subtend over 4π (Van Oosterom–Strackee), ±1
+    inside a closed surface, 0 outside."""
+    out = np.zeros(len(points))
+    step = max(1, 2_000_000 // max(9 * len(f), 1))  # points per chunk: (P,F,3,3) arrays of ≤ 16 MB
+    for start in range(0, len(points), step):
+        p = points[start : start + step, None, None, :]
+        abc = v[f][None] - p  # (P,F,3,3)
+        a, b, c = abc[..., 0, :], abc[..., 1, :], abc[..., 2, :]
+        la, lb, lc = (np.linalg.norm(x, axis=-1) for x in (a, b, c))
+        det = np.einsum("pfi,pfi->pf", a, np.cross(b, c))
+        dot = lambda x, y: np.einsum("pfi,pfi->pf", x, y)  # noqa: E731
+        den = la * lb * lc + dot(a, b) * lc + dot(b, c) * la + dot(c, a) * lb
+        out[start : start + step] = 2 * np.arctan2(det, den).sum(1) / (4 * np.pi)
+    return out
+
+
+def remove_enclosed_components(mesh: Mesh, n_probe: int = 8) -> tuple[Mesh, int]:
+    """Remove every component that lies inside a larger, closed component.
+
+    Components are vertex-connected; a component is closed when each of its edges has exactly
+    two faces. A component counts as enclosed when its bounding box lies in that of a larger (by
+    area) closed component that is kept and most of ``n_probe`` of its vertices have
+    ``|winding number| > 0.5`` with respect to it. Returns ``(mesh, number of components removed)``.
+    """
+    v, f = _to_numpy(mesh)
+    if len(f) == 0:
+        return mesh, 0
+    _, label = np.unique(vertex_components(len(v), f)[1], return_inverse=True)  # components with faces
+    n = int(label.max()) + 1
+    if n == 1:
+        return mesh, 0
+    area = np.bincount(label, weights=_face_areas(v, f), minlength=n)
+    closed = np.array([bool((_edges(f[label == c])[1] == 2).all()) for c in range(n)])
+    corners = v[f].reshape(len(f), 9)
+    lo = np.stack([np.full(3, np.inf)] * n)
+    hi = -lo
+    for k in range(3):
+        np.minimum.at(lo, label, corners[:, 3 * k : 3 * k + 3])
+        np.maximum.at(hi, label, corners[:, 3 * k : 3 * k + 3])
+    keep = np.ones(n, dtype=bool)
+    order = np.argsort(-area, kind="stable")
+    for rank, c in enumerate(order[1:], start=1):
+        verts = np.unique(f[label == c])
+        probe = v[verts[np.linspace(0, len(verts) - 1, min(n_probe, len(verts))).astype(int)]]
+        for outer in order[:rank]:
+            if not (keep[outer] and closed[outer] and (lo[outer] <= lo[c]).all() and (hi[c] <= hi[outer]).all()):
+                continue
+            if np.mean(np.abs(winding_numbers(probe, v, f[label == outer])) > 0.5) > 0.5:
+                keep[c] = False
+                break
+    v_new, f_new = _compact(v, f[keep[label]])
+    return _to_mesh(v_new, f_new, mesh), int(n - keep.sum())
 
 
 def vertex_components(n_vertices: int, f: np.ndarray) -> tuple[int, np.ndarray]:
@@ -233,22 +412,36 @@ def clean_mesh(
     min_component_area_fraction: float = 0.0,
     decimate_target: int = 0,
     orient: bool = True,
+    remove_enclosed: bool = True,
+    degenerate_tolerance: float = 0.01,
 ) -> tuple[Mesh, CleanupStats]:
-    """Weld → drop degenerate faces → remove floaters → decimate → orient outward."""
+    """Weld → fix degenerate faces → remove enclosed components → remove floaters → decimate →
+    fix degenerate faces → orient outward."""
     faces_in = mesh.num_faces
-    out = remove_degenerate_faces(weld_vertices(mesh))
+    out = weld_vertices(mesh)
+    n_degenerate = count_degenerate_faces(out, degenerate_tolerance)
+    out = remove_degenerate_faces(out, degenerate_tolerance)
+    n_enclosed = 0
+    if remove_enclosed:
+        out, n_enclosed = remove_enclosed_components(out)
     before = out.num_faces
     out, n_removed = remove_small_components(out, min_component_faces, min_component_area_fraction)
     floater_faces = before - out.num_faces
     if decimate_target > 0:
-        out = remove_degenerate_faces(decimate(out, decimate_target))
+        out = decimate(out, decimate_target)
+        n_degenerate += count_degenerate_faces(out, degenerate_tolerance)
+        out = remove_degenerate_faces(out, degenerate_tolerance)
     flipped = 0
     if orient:
         out, flipped = orient_outward(out)
+    v, f = _to_numpy(out)
     return out, CleanupStats(
         faces_in=faces_in,
         faces_out=out.num_faces,
         vertices_out=out.num_vertices,
+        components_out=vertex_components(len(v), f)[0] if len(f) else 0,
+        degenerate_faces=n_degenerate,
+        components_enclosed=n_enclosed,
         components_removed=n_removed,
         faces_removed_as_floaters=floater_faces,
         patches_flipped=flipped,

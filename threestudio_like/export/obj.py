@@ -1,15 +1,16 @@
 """Wavefront OBJ + MTL + texture PNGs.
 
-``<stem>.obj`` (positions, UVs ``vt`` with ``v`` up, area-weighted vertex normals, 1-based
-``f v/vt/vn``), ``<stem>.mtl`` with one material: ``map_Kd`` albedo and, when baked, the PBR
-extension maps ``map_Pr`` (roughness) and ``map_Pm`` (metallic), each a PNG beside the OBJ.
+``<stem>.obj`` (header comments — up axis, units —, positions, UVs ``vt`` with ``v`` up,
+area-weighted vertex normals, 1-based ``f v/vt/vn``), ``<stem>.mtl`` with one material:
+``map_Kd`` albedo and, when baked, the PBR extension maps ``map_Pr`` (roughness) and ``map_Pm``
+(metallic), each a PNG beside the OBJ.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -27,11 +28,16 @@ def _rows(prefix: str, values: np.ndarray, fmt: str) -> bytes:
 
 
 def write_obj(
-    path: str | Path, mesh: Mesh, textures: Optional[BakedTextures] = None, material_name: str = "material_0"
+    path: str | Path,
+    mesh: Mesh,
+    textures: Optional[BakedTextures] = None,
+    material_name: str = "material_0",
+    comments: Sequence[str] = (),
 ) -> list[Path]:
     """Write ``path`` (``.obj``), its ``.mtl`` and texture PNGs; returns the written paths.
 
-    ``mesh`` needs ``v_tex``/``t_tex_idx`` when ``textures`` is given.
+    ``mesh`` needs ``v_tex``/``t_tex_idx`` when ``textures`` is given; ``comments`` become
+    ``# `` lines of the header.
     """
     path = Path(path)
     stem = path.stem
@@ -65,7 +71,8 @@ def write_obj(
     v = mesh.v_pos.detach().cpu().double().numpy()
     vn = mesh.vertex_normals().detach().cpu().double().numpy()
     f = mesh.t_pos_idx.detach().cpu().numpy().astype(np.int64) + 1
-    header = f"# threestudio_like\nmtllib {path.with_suffix('.mtl').name}\n".encode()
+    header = "".join(f"# {line}\n" for line in ["threestudio_like", *comments])
+    header = f"{header}mtllib {path.with_suffix('.mtl').name}\n".encode()
     body = [header, _rows("v", v, "%.7g %.7g %.7g"), _rows("vn", vn, "%.6f %.6f %.6f")]
     if textures is not None:
         vt = mesh.v_tex.detach().cpu().double().numpy()

@@ -1,13 +1,13 @@
 """Binary little-endian PLY: point clouds and vertex-coloured triangle meshes.
 
 Vertex properties ``x y z`` (float32), optional ``nx ny nz`` (float32) and ``red green blue``
-(uchar); faces as ``list uchar int vertex_indices``.
+(uchar); faces as ``list uchar int vertex_indices``; ``comment`` header lines (up axis, units).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -82,8 +82,14 @@ def write_ply_points(
     return atomic_write(path, lambda f: (f.write(header.encode("ascii")), f.write(data)))
 
 
-def write_ply_mesh(path: str | Path, mesh: Mesh, vertex_colors: Optional[Tensor | np.ndarray] = None) -> Path:
-    """Triangle mesh with per-vertex normals and optional colours (V,3) float in [0,1] or uint8."""
+def write_ply_mesh(
+    path: str | Path,
+    mesh: Mesh,
+    vertex_colors: Optional[Tensor | np.ndarray] = None,
+    comments: Sequence[str] = (),
+) -> Path:
+    """Triangle mesh with per-vertex normals and optional colours (V,3) float in [0,1] or uint8;
+    ``comments`` become ``comment`` lines of the header."""
     pts = _numpy(mesh.v_pos).astype(np.float32)
     nrms = _numpy(mesh.vertex_normals()).astype(np.float32)
     cols = _numpy(vertex_colors)
@@ -98,7 +104,7 @@ def write_ply_mesh(path: str | Path, mesh: Mesh, vertex_colors: Optional[Tensor 
             [
                 "ply",
                 "format binary_little_endian 1.0",
-                "comment threestudio_like",
+                *(f"comment {line}" for line in ["threestudio_like", *comments]),
                 f"element vertex {len(pts)}",
                 *props,
                 f"element face {len(faces)}",

@@ -1,10 +1,12 @@
-"""``report.html`` for a run directory: one self-contained page, no network.
+"""``report.html`` for a run directory: one self-contained file, no network.
 
 Sections (each only when its input exists): interactive 3-D view of the GLB (the vendored
-``viewer/model-viewer-umd.min.js`` inlined, the GLB embedded as a ``data:`` URI so that the page
-also works from ``file://``), turntable video and images (relative paths), final metrics per stage,
-curves of every logged scalar from ``metrics.jsonl`` (inline SVG; stages laid end to end on the
-step axis), and the resolved ``config.yaml``.
+``viewer/model-viewer-umd.min.js`` inlined, the GLB embedded as a ``data:`` URI), the turntable
+video (embedded as a ``data:`` URI too, so the page still shows everything when copied alone),
+extra images (``data:`` URIs as well), a table of the last value of every scalar per stage (the final
+eval and export records, logged once, appear only there), curves of the scalars logged more than
+once in a stage (inline SVG against the run's ``global_step``, stage starts dashed), and the
+resolved ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import mimetypes
 import os
 from datetime import datetime
 from importlib import resources
@@ -22,7 +25,8 @@ from ..core.atomic import atomic_write_text
 from ..core.metrics_log import read_metrics
 
 VIEWER_JS = "model-viewer-umd.min.js"
-NOT_CURVES = ("step", "stage", "epoch", "global_step")
+NOT_METRICS = ("stage", "epoch", "global_step", "time")
+"""Record keys that are bookkeeping, not metrics (``step`` is kept: the table shows each stage's last)."""
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -49,39 +53,38 @@ def _number(value: Any) -> Optional[float]:
 def curve_series(
     records: Sequence[dict[str, Any]],
 ) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, str]]]:
-    """Scalars of ``metrics.jsonl`` as ``{key: [(x, value)]}`` and the stage starts ``[(x, name)]``.
-
-    ``x`` is the record's ``step`` plus the last step of all earlier stages, so stages that each
-    count from 0 follow each other on one axis; records without ``step`` use their index.
-    """
-    series: dict[str, list[tuple[float, float]]] = {}
+    """Scalars of ``metrics.jsonl`` logged more than once in a stage, as ``{key: [(x, value)]}``
+    with ``x`` the record's ``global_step`` (its index when it has none), and the stage starts
+    ``[(x, name)]``. A key logged once per stage (the final eval, the export) has no curve."""
+    points: dict[tuple[str, str], list[tuple[float, float]]] = {}
     starts: list[tuple[float, str]] = []
-    offset, stage_max, stage = 0.0, 0.0, None
     for index, rec in enumerate(records):
-        name = str(rec.get("stage", ""))
-        if name != stage:
-            if stage is not None:
-                offset += stage_max
-            stage, stage_max = name, 0.0
-            starts.append((offset, name))
-        step = _number(rec.get("step"))
-        local = step if step is not None else float(index)
-        stage_max = max(stage_max, local)
+        stage = str(rec.get("stage", ""))
+        step = _number(rec.get("global_step"))
+        x = step if step is not None else float(index)
+        if not starts or starts[-1][1] != stage:
+            starts.append((x, stage))
         for key, value in rec.items():
             v = _number(value)
-            if key not in NOT_CURVES and v is not None:
-                series.setdefault(key, []).append((offset + local, v))
-    return series, starts
+            if key not in NOT_METRICS and key != "step" and v is not None:
+                points.setdefault((stage, key), []).append((x, v))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for (_, key), pts in points.items():
+        if len(pts) > 1:
+            series.setdefault(key, []).extend(pts)
+    curved = {stage for (stage, _), pts in points.items() if len(pts) > 1}
+    return series, [(x, name) for x, name in starts if name in curved]
 
 
 def svg_curve(
     points: Sequence[tuple[float, float]],
     stage_starts: Sequence[tuple[float, str]] = (),
     width: int = 320,
-    height: int = 160,
+    height: int = 170,
+    x_label: str = "global step",
 ) -> str:
     """An inline SVG line chart of ``points`` [(x, y)] with min/max labels on both axes."""
-    left, right, top, bottom = 56, 8, 8, 22
+    left, right, top, bottom = 56, 8, 8, 32
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)
@@ -111,8 +114,10 @@ def svg_curve(
         f'<polyline fill="none" stroke="#0969da" stroke-width="1.5" points="{line}"/>',
         f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.4g}</text>',
         f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">{y0:.4g}</text>',
-        f'<text x="{left}" y="{height - 6}">{x0:.6g}</text>',
-        f'<text x="{width - right}" y="{height - 6}" text-anchor="end">{x1:.6g}</text>',
+        f'<text x="{left}" y="{height - bottom + 12}">{x0:.6g}</text>',
+        f'<text x="{width - right}" y="{height - bottom + 12}" text-anchor="end">{x1:.6g}</text>',
+        f'<text x="{(left + width - right) / 2:.1f}" y="{height - 4}" text-anchor="middle" '
+        f'fill="#57606a">{html.escape(x_label)}</text>',
         "</svg>",
     ]
     return "".join(parts)
@@ -125,7 +130,7 @@ def _metrics_table(records: Sequence[dict[str, Any]]) -> str:
         row = last.setdefault(str(rec.get("stage", "")), {})
         for key, value in rec.items():
             v = _number(value)
-            if key not in ("stage", "epoch") and v is not None:
+            if key not in NOT_METRICS and v is not None:
                 row[key] = v
     stages = list(last)
     keys = sorted({k for row in last.values() for k in row}, key=lambda k: (k != "step", k))
@@ -141,6 +146,10 @@ def _metrics_table(records: Sequence[dict[str, Any]]) -> str:
 
 def _rel(path: Path, run_dir: Path) -> str:
     return html.escape(Path(os.path.relpath(path, run_dir)).as_posix(), quote=True)
+
+
+def _data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
 def _viewer_js() -> str:
@@ -182,24 +191,25 @@ def render_report(
         f"<p>report written {datetime.now().strftime('%Y-%m-%d %H:%M:%S')}</p></header>",
     ]
     if glb_path is not None:
-        data = base64.b64encode(glb_path.read_bytes()).decode("ascii")
         out.append(
             f'<section id="model"><h2>3-D model ({_rel(glb_path, run_dir)})</h2>'
-            f'<model-viewer id="viewer" src="data:model/gltf-binary;base64,{data}" '
+            f'<model-viewer id="viewer" src="{_data_uri(glb_path, "model/gltf-binary")}" '
             'alt="exported model" camera-controls touch-action="pan-y" shadow-intensity="0" '
             'interaction-prompt="none"></model-viewer></section>'
         )
     if video_path is not None:
         out.append(
-            f'<section id="turntable"><h2>Turntable</h2><video src="{_rel(video_path, run_dir)}" '
-            "controls autoplay loop muted playsinline></video></section>"
+            f'<section id="turntable"><h2>Turntable ({_rel(video_path, run_dir)})</h2>'
+            f'<video src="{_data_uri(video_path, "video/mp4")}" controls autoplay loop muted playsinline></video>'
+            "</section>"
         )
     shots = [p for p in (run_dir / Path(i) for i in images) if p.is_file()]
     if shots:
         out.append(
             '<section id="images"><h2>Images</h2>'
             + "".join(
-                f'<figure><img class="shot" src="{_rel(p, run_dir)}" alt="{_rel(p, run_dir)}">'
+                f'<figure><img class="shot" src="{_data_uri(p, mimetypes.guess_type(p.name)[0] or "image/png")}" '
+                f'alt="{_rel(p, run_dir)}">'
                 f"<figcaption>{_rel(p, run_dir)}</figcaption></figure>"
                 for p in shots
             )
@@ -210,15 +220,16 @@ def render_report(
         series, starts = curve_series(records)
         out.append(f'<section id="metrics"><h2>Metrics</h2>{_metrics_table(records)}</section>')
         ordered = sorted(series, key=lambda k: (not k.startswith("loss"), k))
-        out.append(
-            '<section id="curves"><h2>Curves</h2><div class="curves">'
-            + "".join(
-                f'<figure data-key="{html.escape(k, quote=True)}">{svg_curve(series[k], starts)}'
-                f"<figcaption>{html.escape(k)}</figcaption></figure>"
-                for k in ordered
+        if ordered:
+            out.append(
+                '<section id="curves"><h2>Curves</h2><div class="curves">'
+                + "".join(
+                    f'<figure data-key="{html.escape(k, quote=True)}">{svg_curve(series[k], starts)}'
+                    f"<figcaption>{html.escape(k)}</figcaption></figure>"
+                    for k in ordered
+                )
+                + "</div></section>"
             )
-            + "</div></section>"
-        )
     if config_path is not None:
         out.append(
             f'<section id="config"><h2>Resolved config</h2>'

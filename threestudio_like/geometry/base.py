@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable, to_container
+from ..core.config import Configurable, PositiveFloat, to_container
 from ..core.schedule import Updateable
 
 
@@ -139,7 +139,7 @@ class FieldGeometry(Geometry):
 
     @dataclass
     class Config:
-        radius: float = 1.0
+        radius: PositiveFloat = 1.0
         """Half the side of the scene box [-radius, radius]^3."""
         n_feature_dims: int = 3
         """Appearance features per point (3 for an RGB albedo material)."""

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.config import PositiveFloat, PositiveInt
 from ..core.errors import UserError
 from ..ops.marching_tets import marching_tets
 from ..ops.tet_grid import tet_grid
@@ -43,20 +44,18 @@ class DMTetGeometry(FieldSurface):
 
     @dataclass
     class Config(FieldSurface.Config):
-        isosurface_resolution: int = 128
+        isosurface_resolution: PositiveInt = 128
         """Tet grid cells per side (threestudio's 128_tets file ≈ 64 here; see ops/tet_grid.py)."""
         isosurface_deformable_grid: bool = True
         """Train per-vertex offsets of the grid (at most half a cell)."""
         fix_geometry: bool = False
         """Freeze sdf and deformation (texture-only training)."""
-        shape_init_radius: float = 0.5
+        shape_init_radius: PositiveFloat = 0.5
         """From scratch: the SDF of a sphere of this radius (fraction of radius)."""
 
     def __init__(self, cfg=None, where: str = "geometry") -> None:
         super().__init__(cfg, where)
         c = self.cfg
-        if c.isosurface_resolution < 1:
-            raise UserError(f"{where}.isosurface_resolution: must be >= 1, got {c.isosurface_resolution}")
         vertices, tets = tet_grid(c.isosurface_resolution)
         self.register_buffer("grid_vertices", vertices * c.radius, persistent=False)
         self.register_buffer("tets", tets, persistent=False)

@@ -40,8 +40,6 @@ class FieldSurface(FieldGeometry, SurfaceGeometry):
         self.parse_config(cfg, where)
         self.where = where
         c = self.cfg
-        if c.radius <= 0:
-            raise UserError(f"{where}.radius: must be > 0, got {c.radius}")
         self.encoding = make_encoding(self.encoding_config(), 3, where=f"{where}.pos_encoding_config")
         self.feature_network = MLP(
             self.encoding.n_output_dims, c.n_feature_dims, c.mlp_network_config, where=f"{where}.mlp_network_config"

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.config import PositiveFloat, Probability, Range
 from ..core.errors import UserError
 from ..ops.encodings import make_encoding
 from ..ops.mlp import MLP, get_activation
@@ -53,23 +54,23 @@ class ImplicitVolume(FieldGeometry):
         """Added to the raw density: blob_magic3d | blob_dreamfusion | a number."""
         density_blob_scale: float = 10.0
         """Height of the blob bias."""
-        density_blob_std: float = 0.5
+        density_blob_std: PositiveFloat = 0.5
         """Width of the blob bias, world units."""
         normal_type: Literal["finite_difference", "analytic", "none"] = "finite_difference"
         """How normals are computed (module docstring); none: no normals."""
-        finite_difference_eps: float = 0.01
+        finite_difference_eps: PositiveFloat = 0.01
         """Step of the finite-difference normals, world units."""
-        isosurface_resolution: int = 64
+        isosurface_resolution: Annotated[int, Range(ge=2)] = 64
         """Samples per side of the marching-cubes grid over the scene box."""
         isosurface_threshold: Any = "auto"
         """Density level of the surface: a number or 'auto' (see geometry/isosurface.py)."""
-        isosurface_auto_max_fill: float = 0.6
+        isosurface_auto_max_fill: Probability = 0.6
         """auto: at most this fraction of the grid may be inside the surface."""
         isosurface_auto_min_threshold: float = 1.0
         """auto: the level never goes below this density (below it the field counts as empty)."""
         isosurface_remove_outliers: bool = True
         """Drop small disconnected pieces (floaters) from the isosurface."""
-        isosurface_outlier_fraction: float = 0.01
+        isosurface_outlier_fraction: Probability = 0.01
         """A piece with fewer than this fraction of the faces is an outlier."""
 
     def __init__(self, cfg=None, where: str = "geometry") -> None:
@@ -85,10 +86,6 @@ class ImplicitVolume(FieldGeometry):
             raise UserError(
                 f"{where}.density_bias: expected {'|'.join(DENSITY_BIASES)} or a number, got {c.density_bias!r}"
             )
-        if c.radius <= 0 or c.finite_difference_eps <= 0 or c.density_blob_std <= 0:
-            raise UserError(f"{where}: radius, finite_difference_eps and density_blob_std must be > 0")
-        if c.isosurface_resolution < 2:
-            raise UserError(f"{where}.isosurface_resolution: must be >= 2, got {c.isosurface_resolution}")
         self.encoding = make_encoding(
             self.encoding_config(), 3, where=f"{where}.pos_encoding_config", input_grad=c.normal_type == "analytic"
         )

@@ -77,6 +77,9 @@ class Guidance(Configurable, Updateable, nn.Module):
     """Whether :meth:`forward` needs text embeddings (a configured prompt processor)."""
     uses_reference: ClassVar[bool] = False
     """Whether it conditions on the stage's input image (:meth:`set_reference`)."""
+    pretrained_kind: ClassVar[Optional[str]] = None
+    """What ``pretrained_model_name_or_path`` must hold (:data:`~.pretrained.PRETRAINED_KINDS`):
+    checked before a run writes anything, without loading weights."""
 
     def __init__(self, cfg: Any = None, where: str = "guidance") -> None:
         nn.Module.__init__(self)

@@ -55,6 +55,7 @@ class ClipGuidance(Guidance):
     """
 
     name = "CLIP"
+    pretrained_kind = "clip"
     uses_reference = True
 
     @dataclass

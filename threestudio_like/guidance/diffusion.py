@@ -14,11 +14,12 @@ Notation: ``alphas`` is ᾱ_t (the scheduler's ``alphas_cumprod`` at each view's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, get_args
+from typing import Annotated, Any, Literal, Optional, get_args
 
 import torch
 from torch import Tensor
 
+from ..core.config import PositiveFloat, Range, Schedule
 from ..core.errors import UserError
 
 Weighting = Literal["sds", "uniform", "fantasia3d", "sigma2"]
@@ -32,17 +33,17 @@ class DistillationConfig:
 
     pretrained_model_name_or_path: str = ""
     """Diffusers pipeline directory or hub id (resolved from the local HF cache only)."""
-    guidance_scale: Any = 100.0
+    guidance_scale: Annotated[Any, Schedule(Range(ge=0))] = 100.0
     """Classifier-free guidance scale; number or schedule."""
-    min_step_percent: Any = 0.02
+    min_step_percent: Annotated[Any, Schedule(Range(ge=0, le=1))] = 0.02
     """Lower bound of t as a fraction of the training timesteps; number or schedule."""
-    max_step_percent: Any = 0.98
+    max_step_percent: Annotated[Any, Schedule(Range(ge=0, le=1))] = 0.98
     """Upper bound of t; number or schedule (anneal it down over training)."""
     weighting: Weighting = "sds"
     """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ)."""
-    grad_clip: Any = None
+    grad_clip: Annotated[Any, Schedule(Range(gt=0))] = None
     """Clamp the gradient element-wise to ±value (null = off); number or schedule."""
-    denoised_clip: Optional[float] = None
+    denoised_clip: Optional[PositiveFloat] = None
     """Clamp the guided denoised estimate x̂₀ to ±value before forming the gradient (null = off):
     for pixel-space priors, whose images lie in [−1, 1], so a large guidance scale cannot pull
     a render beyond the colours the prior was trained on (:func:`clamp_denoised`)."""
@@ -95,9 +96,11 @@ def to_epsilon(output: Tensor, noisy: Tensor, alphas: Tensor, prediction_type: s
     raise UserError(f"unsupported scheduler prediction_type '{prediction_type}' (epsilon, v_prediction or sample)")
 
 
-def classifier_free_guidance(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
-    """ε̂ = ε_uncond + s (ε_cond − ε_uncond)."""
-    return eps_uncond + scale * (eps_cond - eps_uncond)
+def classifier_free_guidance(eps_cond: Tensor, eps_uncond: Tensor, scale: float, form: str = "uncond") -> Tensor:
+    """ε̂ = ε_uncond + s (ε_cond − ε_uncond) (``form="uncond"``) or ε_cond + s (ε_cond − ε_uncond)
+    (``"cond"``, threestudio's SDS: the same as ``uncond`` at scale s + 1)."""
+    base = eps_cond if form == "cond" else eps_uncond
+    return base + scale * (eps_cond - eps_uncond)
 
 
 def perpendicular_component(x: Tensor, y: Tensor) -> Tensor:

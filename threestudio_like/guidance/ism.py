@@ -25,12 +25,12 @@ call (batch 2B); the timesteps are drawn on the CPU so the stride count needs no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
 
-from ..core.errors import UserError
+from ..core.config import PositiveInt
 from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
 from .diffusion import sample_timesteps
@@ -63,18 +63,13 @@ class IntervalScoreGuidance(ScoreDistillationGuidance):
 
     @dataclass
     class Config(ScoreDistillationGuidance.Config):
-        interval: int = 50
+        interval: PositiveInt = 50
         """δ_T: the inverted point sits at s = t − interval (LucidDreamer: 50)."""
-        inversion_stride: int = 200
+        inversion_stride: PositiveInt = 200
         """δ_S: largest DDIM inversion stride from the clean render up to s (LucidDreamer: 200)."""
         subtract: Literal["interval", "render"] = "interval"
         """``interval``: ε_s (ISM); ``render``: the noise that takes the render itself to z_t,
         (z_t − √ᾱ_t z)/√(1−ᾱ_t), i.e. SDS at the inverted point (SDI, Lukoianov et al. 2024)."""
-
-    def __init__(self, cfg: Any = None, where: str = "guidance") -> None:
-        super().__init__(cfg, where)
-        if self.cfg.interval < 1 or self.cfg.inversion_stride < 1:
-            raise UserError(f"{where}.interval and {where}.inversion_stride must be ≥ 1")
 
     def noisy_point(
         self,

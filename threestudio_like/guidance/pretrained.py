@@ -70,6 +70,46 @@ def resolve_pretrained_dir(name_or_path: str, revision: Optional[str] = None) ->
         ) from None
 
 
+PRETRAINED_KINDS = {
+    "stable-diffusion": "a Stable Diffusion-format diffusers pipeline (model_index.json with unet/ and scheduler/)",
+    "zero123": "a Zero123 diffusers pipeline (model_index.json naming Zero123Pipeline, with cc_projection/)",
+    "clip": "a CLIP model (config.json with model_type 'clip')",
+}
+"""What a component's ``pretrained_model_name_or_path`` may hold, by kind."""
+
+
+def pretrained_kind_of(model_dir: str) -> Optional[str]:
+    """The kind (:data:`PRETRAINED_KINDS`) of a local model directory, from its json files only."""
+    for name in ("model_index.json", "config.json"):
+        try:
+            with open(os.path.join(model_dir, name)) as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            continue
+        if name == "config.json":
+            return "clip" if data.get("model_type") == "clip" else None
+        if "Zero123" in str(data.get("_class_name", "")) or has_component(data, "cc_projection"):
+            return "zero123"
+        return "stable-diffusion" if has_component(data, "unet") and has_component(data, "scheduler") else None
+    return None
+
+
+def check_pretrained(name_or_path: str, kind: str, where: str) -> str:
+    """Resolve ``name_or_path`` locally (:func:`resolve_pretrained_dir`) and check it holds a model
+    of ``kind``; returns the directory. Reads json files only: no weights are loaded."""
+    try:
+        model_dir = resolve_pretrained_dir(name_or_path)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    found = pretrained_kind_of(model_dir)
+    if found != kind:
+        what = PRETRAINED_KINDS[found] if found else "no model this project can read"
+        raise UserError(
+            f"{where}.pretrained_model_name_or_path '{name_or_path}' holds {what}; it needs {PRETRAINED_KINDS[kind]}"
+        )
+    return model_dir
+
+
 def read_model_index(model_dir: str) -> dict[str, Any]:
     """``model_index.json`` of a pipeline directory (UserError if missing or unreadable)."""
     index_file = os.path.join(model_dir, "model_index.json")

@@ -6,17 +6,19 @@ The step is :class:`~.distillation.DistillationGuidance`'s; this class supplies 
   :class:`~.pretrained.DiffusionPrior`);
 * ``guided_noise``: ε̂ from one no-grad UNet call on [cond; uncond] (or [pos; uncond; negatives]
   with Perp-Neg), v/x₀ predictions converted to ε, then classifier-free guidance with
-  ``guidance_scale``; the baseline is the added noise ε, so grad = w(t)(ε̂ − ε).
+  ``guidance_scale`` (``cfg_form``: which prediction the scaled difference is added to); the
+  baseline is the added noise ε, so grad = w(t)(ε̂ − ε).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor
 
+from ..core.config import Range, Schedule
 from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
 from .diffusion import classifier_free_guidance, perp_neg_guidance
@@ -33,13 +35,17 @@ class ScoreDistillationGuidance(DistillationGuidance):
 
     name = "SDS"
     needs_prompt = True
+    pretrained_kind = "stable-diffusion"
 
     @dataclass
     class Config(DistillationGuidance.Config):
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
         """Diffusers pipeline directory or hub id (resolved from the local HF cache only)."""
-        guidance_scale: Any = 100.0
+        guidance_scale: Annotated[Any, Schedule(Range(ge=0))] = 100.0
         """Classifier-free guidance scale (DreamFusion uses 100); number or schedule."""
+        cfg_form: Literal["uncond", "cond"] = "uncond"
+        """ε̂ = ε_u + s(ε_c − ε_u) (``uncond``: the papers', diffusers') or ε_c + s(ε_c − ε_u)
+        (``cond``: threestudio's SDS, equal to ``uncond`` at s + 1); Perp-Neg keeps ``uncond``."""
         rgb_as_latents: bool = False
         """The render's channels are latents (Latent-NeRF): resized to the UNet size, no VAE."""
         use_perp_neg: bool = False
@@ -92,6 +98,6 @@ class ScoreDistillationGuidance(DistillationGuidance):
             noisy[rows], t[rows], text.to(noisy.device), None if labels is None else labels[rows]
         )
         if not perp_neg:
-            return classifier_free_guidance(eps[:b], eps[b:], scale)
+            return classifier_free_guidance(eps[:b], eps[b:], scale, self.cfg.cfg_form)
         eps_neg = eps[2 * b :].view(b, k, *eps.shape[1:])
         return perp_neg_guidance(eps[:b], eps[b : 2 * b], eps_neg, weights.to(eps), scale)

@@ -4,8 +4,8 @@ the score of the current renders.
 Design: **one UNet, adapters on/off** (no copy — a second SD UNet would cost ~1.7 GB in fp16).
 peft LoRA layers (rank 4 on ``to_q/to_k/to_v/to_out.0``) are added to the prior's UNet and are
 *disabled* except inside :meth:`VariationalScoreDistillation.lora_branch`, which also installs
-the trainable camera embedding (``TimestepEmbedding`` 16 → time-embedding dim, last layer
-zero-initialised so the LoRA branch starts equal to the prior) as the UNet's
+the trainable camera embedding (``TimestepEmbedding`` 16 → time-embedding dim, by default last
+layer zero-initialised so the LoRA branch starts equal to the prior) as the UNet's
 ``class_embedding``: the flattened c2w is added to the time embedding (ProlificDreamer's
 camera condition). On a camera-conditioned prior the prior's own class embedding still sees the
 true camera and the trainable one is added to it.
@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Annotated, Any, Iterator, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, Range, Schedule
 from ..core.errors import UserError
 from ..data.cameras import CameraBatch
 from ..prompt.processor import PromptEmbeddings
@@ -70,30 +71,39 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
 
     @dataclass
     class Config(ScoreDistillationGuidance.Config):
-        guidance_scale: Any = 7.5
+        guidance_scale: Annotated[Any, Schedule(Range(ge=0))] = 7.5
         """CFG scale of the pretrained branch (ProlificDreamer: 7.5); number or schedule."""
         guidance_scale_lora: float = 1.0
         """CFG of the LoRA branch over a zeroed camera (1 = camera-conditioned prediction only)."""
         half_precision: bool = True
         """fp16 prior weights on CUDA (fp32 on CPU; LoRA and camera embedding always fp32)."""
-        lora_rank: int = 4
+        lora_rank: PositiveInt = 4
         """LoRA rank on the attention projections."""
         lora_alpha: float = 4.0
         """LoRA scale numerator (scaling = alpha / rank)."""
-        lora_lr: float = 1.0e-3
-        """AdamW learning rate of the LoRA and camera embedding (threestudio uses 1e-4)."""
-        lora_weight_decay: float = 0.0
-        """AdamW weight decay of the LoRA optimizer."""
-        lora_n_timestamp_samples: int = 1
+        lora_init: Literal["peft", "gaussian"] = "peft"
+        """Init of the LoRA down-projections A (up-projections B are zero either way): peft's
+        default (Kaiming-uniform, std 1/√(3·fan_in)) or normal with std 1/rank (diffusers' LoRA
+        layers, threestudio's)."""
+        camera_embedding_init: Literal["zero", "default"] = "zero"
+        """``zero``: the camera embedding's last layer starts at zero, so the LoRA branch starts
+        equal to the prior; ``default``: torch's Linear init (threestudio's)."""
+        lora_lr: PositiveFloat = 1.0e-3
+        """AdamW learning rate of the LoRA and camera embedding (threestudio: 1e-4)."""
+        lora_betas: tuple[float, float] = (0.9, 0.999)
+        """AdamW betas of the LoRA optimizer (threestudio: 0.9, 0.99)."""
+        lora_eps: PositiveFloat = 1.0e-8
+        """AdamW ε of the LoRA optimizer (threestudio: 1e-15)."""
+        lora_weight_decay: NonNegativeFloat = 0.0
+        """AdamW weight decay of the LoRA optimizer (threestudio: 0.01)."""
+        lora_n_timestamp_samples: PositiveInt = 1
         """Timesteps sampled per render for each LoRA step."""
-        camera_dropout: float = 0.1
+        camera_dropout: Probability = 0.1
         """Probability of replacing a camera by zeros while training the LoRA (enables its CFG)."""
 
     def __init__(self, cfg: Any = None, where: str = "guidance") -> None:
         super().__init__(cfg, where)
         c = self.cfg
-        if not 0.0 <= c.camera_dropout <= 1.0:
-            raise UserError(f"{where}.camera_dropout must be in [0, 1], got {c.camera_dropout}")
         unet = self.prior.unet
         if not (unet.class_embedding is None or self.prior.camera_conditioned):
             raise UserError(
@@ -104,7 +114,10 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
         from peft import LoraConfig
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        unet.add_adapter(LoraConfig(r=c.lora_rank, lora_alpha=c.lora_alpha, target_modules=LORA_TARGETS))
+        init = True if c.lora_init == "peft" else "gaussian"
+        unet.add_adapter(
+            LoraConfig(r=c.lora_rank, lora_alpha=c.lora_alpha, target_modules=LORA_TARGETS, init_lora_weights=init)
+        )
         lora_modules = {name: m for name, m in unet.named_modules() if isinstance(m, BaseTunerLayer)}
         self._lora_modules = list(lora_modules.values())  # a plain list: switched by lora_branch()
         self._switch_adapters(False)
@@ -113,8 +126,9 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
         )
         time_dim = unet.time_embedding.linear_1.out_features
         self.camera_embedding = TimestepEmbedding(16, time_dim)
-        nn.init.zeros_(self.camera_embedding.linear_2.weight)
-        nn.init.zeros_(self.camera_embedding.linear_2.bias)
+        if c.camera_embedding_init == "zero":
+            nn.init.zeros_(self.camera_embedding.linear_2.weight)
+            nn.init.zeros_(self.camera_embedding.linear_2.bias)
         self._optimizer: Optional[torch.optim.AdamW] = None
         self._in_lora_branch = False
 
@@ -123,8 +137,13 @@ class VariationalScoreDistillation(ScoreDistillationGuidance):
     def lora_optimizer(self) -> torch.optim.AdamW:
         """AdamW over the LoRA + camera embedding, created on first use (after ``.to(device)``)."""
         if self._optimizer is None:
+            c = self.cfg
             self._optimizer = torch.optim.AdamW(
-                self.parameters(), lr=self.cfg.lora_lr, weight_decay=self.cfg.lora_weight_decay
+                self.parameters(),
+                lr=c.lora_lr,
+                betas=tuple(c.lora_betas),
+                eps=c.lora_eps,
+                weight_decay=c.lora_weight_decay,
             )
         return self._optimizer
 

@@ -15,11 +15,12 @@ once by :meth:`Zero123Guidance.set_reference` (CLIP embedding + concat latent ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import torch
 from torch import Tensor
 
+from ..core.config import Range, Schedule
 from ..core.errors import UserError
 from ..data.cameras import CameraBatch
 from ..data.image import load_image
@@ -35,13 +36,14 @@ class Zero123Guidance(DistillationGuidance):
     """
 
     name = "Zero123"
+    pretrained_kind = "zero123"
     uses_reference = True
 
     @dataclass
     class Config(DistillationGuidance.Config):
         pretrained_model_name_or_path: str = "kxic/zero123-xl-diffusers"
         """Local directory or hub id (local HF cache only) of a diffusers-format Zero123 checkpoint."""
-        guidance_scale: Any = 3.0
+        guidance_scale: Annotated[Any, Schedule(Range(ge=0))] = 3.0
         """CFG scale (Zero123 uses 3–5); number or schedule."""
         pose_embedding: Literal["auto", "zero123", "stable_zero123"] = "auto"
         """``zero123`` (Δradius last), ``stable_zero123`` (reference polar last) or ``auto``

@@ -16,7 +16,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable
+from ..core.config import Configurable, NonNegativeInt, Probability
 from ..core.errors import UserError
 from ..ops.mlp import get_activation
 
@@ -73,16 +73,30 @@ class DiffuseWithPointLight(Material):
         """Ambient light intensity (grey)."""
         diffuse_light_color: float = 0.9
         """Point light intensity (grey)."""
-        ambient_only_steps: int = 1000
+        ambient_only_steps: NonNegativeInt = 1000
         """Training steps at the start that use unlit albedo only."""
-        textureless_prob: float = 0.5
+        textureless_prob: Probability = 0.5
         """After that, probability of a textureless (white albedo) step."""
-        albedo_prob: float = 0.0
+        albedo_prob: Probability = 0.0
         """...and of an unlit-albedo step; the rest are lit ('diffuse')."""
+        soft_shading: bool = False
+        """Magic3D's soft shading: each lit training step draws its diffuse intensity d ~ U[0, 1]
+        and ambient 1 − d instead of the fixed colours (evaluation keeps them)."""
 
     requires_normal = True
 
+    def __init__(self, cfg=None, where: str = "material") -> None:
+        super().__init__(cfg, where)
+        self._step_diffuse: Optional[float] = None  # this training step's soft-shading draw
+
     def training_shading(self, global_step: int, generator: Optional[torch.Generator] = None) -> str:
+        """Pick the step's shading; with ``soft_shading`` a lit step also draws its light mix."""
+        shading = self._pick_shading(global_step, generator)
+        lit = shading != "albedo" and self.cfg.soft_shading
+        self._step_diffuse = torch.rand((), generator=generator).item() if lit else None
+        return shading
+
+    def _pick_shading(self, global_step: int, generator: Optional[torch.Generator]) -> str:
         c = self.cfg
         if global_step < c.ambient_only_steps:
             return "albedo"
@@ -92,6 +106,12 @@ class DiffuseWithPointLight(Material):
         if r < c.textureless_prob + c.albedo_prob:
             return "albedo"
         return "diffuse"
+
+    def light_colors(self) -> tuple[float, float]:
+        """(ambient, diffuse) intensities: the step's soft-shading draw while training, else the config's."""
+        if self.training and self._step_diffuse is not None:
+            return 1.0 - self._step_diffuse, self._step_diffuse
+        return self.cfg.ambient_light_color, self.cfg.diffuse_light_color
 
     def forward(
         self,
@@ -111,7 +131,8 @@ class DiffuseWithPointLight(Material):
             raise ValueError("DiffuseWithPointLight needs normals for lit shading")
         light_dir = nn.functional.normalize(light_position - position, dim=-1)
         lambert = (normal * light_dir).sum(-1, keepdim=True).clamp(min=0.0)
-        light = self.cfg.ambient_light_color + self.cfg.diffuse_light_color * lambert
+        ambient, diffuse = self.light_colors()
+        light = ambient + diffuse * lambert
         if shading == "textureless":
             albedo = torch.ones_like(albedo)
         return (albedo * light).clamp(0.0, 1.0)
@@ -161,6 +182,6 @@ class PBRMaterial(DiffuseWithPointLight):
         f = f0 + (1 - f0) * (1 - vdh) ** 5
         spec = d * g * f / (4 * ndv * ndl.clamp(min=1e-4))
         diffuse = (1 - metal) * albedo
-        c = self.cfg
-        rgb = c.ambient_light_color * albedo + c.diffuse_light_color * ndl * (diffuse + spec)
+        ambient, light = self.light_colors()
+        rgb = ambient * albedo + light * ndl * (diffuse + spec)
         return rgb.clamp(0.0, 1.0)

@@ -11,11 +11,12 @@ Use it as ``pos_encoding_config: {otype: DenseGrid, resolution: 32, n_channels: 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable
+from ..core.config import Configurable, PositiveInt, Range
 from ..core.errors import UserError
 
 _CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])  # (8,3)
@@ -39,9 +40,9 @@ class DenseGridEncoding(Configurable, nn.Module):
 
     @dataclass
     class Config:
-        resolution: int = 32
+        resolution: Annotated[int, Range(ge=2)] = 32
         """Grid samples per side (corners included)."""
-        n_channels: int = 8
+        n_channels: PositiveInt = 8
         """Feature channels per sample."""
         init_std: float = 0.1
         """Standard deviation of the normal initialisation."""
@@ -52,8 +53,6 @@ class DenseGridEncoding(Configurable, nn.Module):
         c = self.cfg
         if n_input_dims != 3:
             raise UserError(f"{where}: a DenseGrid encoding takes 3-D points, got {n_input_dims}-D")
-        if c.resolution < 2 or c.n_channels < 1:
-            raise UserError(f"{where}: resolution must be >= 2 and n_channels >= 1, got {c.resolution}, {c.n_channels}")
         self.grid = nn.Parameter(torch.randn(c.resolution, c.resolution, c.resolution, c.n_channels) * c.init_std)
         self.n_output_dims = c.n_channels
 

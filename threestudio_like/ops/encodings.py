@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable, to_container
+from ..core.config import Configurable, NonNegativeInt, PositiveInt, to_container
 from ..core.errors import UserError
 from ..core.schedule import Updateable
 from .dense_grid import DenseGridEncoding
@@ -38,7 +38,7 @@ class FrequencyEncoding(Configurable, nn.Module):
 
     @dataclass
     class Config:
-        n_frequencies: int = 6
+        n_frequencies: NonNegativeInt = 6
         """Number of octaves k = 0 .. n_frequencies - 1."""
         include_input: bool = False
         """Prepend the raw input (NeRF does; tcnn's Frequency encoding does not)."""
@@ -46,8 +46,6 @@ class FrequencyEncoding(Configurable, nn.Module):
     def __init__(self, cfg=None, n_input_dims: int = 3, where: str = "encoding") -> None:
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
-        if self.cfg.n_frequencies < 0:
-            raise UserError(f"{where}.n_frequencies: must be >= 0, got {self.cfg.n_frequencies}")
         self.n_input_dims = n_input_dims
         self.n_output_dims = n_input_dims * (2 * self.cfg.n_frequencies + int(self.cfg.include_input))
         freqs = math.pi * 2.0 ** torch.arange(self.cfg.n_frequencies, dtype=torch.float32)
@@ -73,13 +71,11 @@ class ProgressiveBandHashGrid(HashGridEncoding, Updateable):
         """Levels active from the start."""
         start_step: int = 0
         """Training step at which further levels start to switch on."""
-        update_steps: int = 500
+        update_steps: PositiveInt = 500
         """Steps between switching on one more level."""
 
     def __init__(self, cfg=None, n_input_dims: int = 3, where: str = "encoding") -> None:
         super().__init__(cfg, n_input_dims, where)
-        if self.cfg.update_steps < 1:
-            raise UserError(f"{where}.update_steps: must be >= 1, got {self.cfg.update_steps}")
         self.current_level = min(max(self.cfg.start_level, 0), self.cfg.n_levels)
 
     def on_update_step(self, epoch: int, global_step: int) -> None:

@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Annotated, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable
+from ..core.config import Configurable, PositiveFloat, PositiveInt, Range
 from ..core.errors import UserError
 from .backend import choose_backend
 from .hash_encoding_tcnn import tcnn_available
@@ -296,15 +296,15 @@ class HashGridEncoding(Configurable, nn.Module):
 
     @dataclass
     class Config:
-        n_levels: int = 16
+        n_levels: PositiveInt = 16
         """Number of resolution levels."""
-        n_features_per_level: int = 2
+        n_features_per_level: Literal[1, 2, 4, 8] = 2
         """Features stored per table entry (1, 2, 4 or 8, as tcnn allows)."""
-        log2_hashmap_size: int = 19
+        log2_hashmap_size: Annotated[int, Range(ge=1, le=30)] = 19
         """log2 of the largest per-level table size (entries)."""
-        base_resolution: int = 16
+        base_resolution: PositiveInt = 16
         """Vertices per side of the coarsest level."""
-        per_level_scale: float = 1.447269237440378
+        per_level_scale: PositiveFloat = 1.447269237440378
         """Growth factor of the resolution from one level to the next."""
         interpolation: Literal["linear", "smoothstep"] = "linear"
         """Interpolation between the 2^D cell corners."""
@@ -317,16 +317,9 @@ class HashGridEncoding(Configurable, nn.Module):
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
         c = self.cfg
-        if c.n_features_per_level not in (1, 2, 4, 8):
-            raise UserError(f"{where}.n_features_per_level: must be 1, 2, 4 or 8, got {c.n_features_per_level}")
         if not 1 <= n_input_dims < len(MAX_DENSE_RESOLUTION):
             raise UserError(
                 f"{where}: a hash grid encodes 1 to {len(MAX_DENSE_RESOLUTION) - 1} dims, got {n_input_dims}"
-            )
-        if c.n_levels < 1 or not 1 <= c.log2_hashmap_size <= 30 or c.base_resolution < 1 or c.per_level_scale <= 0:
-            raise UserError(
-                f"{where}: need n_levels >= 1, 1 <= log2_hashmap_size <= 30, base_resolution >= 1 and "
-                f"per_level_scale > 0"
             )
         self.where = where
         self.n_input_dims = n_input_dims

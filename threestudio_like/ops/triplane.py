@@ -15,12 +15,12 @@ Use it as ``pos_encoding_config: {otype: Triplane, resolution: 128, n_channels: 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable
+from ..core.config import Configurable, PositiveInt, Range
 from ..core.errors import UserError
 
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz: (column coordinate, row coordinate)
@@ -48,9 +48,9 @@ class TriplaneEncoding(Configurable, nn.Module):
 
     @dataclass
     class Config:
-        resolution: int = 128
+        resolution: Annotated[int, Range(ge=2)] = 128
         """Texels per side of each plane."""
-        n_channels: int = 32
+        n_channels: PositiveInt = 32
         """Feature channels per plane."""
         reduction: Literal["sum", "concat"] = "sum"
         """How the three plane features combine."""
@@ -63,8 +63,6 @@ class TriplaneEncoding(Configurable, nn.Module):
         c = self.cfg
         if n_input_dims != 3:
             raise UserError(f"{where}: a Triplane encoding takes 3-D points, got {n_input_dims}-D")
-        if c.resolution < 2 or c.n_channels < 1:
-            raise UserError(f"{where}: resolution must be >= 2 and n_channels >= 1, got {c.resolution}, {c.n_channels}")
         self.planes = nn.Parameter(torch.randn(3, c.resolution, c.resolution, c.n_channels) * c.init_std)
         self.n_output_dims = c.n_channels * (3 if c.reduction == "concat" else 1)
 

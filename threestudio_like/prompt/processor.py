@@ -126,6 +126,9 @@ class PromptEmbeddings:
 class PromptProcessor(Configurable):
     """``PromptProcessor(cfg)(device) -> PromptEmbeddings`` (see module docstring)."""
 
+    pretrained_kind = "stable-diffusion"
+    """Its model is a Stable Diffusion-format pipeline (its tokenizer and text encoder)."""
+
     @dataclass
     class Config:
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"

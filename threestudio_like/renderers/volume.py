@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..background.base import Background
+from ..core.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from ..core.errors import UserError
 from ..data.cameras import CameraBatch
 from ..materials.base import Material
@@ -163,37 +164,37 @@ class VolumeRenderer(Renderer):
 
     @dataclass
     class Config:
-        num_samples_per_ray: int = 64
+        num_samples_per_ray: PositiveInt = 64
         """Steps along the scene box diagonal: render step = 2√3·radius / this."""
         randomized: bool = True
         """While training, shift each ray's samples by a random fraction of a step (stratified)."""
-        near_plane: float = 0.0
+        near_plane: NonNegativeFloat = 0.0
         """Nothing is sampled closer than this to the camera (besides the scene box clip)."""
-        far_plane: float = 1e10
+        far_plane: PositiveFloat = 1e10
         """Nothing is sampled farther than this from the camera (besides the scene box clip)."""
         implementation: Literal["auto", "torch", "nerfacc"] = "auto"
         """Marching/weights backend: auto (nerfacc on CUDA when installed, else torch) | torch | nerfacc."""
         estimator: Literal["occgrid", "uniform"] = "occgrid"
         """occgrid (skip empty cells and, in eval, occluded samples) | uniform (every step)."""
-        grid_resolution: int = 32
+        grid_resolution: PositiveInt = 32
         """Occupancy grid cells per axis over the scene box."""
-        grid_levels: int = 1
+        grid_levels: PositiveInt = 1
         """Occupancy grid levels (level l covers 2^l × the box; samples stay in the box)."""
-        occ_threshold: float = 0.01
+        occ_threshold: NonNegativeFloat = 0.01
         """A cell is occupied when its EMA of density·step (≈ opacity of one step) exceeds
         min(occ_threshold, mean over cells)."""
-        grid_ema_decay: float = 0.95
+        grid_ema_decay: Probability = 0.95
         """Decay of the per-cell moving maximum."""
-        grid_update_every: int = 16
+        grid_update_every: PositiveInt = 16
         """Update the grid every this many training steps (always at the first training step)."""
-        grid_warmup_steps: int = 256
+        grid_warmup_steps: NonNegativeInt = 256
         """Before this step every cell is re-sampled at each update; after, a random quarter plus
         occupied cells."""
         early_stop_eps: float = 1e-4
         """Outside training, drop samples behind a transmittance below this (0 = off; occgrid only)."""
-        train_chunk_size: int = 0
+        train_chunk_size: NonNegativeInt = 0
         """Rays rendered at once while training (0 = all)."""
-        eval_chunk_size: int = 16384
+        eval_chunk_size: NonNegativeInt = 16384
         """Rays rendered at once outside training (0 = all)."""
         return_normals: bool = False
         """Always compute normals (image ``normal`` and ``extras['normal_points']``), not only when
@@ -204,10 +205,6 @@ class VolumeRenderer(Renderer):
         c = self.parse_config(cfg, where)
         self.where = where
         self._backend(None)  # a missing nerfacc is an error now, not at the first render
-        if c.num_samples_per_ray < 1:
-            raise UserError(f"{where}.num_samples_per_ray must be ≥ 1, got {c.num_samples_per_ray}")
-        if c.grid_update_every < 1:
-            raise UserError(f"{where}.grid_update_every must be ≥ 1, got {c.grid_update_every}")
         self.occupancy_grid: Optional[OccupancyGrid] = None
         if c.estimator == "occgrid":
             self.occupancy_grid = OccupancyGrid(
@@ -236,10 +233,11 @@ class VolumeRenderer(Renderer):
         self._grid_updated_at = step
 
     def _maybe_update_grid(self, geometry: nn.Module, generator: Optional[torch.Generator]) -> None:
+        """Update at steps 0, N, 2N… (N = ``grid_update_every``), once per step. Only the step
+        decides, not what this object has seen: a resumed run (grid restored from its checkpoint)
+        updates at the same steps as an uninterrupted one."""
         step = self._global_step
-        if self._grid_updated_at == step:
-            return
-        if self._grid_updated_at is None or step % self.cfg.grid_update_every == 0:
+        if self._grid_updated_at != step and step % self.cfg.grid_update_every == 0:
             self.update_occupancy_grid(geometry, step, generator)
 
     def _backend(self, device: Optional[torch.device]) -> str:

@@ -22,20 +22,28 @@ class ParamGroupConfig:
 
 @dataclass
 class OptimizerConfig:
-    """``stage.<name>.optimizer``: torch's Adam or AdamW over the system's trainable parameters."""
+    """``stage.<name>.optimizer``: torch's Adam or AdamW, or Adan (``pytorch-optimizer``'s), over
+    the system's trainable parameters."""
 
-    name: Literal["Adam", "AdamW"] = "Adam"
-    """Optimizer class."""
+    name: Literal["Adam", "AdamW", "Adan"] = "Adam"
+    """Optimizer class. Adan (Xie et al. 2022): Nesterov momentum estimated from gradient
+    differences; three betas, weight decay as a proximal step (the paper's, threestudio's)."""
     lr: float = 0.01
     """Learning rate of every parameter no ``params`` prefix matches."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """Adam's (β₁, β₂)."""
+    betas: Optional[list[float]] = None
+    """Adam's (β₁, β₂) / Adan's (β₁, β₂, β₃); null: (0.9, 0.999) / (0.98, 0.92, 0.99)."""
     eps: float = 1.0e-8
-    """Adam's ε."""
+    """ε of the denominator."""
     weight_decay: Optional[float] = None
-    """Weight decay (decoupled for AdamW); null: torch's default (Adam 0, AdamW 0.01)."""
+    """Weight decay (decoupled for AdamW, proximal for Adan); null: the class default (AdamW 0.01, else 0)."""
+    max_grad_norm: float = 0.0
+    """Adan only: rescale the gradients so their global norm is at most this (0 = off)."""
     params: dict[str, ParamGroupConfig] = field(default_factory=dict)
     """Per-prefix groups (``geometry.encoding: {lr: 0.01}``); the longest matching prefix wins."""
+
+
+DEFAULT_BETAS = {"Adam": (0.9, 0.999), "AdamW": (0.9, 0.999), "Adan": (0.98, 0.92, 0.99)}
+"""Each optimizer's betas when ``betas`` is null (torch's; Adan's paper)."""
 
 
 @dataclass
@@ -67,9 +75,19 @@ def build_optimizer(
             param_groups.append({"params": params, "lr": lr, "name": prefix or "default"})
     if not param_groups:
         raise UserError(f"{where}: nothing to optimize (all parameters frozen)")
-    cls = torch.optim.Adam if cfg.name == "Adam" else torch.optim.AdamW
+    n_betas = 3 if cfg.name == "Adan" else 2
+    betas = DEFAULT_BETAS[cfg.name] if cfg.betas is None else tuple(cfg.betas)
+    if len(betas) != n_betas:
+        raise UserError(f"{where}.betas: {cfg.name} takes {n_betas} betas, got {list(betas)}")
     decay = {} if cfg.weight_decay is None else {"weight_decay": cfg.weight_decay}
-    return cls(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **decay)
+    if cfg.name == "Adan":
+        from pytorch_optimizer import Adan
+
+        return Adan(param_groups, lr=cfg.lr, betas=betas, eps=cfg.eps, max_grad_norm=cfg.max_grad_norm, **decay)
+    if cfg.max_grad_norm:
+        raise UserError(f"{where}.max_grad_norm is Adan's; clip {cfg.name}'s gradients with the stage's clip_grad_norm")
+    cls = torch.optim.Adam if cfg.name == "Adam" else torch.optim.AdamW
+    return cls(param_groups, lr=cfg.lr, betas=betas, eps=cfg.eps, **decay)
 
 
 def lr_factor(cfg: LRSchedulerConfig, step: int, steps: int) -> float:

@@ -4,8 +4,8 @@ Zero123 and Make-It-3D reconstruct the input view directly while a diffusion pri
 novel views. :class:`ReferenceViewTerm` renders the reference camera every step and returns,
 unweighted (the stage's ``loss`` dict weights them):
 
-* ``<name>_rgb`` — :func:`reference_rgb_loss`: MSE on the object's pixels, or on the whole image
-  against the reference composited over ``rgb_background``;
+* ``<name>_rgb`` — :func:`reference_rgb_loss`: MSE (or L1) on the object's pixels, or on the
+  whole image against the reference composited over ``rgb_background``;
 * ``<name>_mask`` — :func:`reference_mask_loss`: BCE (or MSE) between rendered opacity and the
   object mask;
 * ``<name>_depth`` (when ``depth`` is given) — :func:`depth_correlation_loss`:
@@ -13,7 +13,11 @@ unweighted (the stage's ``loss`` dict weights them):
   prior): invariant to the unknown scale and shift of a monocular depth estimate, 0 for affinely
   related depths, 2 for negated ones;
 * ``<name>_normal_smooth`` (when the render has normals) — :func:`normal_smoothness_loss`: total
-  variation (mean squared neighbour difference) of the rendered normals.
+  variation (mean squared neighbour difference) of the rendered normals on the object, or
+  threestudio's form on the whole normal image (``normal_smooth_form``).
+
+The reference view is rendered at ``height``×``width`` (numbers or schedules: threestudio's
+Zero123 recipe grows it with the training views); the image is re-read when the size changes.
 
 Shapes: images ``(B,H,W,3)``, masks/opacity/depth ``(B,H,W,1)``; a mask is 1 on the object.
 """
@@ -21,43 +25,52 @@ Shapes: images ``(B,H,W,3)``, masks/opacity/depth ``(B,H,W,1)``; a mask is 1 on 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.config import Range, Schedule
 from ..core.errors import UserError
+from ..core.schedule import schedule_value
 from ..data.cameras import CameraBatch, make_cameras
-from ..data.image import load_depth, load_rgba
-from .regularizers import LossTerm
+from ..data.image import load_depth, load_image, load_rgba
+from .regularizers import LossTerm, normal_image_smoothness
 
 if TYPE_CHECKING:  # pragma: no cover
     from .score_distillation import StepContext
 
 
 def reference_rgb_loss(
-    rgb: Tensor, ref_rgb: Tensor, mask: Optional[Tensor] = None, background: Optional[Tensor] = None
+    rgb: Tensor,
+    ref_rgb: Tensor,
+    mask: Optional[Tensor] = None,
+    background: Optional[Tensor] = None,
+    kind: str = "mse",
 ) -> Tensor:
-    """MSE between a render and the reference image.
+    """Mean squared (``kind="mse"``) or absolute (``"l1"``) error between a render and the
+    reference image.
 
     ``rgb``, ``ref_rgb`` (B,H,W,3); ``mask`` (B,H,W,1) or None; ``background`` (3,) or
     (B,H,W,3) or None.
 
-    * ``mask`` given, ``background`` None: mean squared error over the object's pixels only,
-      ``Σ m·(rgb − ref)² / (3·Σ m)``;
+    * ``mask`` given, ``background`` None: over the object's pixels only,
+      ``Σ m·err(rgb, ref) / (3·Σ m)``;
     * ``background`` given: the reference is composited over it (``ref·m + bg·(1 − m)``, with
       ``m = 1`` when there is no mask) and compared on the whole image;
-    * neither: plain MSE over the image.
+    * neither: over the whole image.
     """
+    if kind not in ("mse", "l1"):
+        raise UserError(f"rgb loss kind must be 'mse' or 'l1', got '{kind}'")
+    err = (lambda a, b: (a - b) ** 2) if kind == "mse" else (lambda a, b: (a - b).abs())  # noqa: E731
     if background is not None:
         m = torch.ones_like(ref_rgb[..., :1]) if mask is None else mask
         target = ref_rgb * m + background.to(ref_rgb) * (1.0 - m)
-        return F.mse_loss(rgb, target)
+        return err(rgb, target).mean()
     if mask is None:
-        return F.mse_loss(rgb, ref_rgb)
-    sq = (rgb - ref_rgb) ** 2 * mask
-    return sq.sum() / (mask.sum() * rgb.shape[-1]).clamp_min(1e-8)
+        return err(rgb, ref_rgb).mean()
+    return (err(rgb, ref_rgb) * mask).sum() / (mask.sum() * rgb.shape[-1]).clamp_min(1e-8)
 
 
 def reference_mask_loss(opacity: Tensor, mask: Tensor, kind: str = "bce") -> Tensor:
@@ -130,48 +143,75 @@ class ReferenceViewTerm(LossTerm):
         """Camera distance of the input view."""
         fovy_deg: float = 20.0
         """Vertical FOV of the input view."""
-        height: int = 128
-        """Resolution at which the reference view is rendered and compared."""
-        width: int = 128
-        """Width of the reference render."""
+        height: Annotated[Any, Schedule(Range(gt=0))] = 128
+        """Resolution at which the reference view is rendered and compared (number or schedule)."""
+        width: Annotated[Any, Schedule(Range(gt=0))] = 128
+        """Width of the reference render (number or schedule)."""
         rgb_background: Optional[list] = None
         """null: RGB loss on object pixels only; [r,g,b]: whole image over that colour."""
+        rgb_loss: Literal["mse", "l1"] = "mse"
+        """Per-pixel error of the RGB loss: squared or absolute."""
         mask_loss: Literal["bce", "mse"] = "bce"
         """Opacity vs mask: binary cross-entropy or squared error."""
+        normal_smooth_form: Literal["object_mean", "image_sum"] = "object_mean"
+        """``object_mean``: :func:`normal_smoothness_loss` on the object's pixels; ``image_sum``:
+        threestudio's, :func:`~.regularizers.normal_image_smoothness` of the whole normal image."""
+        guidance_image: Literal["binary_alpha", "file_alpha"] = "binary_alpha"
+        """The image view-conditioned guidance (Zero123) is given: composited over white with the
+        binarised mask at the render size, or with the file's own alpha at the file's size
+        (threestudio's)."""
         shading: str = "albedo"
         """Shading of the reference render (the photo is compared with unlit albedo by default)."""
 
     def __init__(self, cfg: Any = None, where: str = "terms.ref", name: str = "ref") -> None:
         super().__init__(cfg, where, name)
+        self.size = (0, 0)
+        self._load(self.size_at(0), torch.device("cpu"))
+
+    def size_at(self, step: int) -> tuple[int, int]:
+        """(height, width) of the reference render at training step ``step``."""
+        return int(schedule_value(self.cfg.height, step)), int(schedule_value(self.cfg.width, step))
+
+    def _load(self, size: tuple[int, int], device: torch.device) -> None:
         c = self.cfg
-        rgb, mask = load_rgba(c.image, (c.height, c.width))
-        self.register_buffer("rgb", rgb, persistent=False)
-        self.register_buffer("mask", mask, persistent=False)
-        depth = load_depth(c.depth, (c.height, c.width)) if c.depth else None
+        rgb, mask = load_rgba(c.image, size)
+        self.register_buffer("rgb", rgb.to(device), persistent=False)
+        self.register_buffer("mask", mask.to(device), persistent=False)
+        depth = load_depth(c.depth, size).to(device) if c.depth else None
         self.register_buffer("depth", depth, persistent=False)
+        self.size = size
 
     def camera(self) -> CameraBatch:
         c = self.cfg
         t = lambda v: torch.tensor([float(v)], device=self.rgb.device)  # noqa: E731
-        return make_cameras(t(c.elevation_deg), t(c.azimuth_deg), t(c.distance), t(c.fovy_deg), c.height, c.width)
+        return make_cameras(t(c.elevation_deg), t(c.azimuth_deg), t(c.distance), t(c.fovy_deg), *self.size)
 
     def reference_image(self) -> tuple[Tensor, float, float, float]:
         """(rgb over white (1,H,W,3), elevation, azimuth, distance) for view-conditioned guidance."""
         c = self.cfg
-        over_white = self.rgb * self.mask + (1 - self.mask)
+        if c.guidance_image == "file_alpha":
+            over_white = load_image(c.image, what="reference image").to(self.rgb.device)
+        else:
+            over_white = self.rgb * self.mask + (1 - self.mask)
         return over_white, c.elevation_deg, c.azimuth_deg, c.distance
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         c, n = self.cfg, self.name
+        size = self.size_at(ctx.global_step)
+        if size != self.size:
+            self._load(size, self.rgb.device)
         render = ctx.system.render(self.camera(), shading=c.shading)
         bg = None if c.rgb_background is None else torch.tensor(c.rgb_background, dtype=render.rgb.dtype)
         out = {
-            f"{n}_rgb": reference_rgb_loss(render.rgb, self.rgb, self.mask, bg),
+            f"{n}_rgb": reference_rgb_loss(render.rgb, self.rgb, self.mask, bg, c.rgb_loss),
             f"{n}_mask": reference_mask_loss(render.opacity, self.mask, c.mask_loss),
         }
         if self.depth is not None:
             mono = -self.depth if c.depth_is_disparity else self.depth
             out[f"{n}_depth"] = depth_correlation_loss(render.depth, mono, self.mask)
         if render.normal is not None:
-            out[f"{n}_normal_smooth"] = normal_smoothness_loss(render.normal, self.mask)
+            if c.normal_smooth_form == "image_sum":
+                out[f"{n}_normal_smooth"] = normal_image_smoothness(render.normal, render.opacity)
+            else:
+                out[f"{n}_normal_smooth"] = normal_smoothness_loss(render.normal, self.mask)
         return out

@@ -8,13 +8,15 @@ returned name with ``loss.<name>`` from the stage config.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..core.config import Configurable
+from ..core.errors import UserError
 from ..core.schedule import Updateable
+from ..geometry.base import Mesh
 
 if TYPE_CHECKING:  # pragma: no cover
     from .score_distillation import StepContext
@@ -50,15 +52,47 @@ class LossTerm(Configurable, Updateable, nn.Module):
 
 
 class OrientationLoss(LossTerm):
-    """DreamFusion's orientation loss: Σ_samples w·max(0, n·d)² / #rays — penalises normals
+    """DreamFusion's orientation loss: Σ_samples w·max(0, n·d)² / N — penalises normals
     facing away from the camera on visible samples (volume renders only)."""
+
+    @dataclass
+    class Config:
+        normalize_by: Literal["rays", "visible"] = "rays"
+        """N: every ray of the batch, or the rays with any opacity (threestudio's)."""
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         ex = ctx.render.extras
         w, n, d = ex["weights"], ex["normal_points"], ex["dirs"]
-        rays = ctx.render.opacity.numel()
-        value = (w.detach() * (n * d).sum(-1, keepdim=True).clamp(min=0.0) ** 2).sum() / rays
+        opacity = ctx.render.opacity
+        count = opacity.numel() if self.cfg.normalize_by == "rays" else (opacity > 0).sum().clamp(min=1)
+        value = (w.detach() * (n * d).sum(-1, keepdim=True).clamp(min=0.0) ** 2).sum() / count
         return {self.name: value}
+
+
+class NormalSmoothnessLoss(LossTerm):
+    """Total variation of the rendered normal image (threestudio's 2D normal smoothness):
+    :func:`normal_image_smoothness` of the training views."""
+
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
+        return {self.name: normal_image_smoothness(ctx.render.normal, ctx.render.opacity)}
+
+
+class NormalPerturbationLoss(LossTerm):
+    """threestudio's 3D normal smoothness: mean |n(x) − n(x + δ)| over the volume render's
+    samples x, δ ~ N(0, std²) per axis — normals should not change within a small ball."""
+
+    @dataclass
+    class Config:
+        std: float = 0.01
+        """Std of the point jitter δ (world units)."""
+
+    def forward(self, ctx: StepContext) -> dict[str, Tensor]:
+        ex = ctx.render.extras
+        origins = ctx.cameras.rays_o.reshape(-1, 3)[ex["ray_indices"]]
+        points = origins + ex["t_mid"] * ex["dirs"]
+        jittered = points + self.cfg.std * torch.randn_like(points)
+        moved = ctx.system.geometry(jittered, output_normal=True).normal
+        return {self.name: (ex["normal_points"] - moved).abs().mean()}
 
 
 class SparsityLoss(LossTerm):
@@ -82,19 +116,45 @@ class OpaqueLoss(LossTerm):
 
 
 class NormalConsistencyLoss(LossTerm):
-    """Mesh stages: mean (1 − cos) between the normals of faces that share an edge."""
+    """Mesh stages: mean (1 − cos) between the normals on either side of each edge."""
+
+    @dataclass
+    class Config:
+        normals: Literal["face", "vertex"] = "face"
+        """``face``: the two faces sharing an edge; ``vertex``: the area-weighted vertex normals
+        at the edge's two ends (threestudio's)."""
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         mesh = ctx.render.extras["mesh"]
+        if self.cfg.normals == "vertex":
+            return {self.name: vertex_normal_consistency(mesh.v_pos, mesh.t_pos_idx)}
         return {self.name: normal_consistency(mesh.v_pos, mesh.t_pos_idx)}
 
 
 class LaplacianSmoothnessLoss(LossTerm):
-    """Mesh stages: mean squared uniform-Laplacian of the vertex positions."""
+    """Mesh stages: size of the uniform Laplacian of the vertex positions."""
+
+    @dataclass
+    class Config:
+        form: Literal["squared_offset", "umbrella_norm"] = "squared_offset"
+        """``squared_offset``: mean ‖v − mean(neighbours)‖²; ``umbrella_norm``: mean
+        ‖deg·v − Σ neighbours‖, the norm of L·v with L = D − A (threestudio's)."""
 
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         mesh = ctx.render.extras["mesh"]
+        if self.cfg.form == "umbrella_norm":
+            return {self.name: umbrella_laplacian_norm(mesh.v_pos, mesh.t_pos_idx)}
         return {self.name: laplacian_smoothness(mesh.v_pos, mesh.t_pos_idx)}
+
+
+def normal_image_smoothness(normal: Optional[Tensor], opacity: Tensor) -> Tensor:
+    """Rendered normals (B,H,W,3) (Σ w·n) and opacity (B,H,W,1) → the normal image
+    m = (n/‖n‖ + 1)/2 · opacity (black background) and the sum of the means of its squared
+    vertical and horizontal neighbour differences."""
+    if normal is None:
+        raise UserError("the normal smoothness needs rendered normals: set renderer.return_normals=true")
+    m = (nn.functional.normalize(normal, dim=-1) + 1.0) / 2.0 * opacity
+    return (m[:, 1:] - m[:, :-1]).square().mean() + (m[:, :, 1:] - m[:, :, :-1]).square().mean()
 
 
 def face_adjacency(faces: Tensor) -> Tensor:
@@ -118,6 +178,34 @@ def normal_consistency(v_pos: Tensor, faces: Tensor) -> Tensor:
     if pairs.numel() == 0:
         return v_pos.sum() * 0.0
     return (1.0 - (n[pairs[:, 0]] * n[pairs[:, 1]]).sum(-1)).mean()
+
+
+def unique_edges(faces: Tensor) -> Tensor:
+    """(F,3) faces → (E,2) vertex pairs, each undirected edge once (smaller index first)."""
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0).sort(dim=1).values
+    return torch.unique(edges, dim=0)
+
+
+def vertex_normal_consistency(v_pos: Tensor, faces: Tensor) -> Tensor:
+    """Mean over the unique edges of 1 − cos between the area-weighted vertex normals at its ends."""
+    if faces.numel() == 0:
+        return v_pos.sum() * 0.0
+    n = Mesh(v_pos, faces).vertex_normals()
+    e = unique_edges(faces)
+    return (1.0 - nn.functional.cosine_similarity(n[e[:, 0]], n[e[:, 1]], dim=-1)).mean()
+
+
+def umbrella_laplacian_norm(v_pos: Tensor, faces: Tensor) -> Tensor:
+    """Mean over the vertices of ‖deg(v)·v − Σ_{u ~ v} u‖ (unique neighbours)."""
+    if faces.numel() == 0:
+        return v_pos.sum() * 0.0
+    e = unique_edges(faces)
+    e = torch.cat([e, e.flip(1)], 0)
+    nbr_sum = torch.zeros_like(v_pos).index_add(0, e[:, 0], v_pos[e[:, 1]])
+    deg = torch.zeros(v_pos.shape[0], dtype=v_pos.dtype, device=v_pos.device).index_add(
+        0, e[:, 0], torch.ones(e.shape[0], dtype=v_pos.dtype, device=v_pos.device)
+    )
+    return (deg[:, None] * v_pos - nbr_sum).norm(dim=-1).mean()
 
 
 def laplacian_smoothness(v_pos: Tensor, faces: Tensor) -> Tensor:

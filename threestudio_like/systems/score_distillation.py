@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..background.base import Background
-from ..core.config import Configurable, import_target, instantiate, to_container
+from ..core.config import Configurable, NonNegativeInt, PositiveFloat, import_target, instantiate, to_container
 from ..core.errors import UserError
 from ..core.schedule import Updateable, schedule_value
 from ..data.cameras import CameraBatch, RandomCameraSampler
@@ -63,7 +63,7 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
 
     @dataclass
     class Config:
-        steps: int = 1000
+        steps: NonNegativeInt = 1000
         """Training steps of this stage."""
         data: dict = field(default_factory=dict)
         """Camera sampler config (``data/cameras.py`` RandomCameraSampler)."""
@@ -81,6 +81,8 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         """Guidance component (SDS, VSD, Zero123...) or null."""
         guidance_input: Literal["rgb", "normal"] = "rgb"
         """What the guidance scores: ``rgb`` or ``normal`` (geometry-refinement stages)."""
+        normal_background: Literal["white", "black"] = "white"
+        """Background of the normal image the guidance scores (``guidance_input: normal``)."""
         prompt_processor: Optional[dict] = None
         """Prompt processor component (text guidance) or null."""
         terms: dict = field(default_factory=dict)
@@ -92,9 +94,9 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         """Optimizer of the geometry, material and background parameters."""
         lr_scheduler: Optional[LRSchedulerConfig] = None
         """Optional learning-rate schedule (null = constant)."""
-        clip_grad_norm: Optional[float] = None
+        clip_grad_norm: Optional[PositiveFloat] = None
         """Clip the global gradient norm (null = off)."""
-        val_every: int = 0
+        val_every: NonNegativeInt = 0
         """Render validation views every N steps (0 = at the end of the stage only)."""
 
     def __init__(self, cfg: Any, where: str = "stage", previous: Optional[ScoreDistillationSystem] = None) -> None:
@@ -173,7 +175,8 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         logs: dict[str, Tensor] = {}
         # 3. score the renders with the guidance
         if self.scoring is not None:
-            out = self.scoring(render.rgb if self.cfg.guidance_input == "rgb" else normal_image(render), cameras)
+            bg = 1.0 if self.cfg.normal_background == "white" else 0.0
+            out = self.scoring(render.rgb if self.cfg.guidance_input == "rgb" else normal_image(render, bg), cameras)
             terms[GUIDANCE_LOSS] = out.loss
             if out.grad_norm is not None:
                 logs[f"{GUIDANCE_LOSS}_grad_norm"] = out.grad_norm
@@ -268,12 +271,12 @@ def build_guidance(
     return ScoringGuidance(guidance, prompt)
 
 
-def normal_image(render: RenderOutput) -> Tensor:
-    """World normals as an image: (n+1)/2 over a white background (B,H,W,3)."""
+def normal_image(render: RenderOutput, background: float = 1.0) -> Tensor:
+    """World normals as an image: (n+1)/2 over a grey level ``background`` (1 white, 0 black), (B,H,W,3)."""
     if render.normal is None:
-        return torch.ones_like(render.rgb)
+        return torch.full_like(render.rgb, background)
     n = (nn.functional.normalize(render.normal, dim=-1) + 1.0) / 2.0  # volume normals are Σw·n
-    return n * render.opacity + (1.0 - render.opacity)
+    return n * render.opacity + background * (1.0 - render.opacity)
 
 
 def _carry_state(old: nn.Module, new: nn.Module) -> None:

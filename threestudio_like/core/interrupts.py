@@ -1,0 +1,102 @@
+"""Ctrl-C (SIGINT) and SIGTERM at any moment of a run: one line on stderr and exit status
+128 + signal (130, 143), never a traceback.
+
+* Before the run writes anything (imports, config, validation) a signal prints
+  ``interrupted during start-up; nothing was written`` and ends the process at once: an exception
+  raised inside the import of a compiled extension (torch) can crash the interpreter's exit.
+* Once the run has begun (:func:`run_started`), a signal raises :class:`Interrupted` where the
+  program is (model loading, export...), which the CLI turns into a line saying what was saved.
+* Inside the training loop, :class:`StopRequest` only records the first signal, so the loop stops
+  at the next step boundary and the checkpoint holds a consistent step; a second signal
+  interrupts at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """The run was asked to stop by ``signum`` (a BaseException, like KeyboardInterrupt, so that
+    ``except Exception`` blocks do not swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+START_UP_MESSAGE = "interrupted during start-up; nothing was written"
+_started = False
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if not _started:
+        sys.stderr.write(START_UP_MESSAGE + "\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+    raise Interrupted(signum)
+
+
+def handle_signals() -> dict[int, Any]:
+    """Install the SIGINT/SIGTERM handlers described in the module docstring (main thread only;
+    elsewhere they cannot be installed and the defaults stay); returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in SIGNALS}
+
+
+@contextmanager
+def signals_handled() -> Iterator[None]:
+    """:func:`handle_signals` within, the previous handlers (and start-up state) restored after."""
+    global _started
+    previous = handle_signals()
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _started = False
+
+
+def run_started() -> None:
+    """The run is about to write: from now on a signal raises :class:`Interrupted`."""
+    global _started
+    _started = True
+
+
+class StopRequest:
+    """Within: the first SIGINT/SIGTERM sets :attr:`signum` (check :attr:`requested` between
+    steps); a second one raises :class:`Interrupted` at once."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise Interrupted(signum)
+        self.signum = signum
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
