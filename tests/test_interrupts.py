@@ -134,3 +134,28 @@ def test_kill_9_never_leaves_an_unreadable_checkpoint(config_dir, tmp_path):  # 
         if (tmp_path / run / "config.yaml").exists():  # killed after the run started: it resumes
             p = launch(config_dir, f"resume={run}", "stage.a.steps=3", cwd=tmp_path)
             assert p.returncode == 0, p.stderr
+
+
+def test_interrupt_between_stages_resumes_like_the_uninterrupted_run(config_dir, tmp_path):  # noqa: F811
+    """Stopped while the second stage loads its models (the first stage finished and saved): the
+    resumed run enters stage b from the random state stage a ended in, as an uninterrupted one."""
+    assert launch(config_dir, "experiment=fake", "prompt=x", "output_dir=twin", cwd=tmp_path).returncode == 0
+    marker = tmp_path / "loading_b"
+    proc = launch(
+        config_dir,
+        "experiment=fake",
+        "prompt=x",
+        "output_dir=run",
+        f"+stage.b.guidance={{loading_marker: '{marker}'}}",
+        cwd=tmp_path,
+        background=True,
+    )
+    _wait_for(marker, proc)
+    returncode, line = _interrupt(proc, signal.SIGTERM)
+    assert returncode == 143 and line.endswith("continue with resume=run"), line
+    assert torch.load(tmp_path / "run" / "ckpts" / "last.ckpt", weights_only=True)["stage"] == "a"
+    p = launch(config_dir, "resume=run", "stage.b.guidance.loading_marker=", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    twin, resumed = (torch.load(tmp_path / r / "ckpts" / "b.ckpt", weights_only=True) for r in ("twin", "run"))
+    for key, value in twin["state"]["system"].items():
+        assert torch.equal(value, resumed["state"]["system"][key]), key

@@ -98,7 +98,7 @@ class Trainer:
 
     def fit(self, resume: bool = False, start_stage: Optional[str] = None) -> Any:
         """Train every stage from the start, from ``last.ckpt`` (``resume``), or from ``start_stage``."""
-        start_index, payload = 0, None
+        start_index, payload, rng = 0, None, None
         if start_stage is not None:
             if start_stage not in self.names:
                 raise UserError(f"start_stage '{start_stage}' is not one of the stages {self.names}")
@@ -110,8 +110,11 @@ class Trainer:
             start_index = self.names.index(payload["stage"])
             steps = int(resolve_stage(self.cfg, payload["stage"]).get("steps", 0))
             if payload.get("stage_done") and payload["global_step"] >= steps:
-                start_index, payload = start_index + 1, None  # finished: go on with the next stage
+                # finished: go on with the next stage, from the random state the finished one ended in
+                start_index, payload, rng = start_index + 1, None, payload["rng"]
         previous = self.load_finished(start_index - 1) if start_index > 0 else None
+        if rng is not None:
+            set_rng_state(rng)  # as an uninterrupted run enters the next stage
         system = previous
         for index in range(start_index, len(self.names)):
             system = self.build_stage(index, previous=previous)
