@@ -1,11 +1,9 @@
 """python launch.py [experiment=NAME] [prompt="…"] [key=value …]  — see README.md."""
 
-import sys
-
 from threestudio_like.core.interrupts import handle_signals
 
 if __name__ == "__main__":
     handle_signals()  # before the heavier imports: a Ctrl-C there is one line too
-    from threestudio_like.cli import main
+    from threestudio_like.cli import console_main
 
-    sys.exit(main())
+    console_main()

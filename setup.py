@@ -62,5 +62,5 @@ setup(
         "sam": ["segment-anything", "torchvision"],
         "dev": ["pytest>=8", "pytest-timeout", "tensorboard", "ruff==0.17.6"],
     },
-    entry_points={"console_scripts": ["threestudio-like=threestudio_like.cli:main"]},
+    entry_points={"console_scripts": ["threestudio-like=threestudio_like.cli:console_main"]},
 )

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from .core.errors import UserError
-from .core.interrupts import Interrupted, run_started, signals_handled
+from .core.interrupts import Interrupted, handle_signals, ignore_signals, run_started, signals_handled
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MODES = ("train", "export", "test")
@@ -316,6 +316,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     130/143 (interrupted: one line)."""
     with signals_handled():
         return _command(list(sys.argv[1:] if argv is None else argv))
+
+
+def console_main() -> None:
+    """The process entry (``launch.py``, the ``threestudio-like`` script): as :func:`main`, then
+    exit with its status. The handlers stay installed to the end (a signal after the run said how
+    it ended changes nothing) and signals are ignored while the interpreter shuts down."""
+    handle_signals()
+    try:
+        code = _command(sys.argv[1:])
+    except Interrupted as e:  # arrived after the run had printed how it ended
+        code = e.exit_code
+    ignore_signals()
+    sys.exit(code)
 
 
 def _command(argv: list[str]) -> int:

@@ -69,6 +69,14 @@ def signals_handled() -> Iterator[None]:
         _started = False
 
 
+def ignore_signals() -> None:
+    """The process is exiting (its run already said how it ended): a SIGINT/SIGTERM arriving while
+    the interpreter shuts down is ignored instead of raising inside a finalizer."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def run_started() -> None:
     """The run is about to write: from now on a signal raises :class:`Interrupted`."""
     global _started
