@@ -11,6 +11,8 @@ import pytest
 import torch
 from test_cli import config_dir, launch  # noqa: F401  (fixture)
 
+from threestudio_like.core.interrupts import Interrupted, run_started, signals_handled
+
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
 
 
@@ -159,3 +161,22 @@ def test_interrupt_between_stages_resumes_like_the_uninterrupted_run(config_dir,
     twin, resumed = (torch.load(tmp_path / r / "ckpts" / "b.ckpt", weights_only=True) for r in ("twin", "run"))
     for key, value in twin["state"]["system"].items():
         assert torch.equal(value, resumed["state"]["system"][key]), key
+
+
+class _SignalsInFinalizer:
+    def __del__(self):
+        signal.raise_signal(signal.SIGTERM)  # handled inside __del__, where Python swallows exceptions
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+
+
+def test_signal_swallowed_by_a_finalizer_is_delivered_after_it(capfd):
+    # e.g. the logging at-fork handler that runs when imageio starts ffmpeg for the turntable
+    with signals_handled():
+        run_started()
+        with pytest.raises(Interrupted) as caught:
+            finalized = _SignalsInFinalizer()
+            del finalized  # the last reference: finalized right here
+            time.sleep(2)
+    assert caught.value.signum == signal.SIGTERM
+    assert "Traceback" not in capfd.readouterr().err

@@ -9,6 +9,9 @@
 * Inside the training loop, :class:`StopRequest` only records the first signal, so the loop stops
   at the next step boundary and the checkpoint holds a consistent step; a second signal
   interrupts at once.
+* Python swallows an exception raised where it cannot propagate (a ``__del__``, an at-fork handler
+  such as the one logging runs when imageio starts ffmpeg): the signal is then raised again, so it
+  is handled at the next point where it can propagate instead of being printed and lost.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
@@ -48,11 +52,32 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
+def _signal_again(signum: int) -> None:
+    time.sleep(0.01)  # the swallowing context returns first (were it still running, this repeats)
+    os.kill(os.getpid(), signum)
+
+
+def _redeliver_swallowed(unraisable: Any) -> None:
+    """``sys.unraisablehook``: an :class:`Interrupted` Python could not propagate is signalled again
+    from another thread, so the main thread handles it where it can propagate (a signal raised
+    from here would be handled, and swallowed, within this hook); the rest goes to the hook before."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        threading.Thread(target=_signal_again, args=(unraisable.exc_value.signum,), daemon=True).start()
+    else:
+        _unraisablehook_before(unraisable)
+
+
+_unraisablehook_before = sys.__unraisablehook__
+
+
 def handle_signals() -> dict[int, Any]:
     """Install the SIGINT/SIGTERM handlers described in the module docstring (main thread only;
     elsewhere they cannot be installed and the defaults stay); returns the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    global _unraisablehook_before
+    if sys.unraisablehook is not _redeliver_swallowed:
+        _unraisablehook_before, sys.unraisablehook = sys.unraisablehook, _redeliver_swallowed
     return {sig: signal.signal(sig, _on_signal) for sig in SIGNALS}
 
 
@@ -60,12 +85,14 @@ def handle_signals() -> dict[int, Any]:
 def signals_handled() -> Iterator[None]:
     """:func:`handle_signals` within, the previous handlers (and start-up state) restored after."""
     global _started
+    previous_hook = sys.unraisablehook
     previous = handle_signals()
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = previous_hook
         _started = False
 
 
