@@ -73,3 +73,29 @@ def test_betas_count_and_adan_only_options_are_user_errors():
         build_optimizer(parse_structured(OptimizerConfig, {"name": "AdamW", "max_grad_norm": 1.0}), w, "o")
     adam = build_optimizer(parse_structured(OptimizerConfig, {"name": "Adam"}), w, "o")
     assert tuple(adam.param_groups[0]["betas"]) == (0.9, 0.999)
+
+
+def test_a_scheduled_group_learning_rate_follows_its_schedule_times_the_stage_factor():
+    from threestudio_like.systems.optimization import LRSchedulerConfig, build_lr_scheduler
+
+    position_lr = {"start": 1e-3, "end": 2e-5, "start_step": 0, "end_step": 50, "kind": "exponential"}
+    cfg = parse_structured(OptimizerConfig, {"lr": 0.01, "params": {"geometry.means": {"lr": position_lr}}})
+    means, colours = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    for stage_cfg, stage_factor in ((None, lambda k: 1.0), (LRSchedulerConfig(name="exponential", gamma=0.5), None)):
+        opt = build_optimizer(cfg, [("geometry.means", means), ("geometry.features", colours)], "o")
+        sched = build_lr_scheduler(stage_cfg, opt, steps=100)
+        factor = stage_factor or (lambda k: 0.5 ** (k / 100))
+        for k in range(80):
+            lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+            position = 1e-3 * (2e-5 / 1e-3) ** (min(k, 50) / 50)  # log-linear, then held
+            assert lrs["geometry.means"] == pytest.approx(position * factor(k), rel=1e-9), k
+            assert lrs["default"] == pytest.approx(0.01 * factor(k), rel=1e-9), k
+            opt.step()
+            sched.step()
+
+
+def test_an_exponential_schedule_needs_positive_ends():
+    from threestudio_like.core.schedule import schedule_value
+
+    with pytest.raises(UserError, match="exponential"):
+        schedule_value({"start": 0.0, "end": 1.0, "start_step": 0, "end_step": 10, "kind": "exponential"}, 5)

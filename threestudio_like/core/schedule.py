@@ -8,7 +8,8 @@ Any scalar in a config (loss weight, timestep range bound, resolution, batch siz
   ``start_value`` until ``start_step``, ``end_value`` from ``end_step`` on, linear between;
 * ``{"milestones": [[0, 64], [500, 128], [1000, 256]]}`` — stepwise: the value of the last
   milestone whose step is ≤ the current step;
-* ``{"start": a, "end": b, "start_step": s0, "end_step": s1, "kind": "linear"|"cosine"}``.
+* ``{"start": a, "end": b, "start_step": s0, "end_step": s1, "kind": "linear"|"cosine"|"exponential"}``
+  (``exponential``: linear in the logarithm, a and b > 0 — 3DGS's position learning rate).
 
 Components that hold schedules subclass :class:`Updateable`; the trainer calls
 ``system.update_step(epoch, global_step)`` once before every training step, and the call
@@ -95,10 +96,14 @@ def _interp(step: int, s0: int, s1: int, v0: float, v1: float, kind: str) -> flo
     if step >= s1:
         return v1
     a = (step - s0) / max(s1 - s0, 1)
+    if kind == "exponential":
+        if v0 <= 0 or v1 <= 0:
+            raise UserError(f"an exponential schedule needs start and end > 0, got {v0} and {v1}")
+        return v0 * (v1 / v0) ** a
     if kind == "cosine":
         a = 0.5 - 0.5 * math.cos(math.pi * a)
     elif kind != "linear":
-        raise UserError(f"schedule kind must be 'linear' or 'cosine', got '{kind}'")
+        raise UserError(f"schedule kind must be 'linear', 'cosine' or 'exponential', got '{kind}'")
     value = v0 + (v1 - v0) * a
     return type(v0)(round(value)) if isinstance(v0, int) and isinstance(v1, int) else value
 

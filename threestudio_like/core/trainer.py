@@ -127,10 +127,11 @@ class Trainer:
     # ---- one stage --------------------------------------------------------------------
     def _train_stage(self, system: Any, index: int, payload: Optional[dict[str, Any]]) -> None:
         name, steps = self.names[index], system.cfg.steps
+        if payload is not None:  # before the optimizer: a geometry may take its size from the checkpoint
+            system.load_checkpoint_state(payload["state"])
         optimizer, scheduler = system.configure_optimizer()
         run = _StageRun(system, name, index, steps, optimizer, scheduler)
         if payload is not None:
-            system.load_checkpoint_state(payload["state"])
             optimizer.load_state_dict(payload["optimizer"])
             if scheduler is not None and payload.get("scheduler") is not None:
                 scheduler.load_state_dict(payload["scheduler"])
@@ -173,6 +174,7 @@ class Trainer:
             ok = bool(torch.isfinite(_grad_norm(optimizer, system.cfg.clip_grad_norm)))
         if ok:
             optimizer.step()
+            system.after_optimizer_step(optimizer, run.step)
             run.bad_in_a_row = 0
         else:
             optimizer.zero_grad(set_to_none=True)

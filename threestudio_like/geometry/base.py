@@ -90,6 +90,11 @@ class Geometry(Configurable, Updateable, nn.Module):
         a :class:`~threestudio_like.core.errors.UserError` when it cannot be."""
         raise NotImplementedError
 
+    def after_optimizer_step(self, optimizer: torch.optim.Optimizer, global_step: int, render: Any) -> None:
+        """After each optimizer step, with the step's :class:`~threestudio_like.renderers.base.RenderOutput`:
+        a geometry that changes its parameters during training (Gaussians: densify, prune) edits
+        them and ``optimizer``'s state here. Nothing by default."""
+
 
 class SurfaceGeometry(Geometry):
     """A geometry whose surface is a triangle mesh: renderers rasterize ``mesh()``."""

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import torch
 from torch import nn
 
+from ..core.config import Range, Schedule, to_container
 from ..core.errors import UserError
+from ..core.schedule import schedule_value
 
 
 @dataclass
 class ParamGroupConfig:
     """Settings of the parameters whose names start with a prefix."""
 
-    lr: Optional[float] = None
-    """Learning rate of the group (null: the optimizer's ``lr``)."""
+    lr: Annotated[Any, Schedule(Range(gt=0))] = None
+    """Learning rate of the group (null: the optimizer's ``lr``), a number or a schedule over the
+    stage's steps (``{start: 1.0e-3, end: 2.0e-5, start_step: 0, end_step: 500, kind: exponential}``,
+    3DGS's position rate); the stage's ``lr_scheduler`` factor applies on top."""
 
 
 @dataclass
@@ -71,8 +75,12 @@ def build_optimizer(
     param_groups = []
     for prefix, params in groups.items():
         if params:
-            lr = cfg.params[prefix].lr if prefix and cfg.params[prefix].lr is not None else cfg.lr
-            param_groups.append({"params": params, "lr": lr, "name": prefix or "default"})
+            spec = cfg.params[prefix].lr if prefix and cfg.params[prefix].lr is not None else cfg.lr
+            spec = to_container(spec)
+            group = {"params": params, "lr": schedule_value(spec, 0), "name": prefix or "default"}
+            if not isinstance(spec, (int, float)):
+                group["lr_schedule"] = spec  # followed by the stage's scheduler (build_lr_scheduler)
+            param_groups.append(group)
     if not param_groups:
         raise UserError(f"{where}: nothing to optimize (all parameters frozen)")
     n_betas = 3 if cfg.name == "Adan" else 2
@@ -104,6 +112,16 @@ def lr_factor(cfg: LRSchedulerConfig, step: int, steps: int) -> float:
 def build_lr_scheduler(
     cfg: Optional[LRSchedulerConfig], optimizer: torch.optim.Optimizer, steps: int
 ) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
-    if cfg is None:
+    """Each group's learning rate at a step: its ``lr_schedule``'s value (if it has one, else its
+    ``lr``) × the ``cfg`` factor; None when nothing changes over the stage."""
+    scheduled = [g.get("lr_schedule") for g in optimizer.param_groups]
+    if cfg is None and not any(s is not None for s in scheduled):
         return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps))
+    cfg = cfg or LRSchedulerConfig()
+
+    def factor(spec: Any) -> Any:
+        if spec is None:
+            return lambda step: lr_factor(cfg, step, steps)
+        return lambda step: lr_factor(cfg, step, steps) * schedule_value(spec, step) / schedule_value(spec, 0)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(spec) for spec in scheduled])

@@ -126,6 +126,7 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
         )
         self.scoring: Optional[ScoringGuidance] = None  # built by setup_guidance()
         self.global_step = 0
+        self._last_render: Optional[RenderOutput] = None
 
     # ---- construction ------------------------------------------------------------------
     def _build_geometry(self, previous: Optional[ScoreDistillationSystem]) -> Geometry:
@@ -187,7 +188,15 @@ class ScoreDistillationSystem(Configurable, Updateable, nn.Module):
             terms.update(term(ctx))
         # 5. weight and sum
         total = self._weighted_sum(terms, global_step, logs)
+        self._last_render = render  # for after_optimizer_step (e.g. the view-space gradients densification reads)
         return {"loss": total, **logs}
+
+    def after_optimizer_step(self, optimizer: torch.optim.Optimizer, global_step: int) -> None:
+        """Called by the trainer after each optimizer step: the geometry may change its parameters
+        and the optimizer's state with them (Gaussians densify and prune)."""
+        render, self._last_render = self._last_render, None
+        if render is not None:
+            self.geometry.after_optimizer_step(optimizer, global_step, render)
 
     def _weighted_sum(self, terms: dict[str, Tensor], step: int, logs: dict[str, Tensor]) -> Tensor:
         total: Optional[Tensor] = None
