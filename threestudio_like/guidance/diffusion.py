@@ -9,6 +9,8 @@ Notation: ``alphas`` is ᾱ_t (the scheduler's ``alphas_cumprod`` at each view's
 * :func:`to_epsilon` — ε from an ε-, v- or x₀-predicting model;
 * :func:`classifier_free_guidance`, :func:`perp_neg_guidance` — combine noise predictions;
 * :func:`sds_loss` — the loss whose gradient with respect to ``z`` is ``grad / B``.
+* :class:`DDIMSchedule`, :func:`ddim_denoise` — deterministic DDIM sampling from a noisy point
+  (the SDEdit refinement of :mod:`.sdedit`).
 """
 
 from __future__ import annotations
@@ -170,3 +172,79 @@ def sds_loss(latents: Tensor, grad: Tensor) -> Tensor:
     """½‖z − (z − grad).detach()‖² / B (sum over elements): ∂loss/∂z = grad / B."""
     target = (latents - grad).detach()
     return 0.5 * (latents - target).pow(2).sum() / latents.shape[0]
+
+
+# ---- deterministic DDIM sampling (SDEdit refinement) -----------------------------------------
+TimestepSpacing = Literal["leading", "trailing", "linspace"]
+"""How diffusers' ``DDIMScheduler.set_timesteps`` spaces the inference timesteps
+(Lin et al. 2023, table 2); the SD and Zero123 checkpoints use ``leading``."""
+
+
+def ddim_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int) -> Tensor:
+    """(N,) int64 descending inference timesteps, as diffusers' ``DDIMScheduler.set_timesteps``:
+    ``leading`` k·(T//N) + offset; ``trailing`` round(T − k·T/N) − 1; ``linspace`` round of N
+    points evenly from 0 to T−1 (k = 0…N−1)."""
+    n, steps = int(num_train_timesteps), int(num_inference_steps)
+    if not 0 < steps <= n:
+        raise UserError(f"num_inference_steps must be in 1..{n} (the prior's training timesteps), got {steps}")
+    if spacing == "leading":
+        t = torch.arange(steps, dtype=torch.float64) * (n // steps) + steps_offset
+    elif spacing == "trailing":
+        t = (n - torch.arange(steps, dtype=torch.float64) * (n / steps)).round() - 1
+    elif spacing == "linspace":
+        t = torch.linspace(0, n - 1, steps, dtype=torch.float64)
+    else:
+        raise UserError(f"timestep_spacing must be one of {'|'.join(get_args(TimestepSpacing))}; got '{spacing}'")
+    t = t.round().long()
+    return t if spacing == "trailing" else t.flip(0)
+
+
+@dataclass
+class DDIMSchedule:
+    """The deterministic DDIM sampler (η = 0) of a prior, as diffusers' ``DDIMScheduler`` builds it
+    from the prior's scheduler config (:meth:`from_scheduler`)."""
+
+    timesteps: Tensor
+    """(N,) int64, descending: the inference timesteps."""
+    alphas_cumprod: Tensor
+    """(T,) ᾱ of the training timesteps."""
+    final_alpha_cumprod: Tensor
+    """ᾱ after the last step: 1 with ``set_alpha_to_one`` (DDIM's default), else ᾱ₀ (SD, Zero123)."""
+    stride: int
+    """T // N: a step from t lands on t − stride, as diffusers' ``DDIMScheduler.step`` computes it
+    (the next inference timestep with ``leading`` and ``trailing`` spacing)."""
+
+    @classmethod
+    def from_scheduler(cls, scheduler: Any, num_inference_steps: int) -> DDIMSchedule:
+        """From any diffusers scheduler's config and ``alphas_cumprod``, with DDIM's defaults for the
+        keys it lacks: ``timestep_spacing`` leading, ``steps_offset`` 0, ``set_alpha_to_one`` true
+        (what ``DDIMScheduler.from_config(scheduler.config)`` gives, as DreamGaussian builds it)."""
+        config = scheduler.config
+        n = int(config.num_train_timesteps)
+        spacing = config.get("timestep_spacing", "leading")
+        timesteps = ddim_timesteps(n, num_inference_steps, spacing, int(config.get("steps_offset", 0)))
+        alphas = scheduler.alphas_cumprod.float()
+        final = torch.ones(()) if config.get("set_alpha_to_one", True) else alphas[0]
+        return cls(timesteps, alphas, final, n // int(num_inference_steps))
+
+    def start_index(self, strength: float) -> int:
+        """``int(N · strength)``, DreamGaussian's rule: the first inference step of the refinement,
+        so a larger strength starts at a *smaller* timestep; N (strength 1) skips every step."""
+        return min(int(len(self.timesteps) * float(strength)), len(self.timesteps))
+
+
+def ddim_denoise(noisy: Tensor, schedule: DDIMSchedule, start: int, eps_fn: Any) -> Tensor:
+    """z₀: ``noisy`` z_t at ``schedule.timesteps[start]`` (B,C,h,w) denoised by the remaining DDIM
+    steps, η = 0. Each step from t: ε = ``eps_fn(z, t)`` (t a 0-d int64 tensor), x̂₀ = (z −
+    √(1−ᾱ_t) ε)/√ᾱ_t, z ← √ᾱ_prev x̂₀ + √(1−ᾱ_prev) ε (ᾱ_prev: ᾱ at t − stride, or the final ᾱ below 0).
+    ``start`` = N runs no step and returns ``noisy`` unchanged."""
+    z = noisy
+    alphas = schedule.alphas_cumprod.to(z.device)
+    final = schedule.final_alpha_cumprod.to(z.device)
+    for t in schedule.timesteps[start:].tolist():
+        eps = eps_fn(z, torch.tensor(t, device=z.device))
+        a = alphas[t]
+        a_prev = alphas[t - schedule.stride] if t - schedule.stride >= 0 else final
+        x0 = (z - (1.0 - a) ** 0.5 * eps) / a**0.5
+        z = a_prev**0.5 * x0 + (1.0 - a_prev) ** 0.5 * eps
+    return z

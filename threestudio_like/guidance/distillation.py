@@ -41,7 +41,8 @@ class NoisyPoint:
 
 class DistillationGuidance(Guidance):
     """Base of SDS, VSD, ISM and Zero123 (see module docstring). Subclasses provide
-    :meth:`encode`, :meth:`guided_noise` and :attr:`scheduler`."""
+    :meth:`encode`, :meth:`guided_noise` and :attr:`scheduler`, and :meth:`decode` for the SDEdit
+    refinement (:mod:`.sdedit`)."""
 
     @dataclass
     class Config(DistillationConfig):
@@ -72,6 +73,11 @@ class DistillationGuidance(Guidance):
     # ---- the steps a method may override -------------------------------------------------------
     def encode(self, rgb: Tensor) -> Tensor:  # pragma: no cover
         """(B,H,W,C) renders → (B,c,h,w) fp32 latents, differentiable."""
+        raise NotImplementedError
+
+    def decode(self, latents: Tensor) -> Tensor:  # pragma: no cover
+        """(B,c,h,w) latents → (B,H,W,C) images in [0,1], the inverse of :meth:`encode` (no gradient
+        needed: the SDEdit refinement decodes its targets)."""
         raise NotImplementedError
 
     def noisy_point(

@@ -226,6 +226,17 @@ class DiffusionPrior:
         posterior = self.vae.encode(x.to(self.dtype)).latent_dist
         return posterior.sample().float() * float(self.vae.config.scaling_factor)
 
+    def decode(self, latents: Tensor, rgb_as_latents: bool = False) -> Tensor:
+        """(B,c,s,s) latents → (B,H,W,C) in [0,1], the inverse of :meth:`encode`: the VAE's decoding
+        (H = s × its downsampling, C = 3), or ``(z + 1)/2`` where ``encode`` took ``2·x − 1``
+        (pixel-space priors, ``rgb_as_latents``: H = s); clamped to [0,1]."""
+        if rgb_as_latents or self.vae is None:
+            x = (latents.float() + 1.0) / 2.0
+        else:
+            scaled = latents.to(self.dtype) / float(self.vae.config.scaling_factor)
+            x = self.vae.decode(scaled).sample.float() / 2.0 + 0.5
+        return x.clamp(0.0, 1.0).permute(0, 2, 3, 1)
+
     # ---- the denoiser ------------------------------------------------------------------------
     def class_labels(self, c2w: Tensor) -> Optional[Tensor]:
         """(B,4,4) cameras → (B,16) class labels for a camera-conditioned prior, else None."""

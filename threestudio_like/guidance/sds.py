@@ -77,6 +77,9 @@ class ScoreDistillationGuidance(DistillationGuidance):
     def encode(self, rgb: Tensor) -> Tensor:
         return self.prior.encode(rgb, self.cfg.rgb_as_latents)
 
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.prior.decode(latents, self.cfg.rgb_as_latents)
+
     def guided_noise(self, noisy: Tensor, t: Tensor, prompt: PromptEmbeddings, cameras: CameraBatch) -> Tensor:
         """ε̂ (B,C,h,w) fp32 at ``noisy`` z_t: one batched UNet call, then CFG or Perp-Neg.
 

@@ -141,6 +141,9 @@ class Zero123Guidance(DistillationGuidance):
     def encode(self, rgb: Tensor) -> Tensor:
         return self.pipe.encode_latents(rgb.permute(0, 3, 1, 2).to(self.pipe.dtype)).float()
 
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.pipe.decode_latents(latents.to(self.pipe.dtype)).float().permute(0, 2, 3, 1)
+
     def guided_noise(self, noisy: Tensor, t: Tensor, prompt: Any, cameras: CameraBatch) -> Tensor:
         """View-conditioned ε̂ with CFG (``prompt`` is unused: image-conditioned)."""
         ref = self._require_reference()
