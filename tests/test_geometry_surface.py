@@ -250,3 +250,33 @@ def test_hollow_volume_exports_and_hands_off_as_a_solid():
         mesh = DMTetGeometry.create_from(vol, {"isosurface_resolution": resolution}).mesh()
         assert float(winding_number(torch.zeros(1, 3), mesh.v_pos.detach(), mesh.t_pos_idx)) > 0.5
     assert voxel_iou(mesh, solid.mesh(), n=20) > 0.8  # 0.85 (24³)
+
+
+class _ColourRamp(torch.nn.Module):
+    """A geometry with no appearance field (as Gaussians): features are a function of position,
+    its surface a box."""
+
+    def forward(self, points, output_normal=False):
+        from threestudio_like.geometry.base import GeometryOutput
+
+        return GeometryOutput(features=torch.stack([points[:, 0], -points[:, 1], points[:, 2] ** 2], dim=-1))
+
+    def isosurface(self):
+        from threestudio_like.geometry.base import Mesh
+
+        box = trimesh.creation.box(extents=(1.2, 1.0, 0.8))
+        return Mesh(v_pos=torch.tensor(box.vertices, dtype=torch.float32), t_pos_idx=torch.tensor(box.faces))
+
+
+def test_explicit_mesh_from_a_geometry_without_a_field_fits_its_appearance():
+    torch.manual_seed(0)
+    source = _ColourRamp()
+    cfg = {"radius": 1.0, "pos_encoding_config": SMALL_GRID, "appearance_fit_steps": 300}
+    fitted = ExplicitMesh.create_from(source, cfg)
+    untrained = ExplicitMesh.create_from(source, {**cfg, "appearance_fit_steps": 0})
+    points = fitted.mesh().sample_surface(4000, torch.Generator().manual_seed(1))
+    target = source(points).features
+    with torch.no_grad():
+        err = (fitted(points).features - target).pow(2).mean()
+        err_untrained = (untrained(points).features - target).pow(2).mean()
+    assert err < 0.05 * target.var(0).mean() and err < 0.05 * err_untrained, (float(err), float(err_untrained))

@@ -14,7 +14,6 @@ from threestudio_like.eval.shape_metrics import (
     grid_inside,
     grid_points,
     mesh_inside,
-    sample_surface,
     volumetric_iou,
 )
 from threestudio_like.eval.toy_shape import ToyShapeEvaluator, score_mesh
@@ -116,9 +115,9 @@ def test_chamfer_of_concentric_spheres_is_their_gap():
     b = torch.nn.functional.normalize(torch.randn(3000, 3, generator=g), dim=-1) * 0.6
     assert chamfer_distance(a, b) == pytest.approx(0.1, abs=0.01)
     mesh = SHAPES["sphere"].mesh(resolution=48)
-    pts = sample_surface(mesh, 2000, g)
+    pts = mesh.sample_surface(2000, g)
     assert pts.norm(dim=-1).sub(0.45).abs().max() < 0.02
-    assert chamfer_distance(pts, sample_surface(mesh, 2000, g)) < 0.03
+    assert chamfer_distance(pts, mesh.sample_surface(2000, g)) < 0.03
 
 
 def test_score_prefers_the_prompted_shape_and_reads_colour():

@@ -130,15 +130,3 @@ def chamfer_distance(x: Tensor, y: Tensor, chunk: int = 2048) -> float:
         return torch.cat([torch.cdist(c, q).min(dim=1).values for c in p.split(chunk)]).mean()
 
     return float(0.5 * (one_way(x, y) + one_way(y, x)))
-
-
-def sample_surface(mesh: Mesh, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """(n,3) points uniformly on the mesh surface (area-weighted)."""
-    v = mesh.v_pos.detach()[mesh.t_pos_idx]
-    area = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1).norm(dim=-1)
-    face = torch.multinomial(area, n, replacement=True, generator=generator)
-    u, w = torch.rand(n, generator=generator), torch.rand(n, generator=generator)
-    flip = u + w > 1
-    u, w = torch.where(flip, 1 - u, u), torch.where(flip, 1 - w, w)
-    t = v[face]
-    return t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + w[:, None] * (t[:, 2] - t[:, 0])

@@ -28,7 +28,7 @@ from ..export.mesh_ops import clean_mesh
 from ..geometry.base import Mesh
 from ..toyworld.shapes import COLORS, SHAPES, ColorName, ShapeName, ToyShape, parse_prompt, turn_about_z
 from .evaluator import Evaluator, RunInputs, Scores
-from .shape_metrics import InsideFn, chamfer_distance, grid_inside, sample_surface, volumetric_iou
+from .shape_metrics import InsideFn, chamfer_distance, grid_inside, volumetric_iou
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..systems.score_distillation import ScoreDistillationSystem
@@ -80,7 +80,7 @@ def score_mesh(
     any_yaw = {name: iou_any_yaw(inside, s, resolution, extent) for name, s in SHAPES.items()}
     best_other, best_other_any_yaw = (max((k for k in d if k != shape.name), key=d.get) for d in (ious, any_yaw))
     g = torch.Generator().manual_seed(0)
-    surface = sample_surface(mesh, n_surface, g)
+    surface = mesh.sample_surface(n_surface, g)
     out: Scores = {
         "toy_shape": shape.name,
         "iou": ious[shape.name],
@@ -91,7 +91,7 @@ def score_mesh(
         "best_other_any_yaw": best_other_any_yaw,
         "iou_best_other_any_yaw": any_yaw[best_other_any_yaw],
         "iou_margin_any_yaw": any_yaw[shape.name] - any_yaw[best_other_any_yaw],
-        "chamfer": chamfer_distance(surface, sample_surface(shape.mesh(), n_surface, g)),
+        "chamfer": chamfer_distance(surface, shape.mesh().sample_surface(n_surface, g)),
         **{f"iou_{k}": v for k, v in ious.items()},
     }
     if color is not None and albedo_fn is not None:

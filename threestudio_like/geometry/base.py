@@ -62,6 +62,18 @@ class Mesh:
         n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
         return torch.nn.functional.normalize(n, dim=-1)
 
+    def sample_surface(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """(n,3) points uniform on the surface (faces drawn by area, then uniform barycentrics);
+        detached."""
+        v = self.v_pos.detach()[self.t_pos_idx]
+        area = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1).norm(dim=-1)
+        face = torch.multinomial(area, n, replacement=True, generator=generator)
+        u, w = (torch.rand(n, generator=generator, device=v.device, dtype=v.dtype) for _ in range(2))
+        flip = u + w > 1  # reflect into the triangle
+        u, w = torch.where(flip, 1 - u, u), torch.where(flip, 1 - w, w)
+        t = v[face]
+        return t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + w[:, None] * (t[:, 2] - t[:, 0])
+
     def vertex_normals(self) -> Tensor:
         """(V,3) area-weighted unit vertex normals."""
         v = self.v_pos[self.t_pos_idx]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..core.config import parse_structured
+from ..core.config import NonNegativeInt, PositiveFloat, PositiveInt, parse_structured
 from ..core.errors import UserError
 from ..export.axes import UpAxis, from_up_axis
 from ..ops.encodings import ProgressiveBandHashGrid, make_encoding
@@ -128,6 +128,13 @@ class ExplicitMesh(FieldSurface):
         """Centre the loaded mesh and scale it into the scene box."""
         normalize_extent: float = 0.8
         """After normalising, the largest half-extent is this fraction of radius."""
+        appearance_fit_steps: NonNegativeInt = 300
+        """create_from a geometry without an appearance field (Gaussians): Adam steps fitting this
+        field to the other geometry's features at points sampled on the surface (0: start untrained)."""
+        appearance_fit_points: PositiveInt = 8192
+        """Surface points per fitting step."""
+        appearance_fit_lr: PositiveFloat = 0.01
+        """Learning rate of the fit."""
 
     def __init__(self, cfg=None, where: str = "geometry", mesh: Optional[Mesh] = None) -> None:
         super().__init__(cfg, where)
@@ -172,6 +179,26 @@ class ExplicitMesh(FieldSurface):
         mesh = other.isosurface()
         with torch.no_grad():
             mesh = Mesh(v_pos=mesh.v_pos.detach().clone(), t_pos_idx=mesh.t_pos_idx.detach().clone())
-        instance = cls(dataclasses.replace(c, mesh_path=""), where=where, mesh=mesh)
-        instance.copy_appearance_from(other)
-        return instance.to(mesh.v_pos.device)
+        instance = cls(dataclasses.replace(c, mesh_path=""), where=where, mesh=mesh).to(mesh.v_pos.device)
+        if isinstance(other, FieldGeometry):
+            instance.copy_appearance_from(other)
+        else:
+            instance.fit_appearance_to(other)
+        return instance
+
+    def fit_appearance_to(self, other: Geometry) -> None:
+        """Train this appearance field to reproduce ``other(points).features`` on the mesh
+        (``appearance_fit_*``): the hand-off from a geometry whose appearance is no field."""
+        c, mesh = self.cfg, self.mesh()
+        if c.appearance_fit_steps == 0 or mesh.num_faces == 0:
+            return
+        params = [*self.encoding.parameters(), *self.feature_network.parameters()]
+        optimizer = torch.optim.Adam(params, lr=c.appearance_fit_lr)
+        for _ in range(c.appearance_fit_steps):
+            points = mesh.sample_surface(c.appearance_fit_points)
+            with torch.no_grad():
+                target = other(points).features
+            loss = torch.nn.functional.mse_loss(self(points).features, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
