@@ -94,3 +94,23 @@ def test_train_sd_over_the_backdrop_continues_a_saved_prior(tmp_path):
     assert bg.min() >= 0.63 and bg.max() <= 1.0 and bg.std() > 0.03
     with pytest.raises(UserError, match="not a saved toy SD pipeline"):
         train_sd.main(common + ["--work-dir", str(tmp_path / "w2"), "--init-from", str(tmp_path / "nothing")])
+
+
+@pytest.mark.parametrize("other", ["uniform", "inverted"])
+def test_random_colour_background_in_training_only(other):
+    from threestudio_like.background.base import RandomColorBackground
+
+    bg = RandomColorBackground({"color": [1.0, 0.8, 0.0], "random_prob": 0.5, "other": other})
+    dirs = torch.nn.functional.normalize(torch.randn(400, 2, 2, 3), dim=-1)
+    bg.eval()
+    assert torch.equal(bg(dirs), torch.tensor([1.0, 0.8, 0.0]).expand(400, 2, 2, 3))
+    bg.train()
+    out = bg(dirs, torch.Generator().manual_seed(0))
+    per_view = out[:, 0, 0]
+    assert torch.equal(out, per_view[:, None, None].expand_as(out))  # one colour per view
+    changed = (per_view != torch.tensor([1.0, 0.8, 0.0])).any(-1)
+    assert 0.4 < changed.float().mean() < 0.6
+    if other == "inverted":  # DreamGaussian: white or black
+        assert torch.allclose(per_view[changed], torch.tensor([0.0, 0.2, 1.0]).expand(int(changed.sum()), 3))
+    else:
+        assert per_view[changed].std(0).min() > 0.2  # spread over the colour cube

@@ -4,12 +4,12 @@ ray directions; ``generator`` drives the random colours of the training-time aug
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..core.config import Configurable
+from ..core.config import Configurable, Probability
 from ..core.errors import UserError
 from ..ops.encodings import make_encoding
 from ..ops.mlp import MLP
@@ -40,20 +40,26 @@ class SolidBackground(Background):
 
 
 class RandomColorBackground(SolidBackground):
-    """While training, with probability ``random_prob`` a view gets a uniform random colour
-    (against the background leaking into the object); otherwise, and in eval, ``color``."""
+    """While training, with probability ``random_prob`` a view gets another colour (against the
+    background leaking into the object): a uniform random one, or ``1 − color`` (``inverted``:
+    DreamGaussian's white/black); otherwise, and in eval, ``color``."""
 
     @dataclass
     class Config(SolidBackground.Config):
-        random_prob: float = 0.5
-        """Probability per view of a random colour while training."""
+        random_prob: Probability = 0.5
+        """Probability per view of the other colour while training."""
+        other: Literal["uniform", "inverted"] = "uniform"
+        """The other colour: uniform random RGB, or the inverse of ``color``."""
 
     def forward(self, dirs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         out = super().forward(dirs)
         if not self.training:
             return out
         b = dirs.shape[0]
-        rand = torch.rand(b, 3, generator=generator).to(dirs)
+        if self.cfg.other == "inverted":
+            rand = 1.0 - out[:, 0, 0]
+        else:
+            rand = torch.rand(b, 3, generator=generator).to(dirs)
         use = (torch.rand(b, generator=generator) < self.cfg.random_prob).to(dirs.device)
         color = torch.where(use[:, None], rand, out[:, 0, 0])
         return color[:, None, None, :].expand_as(out)
