@@ -58,8 +58,6 @@ setup(
             "nvdiffrast @ git+https://github.com/NVlabs/nvdiffrast/",
             "nerfacc==0.5.3",
         ],
-        # Segment Anything pulls torchvision (and with it a CUDA torch build):
-        "sam": ["segment-anything", "torchvision"],
         "dev": ["pytest>=8", "pytest-timeout", "tensorboard", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["threestudio-like=threestudio_like.cli:console_main"]},

@@ -33,7 +33,11 @@ class Subcommand:
 
 
 # Subcommands by name; `preprocess` (issue 26), `eval` and `compare` (issue 28) register here.
-SUBCOMMANDS: dict[str, Subcommand] = {}
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "preprocess": Subcommand(
+        "threestudio_like.preprocess.cli:main", "photo → cut-out, mask, depth, caption for image-to-3D (SAM, BLIP, DPT)"
+    ),
+}
 
 CFG_PARTS = ("job", "hydra", "all")
 HELP_FLAGS = ("-h", "--help")
@@ -71,15 +75,15 @@ def dispatch(
     ``config_dir`` locates ``configs/``; ``compose`` builds the run's config from overrides.
     """
     words = list(argv)
+    if words and words[0] in SUBCOMMANDS:  # its own --help
+        module, _, function = SUBCOMMANDS[words[0]].target.partition(":")
+        return int(getattr(import_module(module), function)(words[1:]))
     if any(w in HELP_FLAGS for w in words):
         print(help_text(config_dir()))
         return 0
     if "--version" in words:
         print(f"threestudio-like {__version__}")
         return 0
-    if words and words[0] in SUBCOMMANDS:
-        module, _, function = SUBCOMMANDS[words[0]].target.partition(":")
-        return int(getattr(import_module(module), function)(words[1:]))
     if any(w in MULTIRUN_FLAGS or w.startswith("hydra/") for w in words):
         return None  # Hydra's own command line (sweeps, launcher plugins)
     part, overrides = _split_cfg_flag(words)

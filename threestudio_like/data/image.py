@@ -39,7 +39,7 @@ def read_image(path: str | Path, what: str = "image") -> np.ndarray:
     """(H,W,C) float32 in [0,1] (C = 1, 2, 3 or 4: grey, grey + alpha, RGB, RGBA); ``what`` names
     the file in errors. 8- and 16-bit files are scaled by their range; CMYK, palette and other
     colour modes are converted to RGB(A); an animation gives its first frame."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(str(path))
     if not p.is_file():
@@ -48,7 +48,7 @@ def read_image(path: str | Path, what: str = "image") -> np.ndarray:
         with Image.open(p) as img:
             img.seek(0)
             img.load()
-            arr = _pixels(img)
+            arr = _pixels(ImageOps.exif_transpose(img))  # as the camera held it
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UserError(f"cannot read {what} {p}: {e}") from None
     return arr[..., None] if arr.ndim == 2 else arr

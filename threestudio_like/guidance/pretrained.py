@@ -41,7 +41,7 @@ from .diffusion import to_epsilon
 
 HOW_TO_PROVIDE = (
     "download it once with `huggingface-cli download <id>` (or set HF_HOME to a cache that has it; "
-    "HF_HUB_OFFLINE=1 keeps it offline), or pass a local diffusers directory"
+    "HF_HUB_OFFLINE=1 keeps it offline), or pass the model's local directory"
 )
 
 
@@ -57,7 +57,7 @@ def resolve_pretrained_dir(name_or_path: str, revision: Optional[str] = None) ->
     if os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") > 1:
         raise UserError(
             f"pretrained model directory '{name_or_path}' does not exist; pass an existing "
-            f"diffusers directory or a hub id ({HOW_TO_PROVIDE})"
+            f"model directory or a hub id ({HOW_TO_PROVIDE})"
         )
     from huggingface_hub import snapshot_download
 
