@@ -57,6 +57,7 @@ setup(
             "tinycudann @ git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch",
             "nvdiffrast @ git+https://github.com/NVlabs/nvdiffrast/",
             "nerfacc==0.5.3",
+            "gsplat>=1.5",
         ],
         "dev": ["pytest>=8", "pytest-timeout", "tensorboard", "ruff==0.17.6"],
     },

@@ -1,1 +1,1 @@
-"""Volume and raster renderers."""
+"""Volume, raster and splat renderers."""
