@@ -62,7 +62,10 @@ def _runs(d: Path) -> dict[str, str]:
 
 # (input, as the docs table names it) → (arguments, start of the error message after "error: ")
 CASES = {
-    "unknown experiment": (["experiment=nope", "prompt=x"], "unknown experiment 'nope'; experiments: default,"),
+    "unknown experiment": (
+        ["experiment=nope", "prompt=x"],
+        "unknown experiment 'nope'; experiments: anything3d, default,",
+    ),
     "unknown config key (typo)": ([*FAKE, "trainer.log_evry=1"], "unknown config key 'trainer.log_evry'"),
     "unknown key of a component": ([*FAKE, "stage.a.stepz=5"], "unknown config key 'stage.a.stepz'"),
     "empty prompt": (["experiment=fake", "prompt="], "experiment 'fake' needs a text prompt"),

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
-TOY_EXPERIMENTS = ("default", "toy_zero123")
+TOY_EXPERIMENTS = ("default", "toy_zero123", "toy_gaussians")
 """The experiments that list the toy-shape evaluator."""
 
 
@@ -25,11 +26,18 @@ def _inputs(experiment, tmp_path):
     iio.imwrite(tmp_path / "obj.png", img)
     yy, xx = np.mgrid[0:32, 0:32]
     np.save(tmp_path / "obj_depth.npy", (1.0 / (1.0 + np.hypot(xx - 16, yy - 16) / 16)).astype(np.float32))
-    image = "image=" + str(tmp_path / "obj.png")
-    return {
-        "zero123": [image],
-        "makeit3d": [image, "prompt=a red cube", "depth=" + str(tmp_path / "obj_depth.npy")],
-    }.get(experiment, ["prompt=a red cube"])
+    given = {
+        "image": "image=" + str(tmp_path / "obj.png"),
+        "prompt": "prompt=a red cube",
+        "depth": "depth=" + str(tmp_path / "obj_depth.npy"),
+    }
+    if experiment in TOY_EXPERIMENTS:  # their inputs default to toy ones; the prompt names what to score
+        return [given["prompt"]]
+    requires = yaml.safe_load((ROOT / "configs" / "experiment" / f"{experiment}.yaml").read_text()).get("requires", [])
+    args = [given[r] for r in requires]
+    if experiment == "makeit3d":  # its depth input is optional
+        args.append(given["depth"])
+    return args or [given["prompt"]]
 
 
 def run_cli(*args, cwd):

@@ -283,18 +283,21 @@ class RunProgress:
 def run(cfg: DictConfig, progress: Optional[RunProgress] = None) -> Path:
     """Run one configured experiment; returns the run directory. ``progress`` is kept up to date
     for the message of an interruption."""
+    from .core.prepare import stage_inputs
     from .core.rundir import lock_run_dir
     from .core.trainer import Trainer
 
     progress = progress if progress is not None else RunProgress()
-    validate(cfg)
-    seed_everything(int(cfg.get("seed", 0)))
-    run_started()
-    run_dir = prepare_run_dir(cfg)
-    lock = lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
-    progress.run_dir = run_dir
-    if cfg.get("mode", "train") == "train" and not cfg.get("resume"):
-        write_config(cfg, run_dir)
+    with stage_inputs(cfg) as staged:  # a `prepare:` entry makes inputs (a photo → cut-out…) first
+        validate(cfg)
+        seed_everything(int(cfg.get("seed", 0)))
+        run_started()
+        run_dir = prepare_run_dir(cfg)
+        lock = lock_run_dir(run_dir)  # noqa: F841 - held until the process ends
+        progress.run_dir = run_dir
+        staged.move_into(run_dir, cfg)
+        if cfg.get("mode", "train") == "train" and not cfg.get("resume"):
+            write_config(cfg, run_dir)
     print(f"run directory: {run_dir}", file=sys.stderr)
     trainer = Trainer(cfg, run_dir)
     mode = cfg.get("mode", "train")

@@ -60,6 +60,7 @@ SECTIONS = (
     ("prompt", "Prompt processor", "prompt_processor.KEY"),
     ("systems", "Loss terms", "terms.NAME.KEY; weights: loss.NAME"),
     ("eval", "Evaluators", "evaluators: [{_target_: …, KEY: …}]"),
+    ("preprocess", "Photo preprocessing", "the models of `threestudio-like preprocess` (docs/preprocess.md)"),
 )
 
 

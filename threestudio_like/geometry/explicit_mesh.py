@@ -131,8 +131,10 @@ class ExplicitMesh(FieldSurface):
         appearance_fit_steps: NonNegativeInt = 300
         """create_from a geometry without an appearance field (Gaussians): Adam steps fitting this
         field to the other geometry's features at points sampled on the surface (0: start untrained)."""
-        appearance_fit_points: PositiveInt = 8192
-        """Surface points per fitting step."""
+        appearance_fit_points: PositiveInt = 65536
+        """Surface points where the other geometry's features are read (once)."""
+        appearance_fit_batch: PositiveInt = 8192
+        """Of those, points per fitting step."""
         appearance_fit_lr: PositiveFloat = 0.01
         """Learning rate of the fit."""
 
@@ -192,13 +194,14 @@ class ExplicitMesh(FieldSurface):
         c, mesh = self.cfg, self.mesh()
         if c.appearance_fit_steps == 0 or mesh.num_faces == 0:
             return
+        points = mesh.sample_surface(c.appearance_fit_points)
+        with torch.no_grad():
+            targets = other(points).features
         params = [*self.encoding.parameters(), *self.feature_network.parameters()]
         optimizer = torch.optim.Adam(params, lr=c.appearance_fit_lr)
         for _ in range(c.appearance_fit_steps):
-            points = mesh.sample_surface(c.appearance_fit_points)
-            with torch.no_grad():
-                target = other(points).features
-            loss = torch.nn.functional.mse_loss(self(points).features, target)
+            batch = torch.randint(0, points.shape[0], (c.appearance_fit_batch,), device=points.device)
+            loss = torch.nn.functional.mse_loss(self(points[batch]).features, targets[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -21,13 +21,15 @@ Photo → the inputs of image-to-3D, in OUT (default: the photo's folder), named
   NAME_mask.png         its mask (white = object), same frame
   NAME_depth.npy/.png   monocular disparity (1 = nearest), object only; the .png is 16-bit
   NAME_caption.txt      BLIP's caption of the object: a text prompt
-  NAME_preprocess.json  models, prompts, crop box, elevation (null until it is estimated)
+  NAME_preprocess.json  models, prompts, crop box, the view's elevation (--zero123 / --elevation)
 
 Segmentation: SAM with the --point/--box prompts given, else automatic (the most salient object
 near the centre). A photo whose alpha channel already cuts the object out is used as it is,
 unless --segment or a prompt asks for SAM. Models: a hub id (from the local Hugging Face cache
 only: `huggingface-cli download ID` once) or a local directory; --sam also takes an original
-segment-anything checkpoint (sam_vit_h_4b8939.pth …)."""
+segment-anything checkpoint (sam_vit_h_4b8939.pth …). --zero123 estimates the elevation of the
+photo's view with that Zero123 prior (the candidate elevation under which the views it draws agree
+best with the photo's silhouette); --elevation records a known one."""
 
 EXAMPLES = """\
 examples:
@@ -35,6 +37,7 @@ examples:
   threestudio-like preprocess chair.jpg --point 410,300      # the object under this pixel
   threestudio-like preprocess chair.jpg --box 120,80,700,560 --out inputs/
   threestudio-like preprocess chair.jpg --sam sam_vit_b_01ec64.pth --no-depth
+  threestudio-like preprocess chair.jpg --zero123 kxic/zero123-xl-diffusers   # + the elevation
 then: python launch.py experiment=makeit3d image=chair_rgba.png depth=chair_depth.npy prompt="$(cat chair_caption.txt)"
 More: docs/preprocess.md."""
 
@@ -77,6 +80,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--depth", metavar="MODEL", default=DepthEstimator.Config.model, help="depth model (default: %(default)s)"
+    )
+    p.add_argument(
+        "--zero123",
+        metavar="MODEL",
+        help="estimate the elevation of the photo's view with this Zero123 prior (e.g. kxic/zero123-xl-diffusers)",
+    )
+    p.add_argument(
+        "--elevation",
+        metavar="DEG",
+        type=float,
+        help="the photo's elevation in degrees, when known (recorded; nothing estimated)",
     )
     p.add_argument("--no-caption", action="store_true", help="no caption (no BLIP)")
     p.add_argument("--no-depth", action="store_true", help="no depth map (no depth model)")
@@ -121,12 +135,18 @@ def run(argv: list[str]) -> None:
         "segment": args.segment,
         "caption": not args.no_caption,
         "depth": not args.no_depth,
+        "elevation_deg": args.elevation,
         "segmenter": {"model": args.sam, "device": args.device},
         "captioner": {"model": args.blip, "device": args.device},
         "depth_estimator": {"model": args.depth, "device": args.device},
     }
     _quiet_transformers()
-    PhotoPreprocessor(cfg, log=_progress).run(args.photo, args.out, args.point, args.box)
+    estimator = None
+    if args.zero123 is not None and args.elevation is None:
+        from .elevation import ElevationEstimator
+
+        estimator = ElevationEstimator({"model": args.zero123, "device": args.device}, where="--zero123")
+    PhotoPreprocessor(cfg, log=_progress, estimate_elevation=estimator).run(args.photo, args.out, args.point, args.box)
 
 
 def _progress(message: str) -> None:

@@ -12,7 +12,8 @@
 5. the caption (:mod:`.caption`) of the framed object on white (as Anything-3D captions it);
 6. the disparity (:mod:`.depth`) of the framed photo, background included (context helps the
    estimate), then masked: object pixels scaled to [0, 1], background 0;
-7. the elevation of the photo's view: ``estimate_elevation(rgba)`` when one is given, else null;
+7. the elevation of the photo's view: ``elevation_deg`` when given, else ``estimate_elevation(rgba)``
+   when an estimator is given (:class:`~.elevation.ElevationEstimator`: the Zero123 prior), else null;
 8. write ``<name>_rgba.png``, ``_mask.png``, ``_depth.npy`` + ``_depth.png`` (16-bit),
    ``_caption.txt`` and ``_preprocess.json``, each atomically.
 
@@ -36,6 +37,7 @@ from ..core.config import NonNegativeFloat, Range, parse_structured
 from ..core.errors import UserError
 from .caption import Captioner, locate_captioner
 from .depth import DepthEstimator, locate_depth_model
+from .elevation import ElevationEstimate
 from .framing import Framing, frame_object
 from .masks import bounding_box, clean_mask, feather, largest_component
 from .photo import OPAQUE, Photo, load_photo
@@ -43,11 +45,12 @@ from .segment import Box, Point, SamSegmenter, Segmentation, locate_sam
 
 MODEL_INPUT_SIZE = 512
 """Side of the framed images the captioner and the depth model see (their processors resize them)."""
-ElevationEstimator = Callable[[np.ndarray], float]
-"""(size,size,4) float RGBA in [0,1], object centred → elevation of the view in degrees."""
+EstimateElevation = Callable[[np.ndarray], "float | ElevationEstimate"]
+"""(size,size,4) float RGBA in [0,1], object centred → elevation of the view in degrees, or an
+:class:`~.elevation.ElevationEstimate` (its details go into the json)."""
 NO_ELEVATION = (
-    "not estimated (the estimate from the Zero123 prior is not available yet); give the photo's "
-    "elevation with reference.elevation_deg=DEG"
+    "not estimated (--zero123 MODEL estimates it with the Zero123 prior; --elevation DEG records a "
+    "known one); give the photo's elevation to an image-to-3D run with reference.elevation_deg=DEG"
 )
 
 
@@ -76,6 +79,8 @@ class PhotoPreprocessor:
         """Caption the object with BLIP (<name>_caption.txt)."""
         depth: bool = True
         """Estimate the object's monocular depth (<name>_depth.npy and .png)."""
+        elevation_deg: Optional[Annotated[float, Range(gt=-90, lt=90)]] = None
+        """The photo's elevation in degrees when it is known: recorded as given, nothing estimated."""
         segmenter: SamSegmenter.Config = field(default_factory=SamSegmenter.Config)
         captioner: Captioner.Config = field(default_factory=Captioner.Config)
         depth_estimator: DepthEstimator.Config = field(default_factory=DepthEstimator.Config)
@@ -84,7 +89,7 @@ class PhotoPreprocessor:
         self,
         cfg: Any = None,
         log: Callable[[str], None] = print,
-        estimate_elevation: Optional[ElevationEstimator] = None,
+        estimate_elevation: Optional[EstimateElevation] = None,
     ) -> None:
         self.cfg = parse_structured(self.Config, cfg)
         self.log = log
@@ -126,7 +131,7 @@ class PhotoPreprocessor:
         # 5. the caption, 6. the depth, 7. the elevation
         caption = self.caption(photo, alpha_source, framing) if c.caption else None
         disparity = self.disparity(photo, framing, framed_mask) if c.depth else None
-        elevation = float(self.estimate_elevation(rgba)) if self.estimate_elevation is not None else None
+        elevation, elevation_note, elevation_estimate = self.elevation(rgba)
 
         # 8. the files
         files = output_files(out, photo.path.stem, disparity is not None, caption is not None)
@@ -145,7 +150,8 @@ class PhotoPreprocessor:
             "caption": caption,
             "depth": None,
             "elevation": elevation,
-            "elevation_note": "estimated" if elevation is not None else NO_ELEVATION,
+            "elevation_note": elevation_note,
+            "elevation_estimate": elevation_estimate,
             "models": models,
             "files": {k: p.name for k, p in files.items()},
         }
@@ -176,6 +182,19 @@ class PhotoPreprocessor:
         self.log(f"segmenting with SAM {self.cfg.segmenter.model} ({how})")
         rgb = photo.on_white() if photo.has_cutout else photo.rgb
         return SamSegmenter(self.cfg.segmenter).segment(rgb, points, box)
+
+    def elevation(self, rgba: np.ndarray) -> tuple[Optional[float], str, Optional[dict[str, Any]]]:
+        """(elevation in degrees or None, how it was obtained, the estimator's record or None)."""
+        if self.cfg.elevation_deg is not None:
+            self.log(f"elevation: {self.cfg.elevation_deg:g}° (given)")
+            return self.cfg.elevation_deg, "given", None
+        if self.estimate_elevation is None:
+            return None, NO_ELEVATION, None
+        self.log("estimating the elevation of the view")
+        result = self.estimate_elevation(rgba)
+        self.log(f"elevation: {float(result):g}° (estimated)")
+        details = result.record() if isinstance(result, ElevationEstimate) else None
+        return float(result), "estimated", details
 
     def framed_rgba(self, photo: Photo, alpha_source: np.ndarray, framing: Framing, feathered: bool) -> np.ndarray:
         """(size,size,4) float RGBA in [0,1]: the photo's colours, the object's alpha (feathered for SAM's masks)."""

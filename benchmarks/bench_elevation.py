@@ -1,0 +1,180 @@
+"""Elevation estimate of a toy render with the shipped toy Zero123 (``preprocess/elevation.py``). Prints JSON.
+
+Toy renders (unlit albedo, RGBA over transparent, the toy image-to-3D camera: distance 1.8,
+FOV 45°, azimuth 0) of ``--shapes`` at ``--elevations``; for each, the estimate of
+:class:`~threestudio_like.preprocess.elevation.ElevationEstimator` (its default views, samples and
+steps; the toy camera) with
+
+* ``toy_prior``: the views drawn by ``--model`` (default: the shipped ``assets/toy-zero123``);
+* ``true_views``: the true renders at the same relative poses in place of the drawn views — the
+  geometric step alone, what a prior that draws views exactly would give;
+
+and the mean absolute error of each, with the error of always answering the middle of the
+candidate range for reference. ``view_iou`` compares the drawn views' silhouettes (thresholded at
+0.5) with the true ones, and ``input_iou`` the input's own silhouette with them (what copying the
+input would score): a prior whose views are no closer to the truth than its input gives the
+geometry nothing to go on. The sphere is left out: its silhouette is a disc from every elevation.
+
+``--flops`` also counts the FLOPs of one estimate with Zero123-XL's shapes (random weights on the
+meta device, ``benchmarks/bench_guidance.py``'s model) and projects its GPU time.
+
+Usage: ``python benchmarks/bench_elevation.py [--shapes cube torus] [--elevations 0 30] [--flops]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from threestudio_like.data.cameras import make_cameras
+from threestudio_like.guidance.zero123_pipeline import Zero123Pipeline
+from threestudio_like.preprocess.elevation import ElevationEstimator
+from threestudio_like.preprocess.visual_hull import object_silhouette
+from threestudio_like.toyworld.dataset import render_toy
+from threestudio_like.toyworld.priors import ASSETS
+from threestudio_like.toyworld.reference_images import REFERENCE_CAMERA
+
+SHAPES = {"cube": "red", "cylinder": "green", "cone": "yellow", "torus": "red", "mug": "blue"}
+"""The shapes measured, each in one toy colour."""
+SUPERSAMPLE = 4
+
+
+def render(shape: str, elevation: torch.Tensor, azimuth: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rgb over white (B,3,H,W), alpha (B,1,H,W)) of a toy shape from the toy reference camera's
+    distance and FOV."""
+    b = elevation.shape[0]
+    c = REFERENCE_CAMERA
+    cams = make_cameras(
+        elevation.float(),
+        azimuth.float(),
+        torch.full((b,), c["distance"]),
+        torch.full((b,), c["fovy_deg"]),
+        size * SUPERSAMPLE,
+        size * SUPERSAMPLE,
+    )
+    rgb, alpha = render_toy(shape, SHAPES[shape], cams, shading="albedo", supersample=SUPERSAMPLE)
+    return rgb.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2)
+
+
+def rgba_input(shape: str, elevation: float, size: int) -> np.ndarray:
+    """(size,size,4) straight-alpha RGBA of the toy shape at ``elevation``, as a cut-out photo."""
+    rgb, alpha = render(shape, torch.tensor([elevation]), torch.zeros(1), size)
+    fg = ((rgb - (1 - alpha)) / alpha.clamp(min=1e-6)).clamp(0, 1) * (alpha > 0)
+    return torch.cat([fg, alpha], 1)[0].permute(1, 2, 0).numpy()
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a & b).sum() / (a | b).sum().clamp(min=1))
+
+
+def measure(estimator: ElevationEstimator, pipe: Zero123Pipeline, shape: str, elevation: float) -> dict:
+    size = pipe.image_size
+    poses = torch.tensor(estimator.cfg.views, dtype=torch.float32)
+    rgba = rgba_input(shape, elevation, 2 * size)
+    t0 = time.perf_counter()
+    drawn: list[torch.Tensor] = []
+    draw = estimator.draw_views
+    estimator.draw_views = lambda *a: drawn.append(draw(*a)) or drawn[-1]  # keep the views to score them
+    toy = estimator.estimate(pipe, rgba)
+    seconds = time.perf_counter() - t0
+    true_rgb, true_alpha = render(shape, elevation + poses[:, 0], poses[:, 1], size)
+    estimator.draw_views = lambda *a: true_rgb[None]
+    truth = estimator.estimate(pipe, rgba)
+    estimator.draw_views = draw
+    silhouettes = object_silhouette(drawn[0].flatten(0, 1)).view(*drawn[0].shape[:2], size, size).mean(0) > 0.5
+    true_masks = true_alpha[:, 0] > 0.5
+    input_mask = (render(shape, torch.tensor([elevation]), torch.zeros(1), size)[1][:, 0] > 0.5).expand_as(true_masks)
+    return {
+        "shape": shape,
+        "elevation": elevation,
+        "toy_prior": toy.elevation_deg,
+        "true_views": truth.elevation_deg,
+        "view_iou": round(iou(silhouettes, true_masks), 3),
+        "input_iou": round(iou(input_mask, true_masks), 3),
+        "seconds": round(seconds, 1),
+    }
+
+
+def xl_flops(estimator: ElevationEstimator) -> dict:
+    """FLOPs of one estimate's view drawing with Zero123-XL's shapes, and its projected GPU time."""
+    from unittest import mock
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_guidance import PEAK_TFLOPS, UTILISATION, ZERO123_XL, count_flops
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from threestudio_like.guidance.zero123_pipeline import CCProjection
+
+    x = ZERO123_XL
+    with torch.device("meta"):
+        pipe = Zero123Pipeline(
+            unet=UNet2DConditionModel(**x["unet"]),
+            vae=AutoencoderKL(**x["vae"]),
+            image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**x["vision"])),
+            scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+            cc_projection=CCProjection(embedding_dim=768, additional_embeddings=4),
+        )
+    image = torch.rand(1, 3, x["render"], x["render"], device="meta")
+    poses = torch.tensor(estimator.cfg.views, dtype=torch.float32)
+    estimator.device = torch.device("meta")
+    # the scheduler's arithmetic on meta tensors is not what is counted: only the networks' FLOPs
+    with mock.patch("diffusers.DDIMScheduler.step", lambda self, n, t, s, **k: mock.Mock(prev_sample=s)):
+        flops = count_flops(lambda: estimator.draw_views(pipe, image, poses, 0.0))
+    return {
+        "zero123_xl_tflops": round(flops / 1e12, 1),
+        **{f"projected_{gpu}_s": round(flops / (UTILISATION * peak * 1e12), 2) for gpu, peak in PEAK_TFLOPS.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ASSETS / "toy-zero123"))
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--elevations", nargs="+", type=float, default=[0.0, 15.0, 30.0, 45.0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flops", action="store_true", help="also count Zero123-XL's FLOPs for one estimate")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    c = REFERENCE_CAMERA
+    estimator = ElevationEstimator(
+        {"model": args.model, "distance": c["distance"], "fovy_deg": c["fovy_deg"], "device": "cpu"}
+    )
+    pipe = Zero123Pipeline.from_pretrained(estimator.model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    rows = []
+    for shape in args.shapes:
+        for elevation in args.elevations:
+            rows.append(measure(estimator, pipe, shape, elevation))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    middle = (estimator.candidates[0] + estimator.candidates[-1]) / 2
+
+    def mae(key: str) -> float:
+        return round(statistics.mean(abs(r[key] - r["elevation"]) for r in rows), 2)
+
+    result = {
+        "model": args.model,
+        "cases": len(rows),
+        "mae_toy_prior_deg": mae("toy_prior"),
+        "mae_true_views_deg": mae("true_views"),
+        "mae_constant_guess_deg": round(statistics.mean(abs(middle - r["elevation"]) for r in rows), 2),
+        "view_iou": round(statistics.mean(r["view_iou"] for r in rows), 3),
+        "input_iou": round(statistics.mean(r["input_iou"] for r in rows), 3),
+        "seconds_per_estimate": round(statistics.median(r["seconds"] for r in rows), 1),
+        "threads": args.threads,
+        "rows": rows,
+    }
+    if args.flops:
+        result.update(xl_flops(estimator))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

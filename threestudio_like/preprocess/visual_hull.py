@@ -1,0 +1,88 @@
+"""Silhouette consistency of views of one object: how well a set of cameras explains its silhouettes.
+
+The visual hull of silhouettes ``S_i`` seen from cameras ``C_i`` is the set of points that project
+inside every silhouette. When the cameras are right, the hull projects back onto each silhouette
+exactly; when they are wrong, the silhouettes carve each other and the hull's projections shrink.
+:func:`silhouette_consistency` measures that, with soft silhouettes in [0, 1] and without voxels:
+for each pixel of each view, points along its ray get the occupancy ``min_i S_i(π_i(x))``
+(bilinear look-ups), the hull's projection is the maximum along the ray, and the view's score is
+the soft IoU ``Σ min(P, S) / Σ max(P, S)`` of projection ``P`` and silhouette ``S``.
+
+Cameras are those of :mod:`~threestudio_like.data.cameras` (Z up, looking at the origin), all at
+one distance and field of view.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.cameras import make_cameras
+
+
+def silhouette_consistency(
+    silhouettes: Tensor,
+    elevation_deg: Tensor,
+    azimuth_deg: Tensor,
+    distance: float,
+    fovy_deg: float,
+    ray_samples: int = 48,
+) -> Tensor:
+    """(V,) soft IoU of each view's silhouette with the projection of the visual hull of all of them.
+
+    ``silhouettes`` (V,H,W) in [0, 1], row 0 at the top; ``elevation_deg``/``azimuth_deg`` (V,) the
+    cameras, at ``distance`` from the origin with vertical field of view ``fovy_deg``. Rays are
+    sampled at ``ray_samples`` depths across the sphere that encloses everything the frame shows
+    at the origin's depth.
+    """
+    v, h, w = silhouettes.shape
+    device = silhouettes.device
+    cams = make_cameras(
+        elevation_deg.float().to(device),
+        azimuth_deg.float().to(device),
+        torch.full((v,), float(distance), device=device),
+        torch.full((v,), float(fovy_deg), device=device),
+        h,
+        w,
+    )
+    half_height = distance * math.tan(math.radians(fovy_deg) / 2)
+    radius = half_height * math.hypot(1.0, w / h)
+    depths = torch.linspace(distance - radius, distance + radius, ray_samples, device=device)
+    points = cams.rays_o[..., None, :] + cams.rays_d[..., None, :] * depths[:, None]  # (V,H,W,K,3)
+    points = torch.cat([points.reshape(-1, 3), torch.ones(points[..., :1].numel(), 1, device=device)], dim=-1)
+    occupancy = torch.ones(points.shape[0], device=device)
+    images = silhouettes[:, None].float()
+    for i in range(v):
+        clip = points @ cams.mvp[i].T
+        ndc = clip[:, :2] / clip[:, 3:4]  # the projection flips y: −1 is the top row, as grid_sample's
+        inside = F.grid_sample(images[i : i + 1], ndc.view(1, -1, 1, 2), align_corners=False, padding_mode="zeros")
+        occupancy = torch.minimum(occupancy, inside.view(-1))
+    projection = occupancy.view(v, h, w, ray_samples).amax(dim=-1)
+    overlap = torch.minimum(projection, images[:, 0]).sum(dim=(1, 2))
+    union = torch.maximum(projection, images[:, 0]).sum(dim=(1, 2))
+    return overlap / union.clamp(min=1e-6)
+
+
+def object_silhouette(rgb: Tensor, low: float = 0.2, high: float = 0.4) -> Tensor:
+    """(B,3,H,W) images in [0, 1] of an object on a plain background → (B,H,W) soft silhouettes.
+
+    The background colour is the median of each image's 2-pixel border; a pixel's objectness is its
+    colour distance from it (after a 3×3 box blur, which quiets sampling noise) ramped linearly from
+    0 at ``low`` to 1 at ``high``.
+    """
+    smooth = F.avg_pool2d(rgb.float(), 3, stride=1, padding=1, count_include_pad=False)
+    border = torch.cat(
+        [
+            smooth[..., :2, :].flatten(2),
+            smooth[..., -2:, :].flatten(2),
+            smooth[..., 2:-2, :2].flatten(2),
+            smooth[..., 2:-2, -2:].flatten(2),
+        ],
+        dim=-1,
+    )
+    background = border.median(dim=-1).values[..., None, None]
+    distance = (smooth - background).norm(dim=1)
+    return ((distance - low) / (high - low)).clamp(0.0, 1.0)
