@@ -178,7 +178,7 @@ class PromptProcessor(Configurable):
         c = self.cfg
         model_dir = pretrained.resolve_pretrained_dir(c.pretrained_model_name_or_path)
         texts = self.texts()
-        emb = self._encode_cached(model_dir, list(dict.fromkeys(texts.values())))
+        emb = self._encode_cached(model_dir, list(dict.fromkeys(texts.values())), device)
         return PromptEmbeddings(
             prompt=c.prompt,
             cond=emb[texts["prompt"]],
@@ -196,12 +196,22 @@ class PromptProcessor(Configurable):
         ).to(device)
 
     # ---- encoding and the cache ----------------------------------------------------------------
-    def _encode_cached(self, model_dir: str, texts: list[str]) -> dict[str, Tensor]:
+    def encode(self, model_dir: str, texts: list[str], device: torch.device | str | None) -> list[Tensor]:
+        """N (1,L,D) fp32 CPU embeddings of ``texts`` with the pipeline's CLIP text encoder (run on
+        the CPU whatever ``device``: it is small). Another text encoder overrides this and
+        :meth:`fingerprint` (``prompt/t5.py``)."""
+        return encode_texts(model_dir, texts)
+
+    def fingerprint(self, model_dir: str) -> str:
+        """What a cached embedding depends on besides its text (:func:`model_fingerprint`)."""
+        return model_fingerprint(model_dir)
+
+    def _encode_cached(self, model_dir: str, texts: list[str], device: torch.device | str | None) -> dict[str, Tensor]:
         """text → (1,L,D) fp32 CPU embedding, from the cache where possible."""
         from safetensors.torch import load_file, save
 
         cache_dir = os.path.expanduser(self.cfg.cache_dir) if self.cfg.cache_dir else ""
-        fingerprint = model_fingerprint(model_dir)
+        fingerprint = self.fingerprint(model_dir)
         files = {t: os.path.join(cache_dir, f"{cache_key(fingerprint, t)}.safetensors") for t in texts}
         out: dict[str, Tensor] = {}
         if cache_dir:
@@ -213,7 +223,7 @@ class PromptProcessor(Configurable):
                         pass
         missing = [t for t in texts if t not in out]
         if missing:
-            encoded = encode_texts(model_dir, missing)
+            encoded = self.encode(model_dir, missing, device)
             for t, e in zip(missing, encoded):
                 out[t] = e
                 if cache_dir:
