@@ -29,7 +29,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["threestudio_like", "threestudio_like.*"]),
     include_package_data=True,
-    package_data={"threestudio_like": ["assets/**/*", "export/viewer/*"]},
+    package_data={"threestudio_like": ["assets/**/*", "export/viewer/*", "eval/data/*"]},
     cmdclass={"build_py": BuildWithConfigs},
     install_requires=[
         "torch>=2.1",

@@ -37,6 +37,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "preprocess": Subcommand(
         "threestudio_like.preprocess.cli:main", "photo → cut-out, mask, depth, caption for image-to-3D (SAM, BLIP, DPT)"
     ),
+    "eval": Subcommand(
+        "threestudio_like.eval.command:main", "score a finished run (CLIP, consistency, geometry) → RUN_DIR/eval.json"
+    ),
+    "compare": Subcommand(
+        "threestudio_like.eval.compare:main", "runs side by side: turntables, metrics, loss curves, config → one HTML"
+    ),
 }
 
 CFG_PARTS = ("job", "hydra", "all")

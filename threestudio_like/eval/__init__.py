@@ -1,1 +1,2 @@
-"""Metrics (Chamfer, IoU, PSNR, CLIP similarity) and the evaluators that score a finished run."""
+"""Metrics, the evaluators an experiment lists, and the ``eval`` and ``compare`` commands that score
+and compare finished runs (docs/evaluation.md)."""

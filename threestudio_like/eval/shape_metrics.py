@@ -1,4 +1,5 @@
-"""Geometry metrics against a ground truth: inside tests, volumetric IoU, Chamfer distance.
+"""Geometry metrics against a ground truth: inside tests, volumetric IoU, Chamfer distance, F-score,
+normal consistency.
 
 ``winding_number`` (generalised winding number by solid angles, Van Oosterom & Strackee) is ≈ 1
 inside a closed outward-oriented mesh and ≈ 0 outside, robust to small holes; ``mesh_inside``
@@ -6,7 +7,8 @@ thresholds it at 0.5 (cost ∝ points × faces). ``grid_inside`` gives the same 
 mesh on a whole grid at a cost ∝ grid columns × faces (signed ray crossings along each axis,
 majority of the three). ``volumetric_iou`` compares two inside-functions on a regular grid of
 points in a box; ``chamfer_distance`` is the symmetric mean nearest-neighbour distance between
-two point sets (surface samples).
+two point sets (surface samples), ``fscore`` the F-score of two point sets at a distance and
+``normal_consistency`` the agreement of their normals at nearest neighbours.
 """
 
 from __future__ import annotations
@@ -123,10 +125,33 @@ def volumetric_iou(inside_a: InsideFn, inside_b: InsideFn, resolution: int = 32,
     return float((a & b).sum()) / max(float((a | b).sum()), 1.0)
 
 
+def nearest_neighbours(p: Tensor, q: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]:
+    """For each of the (N,3) points ``p``: the distance (N,) to its nearest point of (M,3) ``q``
+    and that point's index (N,)."""
+    found = [torch.cdist(c, q).min(dim=1) for c in p.split(chunk)]
+    return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
+
+
 def chamfer_distance(x: Tensor, y: Tensor, chunk: int = 2048) -> float:
     """Symmetric mean nearest-neighbour distance between point sets (N,3) and (M,3)."""
+    return float(0.5 * (nearest_neighbours(x, y, chunk)[0].mean() + nearest_neighbours(y, x, chunk)[0].mean()))
 
-    def one_way(p: Tensor, q: Tensor) -> Tensor:
-        return torch.cat([torch.cdist(c, q).min(dim=1).values for c in p.split(chunk)]).mean()
 
-    return float(0.5 * (one_way(x, y) + one_way(y, x)))
+def fscore(pred: Tensor, gt: Tensor, tau: float, chunk: int = 2048) -> float:
+    """F-score at distance ``tau`` (Tatarchenko et al. 2019): the harmonic mean of precision (the
+    fraction of ``pred`` points within ``tau`` of ``gt``) and recall (of ``gt`` points within
+    ``tau`` of ``pred``); 0 when both are 0."""
+    precision = float((nearest_neighbours(pred, gt, chunk)[0] < tau).double().mean())
+    recall = float((nearest_neighbours(gt, pred, chunk)[0] < tau).double().mean())
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+def normal_consistency(x: Tensor, x_normals: Tensor, y: Tensor, y_normals: Tensor, chunk: int = 2048) -> float:
+    """Mean ``|cos|`` between the unit normal (N,3) at each point of (N,3) ``x`` and the normal at
+    its nearest point of ``y``, averaged with the same from ``y`` to ``x`` (Occupancy Networks'
+    normal consistency: 1 for surfaces that agree; orientation is ignored)."""
+
+    def one_way(p: Tensor, pn: Tensor, q: Tensor, qn: Tensor) -> Tensor:
+        return (pn * qn[nearest_neighbours(p, q, chunk)[1]]).sum(-1).abs().mean()
+
+    return float(0.5 * (one_way(x, x_normals, y, y_normals) + one_way(y, y_normals, x, x_normals)))
