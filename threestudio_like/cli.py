@@ -20,12 +20,11 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from .core.errors import UserError
+from .core.errors import EXIT_USER_ERROR, UserError
 from .core.interrupts import Interrupted, handle_signals, ignore_signals, run_started, signals_handled
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MODES = ("train", "export", "test")
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn, Optional, Sequence
+from typing import Optional, Sequence
 
-from ..core.errors import UserError
-
-EXIT_USER_ERROR = 2
+from ..core.errors import CommandParser, exit_status
 
 DESCRIPTION = """\
 Score a finished run (RUN_DIR: the directory a run wrote) and write RUN_DIR/eval.json.
@@ -33,13 +31,6 @@ examples:
   threestudio-like eval RUN_DIR --clip openai/clip-vit-base-patch32 --views 24
   threestudio-like eval RUN_DIR --gt chair.obj --tau 0.02
 then: threestudio-like compare RUN_DIR1 RUN_DIR2 --out compare.html"""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are a :class:`UserError` (one ``error:`` line, exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"eval: {message} (see --help)")
 
 
 def _positive(text: str) -> int:
@@ -66,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     from .run_eval import EvalOptions
 
     defaults = EvalOptions()
-    p = _Parser(
+    p = CommandParser(
         prog="threestudio-like eval",
         description=DESCRIPTION,
         epilog=EXAMPLES,
@@ -95,14 +86,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command on ``argv`` (``sys.argv[1:]`` by default); the exit status."""
-    try:
-        run(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    return 0
+    return exit_status(run, argv)
 
 
 def run(argv: list[str]) -> None:

@@ -18,16 +18,15 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..core.atomic import atomic_write_text
 from ..core.config import to_container
-from ..core.errors import UserError
+from ..core.errors import CommandParser, UserError, exit_status
 from ..core.metrics_log import read_metrics
 from ..export.report import curve_series
 from .run_eval import EVAL_FILE, load_run_config
 
-EXIT_USER_ERROR = 2
 COLORS = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e16f24", "#57606a")
 """Line colour of run k (cycled)."""
 BETTER: dict[str, str] = {
@@ -293,15 +292,8 @@ def write_compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     return atomic_write_text(Path(out), render_compare(runs))
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are a :class:`UserError` (one ``error:`` line, exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"compare: {message} (see --help)")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CommandParser(
         prog="threestudio-like compare",
         description=(
             "Finished runs side by side on one self-contained HTML page: turntables, the metrics of their "
@@ -316,16 +308,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command on ``argv`` (``sys.argv[1:]`` by default); the exit status."""
-    try:
-        args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-        path = write_compare(args.run_dirs, args.out)
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    return exit_status(run, argv)
+
+
+def run(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
+    path = write_compare(args.run_dirs, args.out)
     print(f"compare: wrote {path}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from ..core.errors import UserError
-
-EXIT_USER_ERROR = 2
+from ..core.errors import CommandParser, exit_status
 
 DESCRIPTION = """\
 Photo → the inputs of image-to-3D, in OUT (default: the photo's folder), named after the photo:
@@ -42,13 +40,6 @@ then: python launch.py experiment=makeit3d image=chair_rgba.png depth=chair_dept
 More: docs/preprocess.md."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are a :class:`UserError` (one ``error:`` line, exit 2) instead of usage + exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"preprocess: {message} (see --help)")
-
-
 def parser() -> argparse.ArgumentParser:
     from .caption import Captioner
     from .depth import DepthEstimator
@@ -56,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     from .segment import SamSegmenter
 
     defaults = PhotoPreprocessor.Config()
-    p = _Parser(
+    p = CommandParser(
         prog="threestudio-like preprocess",
         description=DESCRIPTION,
         epilog=EXAMPLES,
@@ -115,14 +106,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command on ``argv`` (``sys.argv[1:]`` by default); the exit status."""
-    try:
-        run(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as e:  # --help
-        return int(e.code or 0)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    return 0
+    return exit_status(run, argv)
 
 
 def run(argv: list[str]) -> None:
