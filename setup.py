@@ -59,6 +59,8 @@ setup(
             "nerfacc==0.5.3",
             "gsplat>=1.5",
         ],
+        # Hydra launcher plugins for multirun on SLURM / a Ray cluster (docs/real-size.md):
+        "launchers": ["hydra-submitit-launcher>=1.2", "hydra-ray-launcher>=1.2"],
         "dev": ["pytest>=8", "pytest-timeout", "tensorboard", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["threestudio-like=threestudio_like.cli:console_main"]},

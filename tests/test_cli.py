@@ -78,6 +78,8 @@ def test_run_writes_standard_layout(config_dir, tmp_path):
     for f in ("ckpts/last.ckpt", "ckpts/a.ckpt", "ckpts/b.ckpt", "metrics.jsonl", "video/turntable.mp4"):
         assert (run / f).is_file(), f
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # nothing written elsewhere
+    estimate = p.stderr.split("memory estimate (cpu, ", 1)[1].splitlines()  # printed before training
+    assert [line.split(":")[0].strip() for line in estimate[1:3]] == ["a", "b"] and "GiB = trained" in estimate[1]
 
 
 @pytest.mark.parametrize(

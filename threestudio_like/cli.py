@@ -289,6 +289,10 @@ def run(cfg: DictConfig, progress: Optional[RunProgress] = None) -> Path:
     progress = progress if progress is not None else RunProgress()
     with stage_inputs(cfg) as staged:  # a `prepare:` entry makes inputs (a photo → cut-out…) first
         validate(cfg)
+        if cfg.get("mode", "train") == "train":
+            from .core.preflight import print_memory_estimate
+
+            print_memory_estimate(cfg)
         seed_everything(int(cfg.get("seed", 0)))
         run_started()
         run_dir = prepare_run_dir(cfg)

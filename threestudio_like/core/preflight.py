@@ -143,3 +143,41 @@ def run_dir_target(cfg: Any) -> Path:
 def texture_size(cfg: Any) -> int:
     export = to_container(cfg.get("export")) or {}
     return int(export.get("texture_size", 1024)) if export.get("enabled", True) else 0
+
+
+def memory_estimates(cfg: Any, device: Any) -> list[Any]:
+    """Each stage's :class:`~threestudio_like.core.memory.MemoryEstimate` on ``device`` (systems
+    built on the CPU, each from the previous one as the trainer builds them, untrained; pretrained
+    models counted from their files, not loaded)."""
+    from ..guidance.pretrained import resolve_pretrained_dir
+    from .memory import estimate_stage, runtime_bytes
+    from .stages import resolve_stage, stage_names
+    from .trainer import DEFAULT_SYSTEM
+
+    out, system, runtime = [], None, runtime_bytes(device)
+    for name in stage_names(cfg):
+        stage, where = resolve_stage(cfg, name), f"stage.{name}"
+        models = [(p, resolve_pretrained_dir(m), k) for p, m, k in pretrained_components(stage, where)]
+        built = dict(stage)
+        system = import_target(built.pop("_target_", DEFAULT_SYSTEM))(built, where=where, previous=system)
+        out.append(estimate_stage(name, system, stage, models, device, runtime))
+    return out
+
+
+def print_memory_estimate(cfg: Any) -> None:
+    """Print the memory estimate block on stderr (on the run's ``trainer.device``), with a warning
+    when the largest stage exceeds the device's free memory."""
+    import sys
+
+    from .memory import report
+    from .trainer import _resolve_device
+
+    device = _resolve_device(str((to_container(cfg.get("trainer")) or {}).get("device", "auto")))
+    text, too_big = report(memory_estimates(cfg, device), device)
+    print(text, file=sys.stderr)
+    if too_big:
+        print(
+            "warning: the estimate exceeds the free memory; lower data.batch_size / height / width, "
+            "renderer.num_samples_per_ray, or set guidance.half_precision=true on a GPU",
+            file=sys.stderr,
+        )

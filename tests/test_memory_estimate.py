@@ -1,0 +1,99 @@
+"""The memory estimate (core/memory.py): exact parameter and optimizer counts, safetensors
+headers, saved-activation accounting, the warning — against formulas and models built here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from threestudio_like.core import memory
+
+
+def test_trained_bytes_counts_weights_grads_and_adam_moments_exactly():
+    model = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Linear(20, 3))
+    model[2].requires_grad_(False)
+    n = 10 * 20 + 20  # the trainable first layer only
+    assert memory.trained_bytes(model, "Adam") == (n, n * 4 * (1 + 1 + 2))
+    assert memory.trained_bytes(model, "SGD") == (n, n * 4 * 2)
+
+
+def test_safetensors_numel_reads_the_header(tmp_path):
+    save_file({"a": torch.zeros(3, 5), "b": torch.zeros(7, dtype=torch.float16)}, tmp_path / "w.safetensors")
+    assert memory.safetensors_numel(tmp_path / "w.safetensors") == 3 * 5 + 7
+
+
+def test_pretrained_numel_counts_the_role_s_folders(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
+    for sub, n in (("unet", 100), ("vae", 30), ("text_encoder", 11)):
+        (tmp_path / sub).mkdir()
+        save_file({"w": torch.zeros(n)}, tmp_path / sub / "model.safetensors")
+    save_file({"w": torch.zeros(100, dtype=torch.float16)}, tmp_path / "unet" / "model.fp16.safetensors")
+    assert memory.pretrained_numel(str(tmp_path), "guidance") == 130  # the fp16 variant not counted twice
+    assert memory.pretrained_numel(str(tmp_path), "prompt_processor") == 11
+    single = tmp_path / "clip"
+    single.mkdir()
+    save_file({"w": torch.zeros(4, 4)}, single / "model.safetensors")
+    assert memory.pretrained_numel(str(single), "guidance") == 16
+
+
+def test_saved_tensor_bytes_of_known_ops():
+    x = torch.randn(100, requires_grad=True)
+    assert memory.saved_tensor_bytes(lambda: torch.exp(x)) == 100 * 4  # exp saves its output
+    w = torch.randn(100, 50, requires_grad=True)
+    a = torch.randn(8, 100, requires_grad=True)
+    # a @ w saves both operands; a second use of the same tensors adds nothing
+    assert memory.saved_tensor_bytes(lambda: (a @ w, a @ w)) == (8 * 100 + 100 * 50) * 4
+    with torch.no_grad():
+        assert memory.saved_tensor_bytes(lambda: torch.exp(x)) == 0
+
+
+def test_report_warns_above_free_memory():
+    e = memory.MemoryEstimate("s", 1, 2, trained=1 << 30, frozen=1 << 30, render_activations=0,
+                              guidance_activations=0, runtime=0)  # fmt: skip
+    text, too_big = memory.report([e], torch.device("cpu"), free=3 << 30)
+    assert not too_big and "s: 2.00 GiB" in text
+    assert memory.report([e], torch.device("cpu"), free=1 << 30)[1]
+    assert memory.free_bytes(torch.device("cpu")) > 0
+
+
+@pytest.fixture(scope="module")
+def smoke_estimates():
+    from threestudio_like.cli import compose_config
+    from threestudio_like.core.preflight import memory_estimates
+
+    cfg = compose_config(["experiment=magic3d", "debug=smoke", "prompt=a red cube"])
+    return cfg, memory_estimates(cfg, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_stage_estimate_matches_the_built_system(smoke_estimates):
+    from threestudio_like.core.preflight import build_stage_for_check
+    from threestudio_like.core.stages import resolve_stage, stage_names
+
+    cfg, estimates = smoke_estimates
+    assert [e.stage for e in estimates] == stage_names(cfg) == ["coarse", "refine"]
+    for e in estimates:
+        n = build_stage_for_check(resolve_stage(cfg, e.stage), f"stage.{e.stage}")
+        assert e.trained_parameters == n and e.trained == 16 * n  # fp32 weight, grad, Adam's 2 moments
+        assert e.render_activations > 0 and e.runtime > 0
+
+
+@pytest.mark.slow
+def test_render_activations_scale_with_the_pixel_count(smoke_estimates):
+    from threestudio_like.core.config import import_target
+    from threestudio_like.core.stages import resolve_stage
+    from threestudio_like.core.trainer import DEFAULT_SYSTEM
+
+    cfg, _ = smoke_estimates
+
+    stage = dict(resolve_stage(cfg, "coarse"))
+    system = import_target(stage.pop("_target_", DEFAULT_SYSTEM))(stage, where="stage.coarse")
+    sizes = [(1, 16, 16), (1, 32, 32), (2, 32, 48), (4, 64, 64)]
+    got = [memory.render_activation_bytes(system, *size) for size in sizes]  # probes re-rendered each time
+    pixels = [b * h * w for b, h, w in sizes]
+    slope = (got[3] - got[0]) / (pixels[3] - pixels[0])
+    for n, g in zip(pixels[1:3], got[1:3]):  # a line in the pixel count (a volume: through ~0)
+        assert g == pytest.approx(got[0] + slope * (n - pixels[0]), rel=0.1)

@@ -1,0 +1,289 @@
+"""How much memory a stage needs, estimated before it trains.
+
+Per stage, in bytes:
+
+* **trained** — the system's trainable parameters, their gradients and the optimizer's state
+  (Adam/AdamW: two moments; SGD: none) — exact, counted on the built system;
+* **frozen** — the pretrained models the stage loads (guidance UNet + VAE, the prompt processor's
+  text encoder, Zero123's image encoder, CLIP), counted from the ``safetensors`` headers (no weights
+  read), at the dtype they run in (fp16 on CUDA with ``half_precision``, fp32 otherwise);
+* **render activations** — what autograd keeps for one training render and the loss terms
+  without a prior of their own (regularizers, the reference view's render): measured on two probe
+  renders (:data:`PROBE_SIDES`), split into a per-pixel part (every ray with its samples, every
+  rasterized or splatted pixel) and a fixed part (per vertex or Gaussian), and evaluated at the
+  configured batch × height × width;
+* **guidance activations** — what autograd keeps from the render to the prior's input: the VAE
+  encoder at its input size (latent priors), and a full UNet forward for guidances that train the
+  prior after their step (VSD's LoRA); traced on the ``meta`` device (nothing computed), halved
+  where the prior runs in fp16;
+* **runtime** — the process itself (interpreter, libraries; CUDA context on a GPU), as it stands
+  when the estimate is made.
+
+The total is compared with the device's free memory (:func:`free_bytes`): CUDA's
+``mem_get_info``, the system's available RAM on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+PROBE_SIDES = (16, 32)
+"""Sides (pixels) of the two probe renders whose saved activations are fitted and scaled."""
+OPTIMIZER_MOMENTS = {"Adam": 2, "AdamW": 2, "SGD": 0}
+"""fp32 state tensors per trained parameter, by optimizer name (unknown names: 2)."""
+COMPONENTS_BY_ROLE = {
+    "guidance": ("unet", "vae", "image_encoder", "cc_projection", "clip_camera_projection"),
+    "prompt_processor": ("text_encoder",),
+}
+"""Sub-folders of a pipeline directory a component loads, by its role in the stage."""
+
+
+@dataclass
+class MemoryEstimate:
+    """One stage's estimate (bytes, see the module docstring)."""
+
+    stage: str
+    trained_parameters: int
+    frozen_parameters: int
+    trained: int
+    frozen: int
+    render_activations: Optional[int]
+    """None where the probe could not render: a hand-off geometry that is empty before training."""
+    guidance_activations: int
+    runtime: int
+
+    @property
+    def total(self) -> int:
+        return self.trained + self.frozen + (self.render_activations or 0) + self.guidance_activations + self.runtime
+
+    def line(self) -> str:
+        g = lambda b: "?" if b is None else f"{b / 2**30:.2f}"  # noqa: E731
+        return (
+            f"{self.stage}: {g(self.total)} GiB = trained {g(self.trained)} ({self.trained_parameters / 1e6:.2f} M "
+            f"params + grads + optimizer) + frozen {g(self.frozen)} ({self.frozen_parameters / 1e6:.0f} M) "
+            f"+ render activations {g(self.render_activations)} + guidance activations "
+            f"{g(self.guidance_activations)} + runtime {g(self.runtime)}"
+        )
+
+
+# ---- parameters -------------------------------------------------------------------------------
+def trained_bytes(module: torch.nn.Module, optimizer: str) -> tuple[int, int]:
+    """(trainable parameter count, bytes of weights + gradients + optimizer state)."""
+    trained = [p for p in module.parameters() if p.requires_grad]
+    n = sum(p.numel() for p in trained)
+    weights = sum(p.numel() * p.element_size() for p in trained)
+    return n, 2 * weights + n * 4 * OPTIMIZER_MOMENTS.get(optimizer, 2)
+
+
+def safetensors_numel(path: Path) -> int:
+    """Number of elements in a ``.safetensors`` file, from its header only."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    total = 0
+    for key, entry in header.items():
+        if key != "__metadata__":
+            n = 1
+            for s in entry["shape"]:
+                n *= s
+            total += n
+    return total
+
+
+def pretrained_numel(model_dir: str, role: str) -> int:
+    """Parameters a component of ``role`` loads from ``model_dir``: the role's sub-folders of a
+    pipeline (:data:`COMPONENTS_BY_ROLE`), every weight file of a single model. Sharded or
+    variant files (``*.fp16.safetensors``) are counted once per folder."""
+    root = Path(model_dir)
+    folders = [root / s for s in COMPONENTS_BY_ROLE.get(role, ()) if (root / s).is_dir()]
+    if not (root / "model_index.json").is_file():
+        folders = [root]
+    total = 0
+    for folder in folders:
+        files = sorted(folder.glob("*.safetensors"))
+        full = [f for f in files if ".fp16." not in f.name]
+        total += sum(safetensors_numel(f) for f in (full or files))
+    return total
+
+
+# ---- activations ------------------------------------------------------------------------------
+def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
+    """Bytes of the tensors autograd saves while ``fn`` runs (each storage counted once)."""
+    seen: dict[Any, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = (id(t.untyped_storage()) if t.device.type != "meta" else id(t), t.shape, t.dtype)
+        seen[key] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def render_activation_bytes(system: Any, batch: int, height: int, width: int) -> int:
+    """Saved activations of one training render and the stage's loss terms (those without a prior
+    of their own) at ``batch`` × ``height`` × ``width``: probes of one view at :data:`PROBE_SIDES`
+    pixels a side give a per-pixel part (rays with their samples, rasterized or splatted pixels)
+    and a fixed part (per vertex or Gaussian: a DMTet's surface extraction, the Gaussians'
+    projection; a reference view's render), fitted as a line and evaluated at the stage's size."""
+    from ..data.cameras import make_cameras
+    from ..systems.regularizers import LossTerm
+    from ..systems.score_distillation import StepContext
+
+    one = torch.ones(1)
+    shading = system.material.training_shading(0)
+    terms = [t for t in system.terms.values() if type(t).setup_guidance is LossTerm.setup_guidance]
+
+    def step(cams: Any) -> None:  # the render and the loss terms without a prior of their own
+        render = system.render(cams, shading=shading)
+        ctx = StepContext(system=system, cameras=cams, render=render, global_step=0)
+        for term in terms:
+            term(ctx)
+
+    measured = []
+    for side in PROBE_SIDES:
+        cams = make_cameras(one * 20.0, one * 30.0, one * 2.0, one * 60.0, side, side).to(system.device)
+        with torch.enable_grad():
+            measured.append(saved_tensor_bytes(lambda cams=cams: step(cams)))
+    (s0, s1), (b0, b1) = PROBE_SIDES, measured
+    per_pixel = max(b1 - b0, 0) / (s1 * s1 - s0 * s0)
+    fixed = max(b0 - per_pixel * s0 * s0, 0.0)
+    return int(fixed + per_pixel * batch * height * width)
+
+
+def guidance_activation_bytes(model_dir: str, batch: int, trains_prior: bool) -> int:
+    """Saved activations from the render to the prior's input (the VAE encoder at its input size)
+    and, for a guidance that trains the prior (``trains_prior``), one UNet forward with gradients;
+    traced on the meta device from the pipeline's configs."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    root = Path(model_dir)
+    if not (root / "unet" / "config.json").is_file():
+        return 0
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(root / "unet")))
+        vae = None
+        if (root / "vae" / "config.json").is_file():
+            vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(root / "vae")))
+    s = unet.config.sample_size
+    s = int(s[0] if isinstance(s, (list, tuple)) else s)
+    total = 0
+    if vae is not None:
+        size = s * 2 ** (len(vae.config.block_out_channels) - 1)
+        x = torch.zeros(batch, 3, size, size, device="meta", requires_grad=True)
+        total += saved_tensor_bytes(lambda: vae.encode(x).latent_dist.sample())
+    if trains_prior:
+        unet.requires_grad_(False)
+        lat = torch.zeros(batch, unet.config.in_channels, s, s, device="meta", requires_grad=True)
+        ctx = torch.zeros(batch, 77, unet.config.cross_attention_dim, device="meta")
+        labels = torch.zeros(batch, 16, device="meta") if unet.config.class_embed_type == "projection" else None
+        t = torch.zeros(batch, dtype=torch.long, device="meta")
+        total += saved_tensor_bytes(lambda: unet(lat, t, encoder_hidden_states=ctx, class_labels=labels))
+    return total
+
+
+# ---- the device -------------------------------------------------------------------------------
+def free_bytes(device: torch.device) -> int:
+    """Free memory of ``device``: CUDA's ``mem_get_info``; on CPU the available RAM
+    (``MemAvailable`` of /proc/meminfo, else psutil)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def runtime_bytes(device: torch.device) -> int:
+    """Memory the process holds now: resident set on CPU, reserved by torch on CUDA."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_reserved(device))
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil
+
+    return int(psutil.Process(os.getpid()).memory_info().rss)
+
+
+# ---- one stage ---------------------------------------------------------------------------------
+def estimate_stage(
+    name: str,
+    system: Any,
+    stage: dict[str, Any],
+    pretrained: list[tuple[str, str, str]],
+    device: torch.device,
+    runtime: int,
+) -> MemoryEstimate:
+    """The estimate for a built stage ``system`` (its guidance not loaded) whose resolved config is
+    ``stage``; ``pretrained`` lists its (config path, model directory, kind) as
+    :func:`~threestudio_like.core.preflight.pretrained_components` finds them, resolved;
+    ``runtime``: :func:`runtime_bytes` taken before any probe ran (the probes' memory is not freed
+    to the system)."""
+    from ..guidance.distillation import DistillationGuidance
+    from .config import import_target
+    from .errors import UserError
+
+    optimizer = str((stage.get("optimizer") or {}).get("name", "Adam"))
+    n_trained, trained = trained_bytes(system, optimizer)
+    data = system.data
+    try:
+        render: Optional[int] = render_activation_bytes(system, data.batch_size, data.height, data.width)
+    except (RuntimeError, UserError):  # an untrained hand-off (Gaussians → mesh) may have nothing to render
+        render = None
+    guidance = stage.get("guidance") or {}
+    half = bool(guidance.get("half_precision", True)) and device.type == "cuda"
+    frozen_n, guidance_act, counted = 0, 0, set()
+    for path, model_dir, _kind in pretrained:
+        role = "prompt_processor" if path.endswith("prompt_processor") else "guidance"
+        if (model_dir, role) in counted:
+            continue
+        counted.add((model_dir, role))
+        frozen_n += pretrained_numel(model_dir, role)
+        if role == "guidance" and path.endswith(".guidance"):
+            cls = import_target(guidance["_target_"]) if guidance.get("_target_") else None
+            trains = (
+                isinstance(cls, type)
+                and issubclass(cls, DistillationGuidance)
+                and cls.after_step is not DistillationGuidance.after_step
+            )
+            traced = guidance_activation_bytes(model_dir, data.batch_size, trains)  # fp32 on the meta device
+            guidance_act += traced // 2 if half else traced
+    return MemoryEstimate(
+        stage=name,
+        trained_parameters=n_trained,
+        frozen_parameters=frozen_n,
+        trained=trained,
+        frozen=frozen_n * (2 if half else 4),
+        render_activations=render,
+        guidance_activations=guidance_act,
+        runtime=runtime,
+    )
+
+
+def report(estimates: list[MemoryEstimate], device: torch.device, free: Optional[int] = None) -> tuple[str, bool]:
+    """The printed block (one line per stage) and whether the largest stage exceeds ``free``
+    (default: :func:`free_bytes` of ``device``)."""
+    free = free_bytes(device) if free is None else free
+    lines = [f"memory estimate ({device.type}, {free / 2**30:.1f} GiB free):"]
+    lines += ["  " + e.line() for e in estimates]
+    peak = max((e.total for e in estimates), default=0)
+    return "\n".join(lines), peak > free
