@@ -95,6 +95,10 @@ CASES = {
         ["experiment=default", "debug=smoke", f"models.sd={ASSETS / 'tiny-zero123'}"],
         "stage.coarse.guidance.pretrained_model_name_or_path",
     ),
+    "missing MVDream weights": (
+        ["experiment=mvdream", "debug=smoke", "prompt=x", "models.mvdream={inputs}/sd-v2.1-base-4view.pt"],
+        "stage.nerf.guidance.multiview_unet: MVDream's weights",
+    ),
     "image-to-3D without `image=`": (
         ["experiment=toy_zero123", "debug=smoke", "image=null"],
         "experiment 'toy_zero123' needs an input image",

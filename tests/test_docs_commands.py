@@ -410,6 +410,7 @@ def job_problems(job: Job, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from omegaconf import OmegaConf
 
     from threestudio_like.cli import validate
+    from threestudio_like.core import preflight
     from threestudio_like.core.errors import UserError
     from threestudio_like.guidance import pretrained
 
@@ -423,6 +424,7 @@ def job_problems(job: Job, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         with monkeypatch.context() as m:
             if any("weights" in c.needs for c in job.commands):  # the weights are what this machine lacks
                 m.setattr(pretrained, "check_pretrained", lambda *args, **kwargs: None)
+                m.setattr(preflight, "check_other_weights", lambda *args, **kwargs: None)
             cfg = OmegaConf.create(p.stdout)
             if cfg.get("prepare") is not None:  # its inputs (prompt, elevation) are made when it runs
                 return []

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
     "threestudio": "github.com/threestudio-project/threestudio at 28d9d80 (main, 2024-12-16), configs/<file>",
     "makeit3d": "github.com/junshutang/Make-It-3D at 03dffd7: main.py, nerf/utils.py, nerf/sd.py (the paper's code)",
+    "mvdream": "github.com/bytedance/MVDream-threestudio at efcd6c3, configs/<file> (and the modules it names)",
 }
 
 
@@ -493,6 +494,73 @@ RECIPES[("magic3d_if", "refine")] = (
     {**RECIPES[("magic3d", "refine")][2], **SD_PROMPTS},
 )
 
+# threestudio-mvdream's recipe: its data module (threestudio/data/random_multiview.py) draws every
+# camera quantity once per group of n_view views and its azimuths 360°/n_view apart without
+# stratifying across groups; its guidance (multiview_diffusion_guidance.py) computes
+# uncond + s(text − uncond), and recon_loss is our x₀-reconstruction weighting `sigma`.
+RECIPES[("mvdream", "nerf")] = (
+    "mvdream",
+    "mvdream-sd21.yaml",
+    {
+        "steps": 10000,
+        "val_every": 200,
+        "trainer.precision": "16-mixed",
+        **THREESTUDIO_CAMERA_DEFAULTS,
+        **NO_PERTURB,
+        "data.n_views": 4,
+        "data.resolution_schedule": [[0, 64, 64, 8], [5000, 256, 256, 4]],
+        "data.relative_distance": True,  # relative_radius: true (the multiview module's default)
+        "data.distance_range": [0.8, 1.0],
+        "data.fovy_range": [15.0, 60.0],
+        "data.elevation_range": [0.0, 30.0],
+        "data.batch_uniform_azimuth": False,
+        "data.n_val_views": 4,
+        "data.eval_distance": 3.0,
+        "data.eval_fovy_deg": 40.0,
+        "geometry.radius": 1.0,
+        "geometry.normal_type": "none",
+        **BLOB,
+        **{f"geometry.pos_encoding_config.{k}": v for k, v in HASH_GRID.items()},
+        "geometry.pos_encoding_config.otype": "HashGrid",
+        "material._target_": "threestudio_like.materials.base.NoMaterial",
+        "background.random_aug": 0.5,  # random_aug: true at threestudio's random_aug_prob 0.5
+        "renderer.num_samples_per_ray": 512,
+        "guidance._target_": "threestudio_like.guidance.mvdream.MultiViewDiffusionGuidance",
+        "guidance.pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1-base",
+        "guidance.multiview_unet": "MVDream/MVDream",  # model_name sd-v2.1-base-4view
+        "guidance.num_views": 4,
+        "guidance.guidance_scale": 50.0,
+        "guidance.cfg_form": "uncond",
+        "guidance.guidance_rescale": 0.5,  # recon_std_rescale
+        "guidance.weighting": "sigma",  # recon_loss: true
+        "guidance.min_step_percent": [0, 0.98, 0.02, 8000],
+        "guidance.max_step_percent": [0, 0.98, 0.5, 8000],
+        "guidance.view_dependent_prompting": False,
+        "guidance.half_precision": True,
+        "prompt_processor._target_": "threestudio_like.prompt.processor.PromptProcessor",
+        "prompt_processor.pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1-base",
+        "prompt_processor.negative_prompt": (
+            "ugly, bad anatomy, blurry, pixelated obscure, unnatural colors, poor lighting, dull, and unclear, "
+            "cropped, lowres, low quality, artifacts, duplicate, morbid, mutilated, poorly drawn face, deformed, "
+            "dehydrated, bad proportions"
+        ),
+        "prompt_processor.front_threshold": 30.0,
+        "prompt_processor.back_threshold": 30.0,
+        "loss.guidance": 1.0,
+        "loss.orient": 0.0,
+        "loss.sparsity": 0.0,
+        "loss.opaque": 0.0,
+        "optimizer.name": "AdamW",
+        "optimizer.betas": [0.9, 0.99],
+        "optimizer.eps": 1e-15,
+        "optimizer.weight_decay": 0.01,
+        "optimizer.params.geometry.encoding.lr": 0.01,
+        "optimizer.params.geometry.density_network.lr": 0.001,
+        "optimizer.params.geometry.feature_network.lr": 0.001,
+        "optimizer.params.background.lr": 0.001,
+    },
+)
+
 DEVIATIONS: dict[tuple[str, str], set[str]] = {
     ("dreamfusion", "nerf"): {"guidance.cfg_form"},
     ("magic3d", "coarse"): {"guidance.cfg_form"},
@@ -507,6 +575,7 @@ DEVIATIONS: dict[tuple[str, str], set[str]] = {
     ("zero123", "refine"): {"terms.ref.elevation_deg", "geometry.isosurface_resolution"},
     ("makeit3d", "nerf"): {"data.distance_range", "data.fovy_range"},
     ("makeit3d", "texture"): set(),
+    ("mvdream", "nerf"): set(),
 }
 """Keys whose value differs from the source on purpose (docs/fidelity.md says why and how to get
 the source's)."""
@@ -573,7 +642,16 @@ def stages():
 
 
 def test_every_stage_of_every_real_model_experiment_has_a_table(stages):
-    experiments = ("dreamfusion", "dreamfusion_if", "magic3d", "magic3d_if", "prolificdreamer", "zero123", "makeit3d")
+    experiments = (
+        "dreamfusion",
+        "dreamfusion_if",
+        "magic3d",
+        "magic3d_if",
+        "prolificdreamer",
+        "zero123",
+        "makeit3d",
+        "mvdream",
+    )
     for experiment in experiments:
         cfg = compose_config([f"experiment={experiment}", *INPUTS])
         assert {(experiment, n) for n in stage_names(cfg)} <= RECIPES.keys()

@@ -199,6 +199,7 @@ def validate(cfg: DictConfig) -> None:
         if mode == "train":
             for path, model, kind in preflight.pretrained_components(stage, where):
                 check_pretrained(model, kind, path)
+            preflight.check_other_weights(stage, where)
         parameters.append(preflight.build_stage_for_check(stage, where))
     build_evaluators(cfg.get("evaluators"))
     if cfg.get("resume"):

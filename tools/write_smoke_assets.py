@@ -2,11 +2,12 @@
 
 Pixel-space tiny SD (``tiny-sd``) and Zero123 (``tiny-zero123``), a tiny CLIP (``tiny-clip``),
 the photo preprocessing's tiny SAM, BLIP and depth model (``tiny-sam``, ``tiny-blip``,
-``tiny-depth``; weights stored in float16, under 100 kB each) and a tiny DeepFloyd IF stage I
-with its T5 (``tiny-if``; UNet weights in float16), built by the tests' builders
-(``tests/tiny_models.py``, ``tests/tiny_zero123.py``, ``tests/tiny_if.py``) with their default
-seeds, into ``threestudio_like/assets/`` (the shipped copies) or ``--out DIR``; ``--only NAME``
-writes one of them.
+``tiny-depth``; weights stored in float16, under 100 kB each), a tiny DeepFloyd IF stage I
+with its T5 (``tiny-if``; UNet weights in float16) and a tiny MVDream multi-view UNet in its
+converted layout (``tiny-mvdream``; float16), built by the tests' builders
+(``tests/tiny_models.py``, ``tests/tiny_zero123.py``, ``tests/tiny_if.py``,
+``tests/tiny_mvdream.py``) with their default seeds, into ``threestudio_like/assets/`` (the
+shipped copies) or ``--out DIR``; ``--only NAME`` writes one of them.
 
 Usage: ``python tools/write_smoke_assets.py [--out DIR] [--only NAME]``.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-ASSETS = ("tiny-sd", "tiny-zero123", "tiny-clip", "tiny-sam", "tiny-blip", "tiny-depth", "tiny-if")
+ASSETS = ("tiny-sd", "tiny-zero123", "tiny-clip", "tiny-sam", "tiny-blip", "tiny-depth", "tiny-if", "tiny-mvdream")
 """The shipped tiny models, by folder name."""
 
 
@@ -29,6 +30,7 @@ def write_smoke_asset(assets_dir: Path, name: str) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_if import make_tiny_if
     from tiny_models import make_tiny_blip, make_tiny_clip, make_tiny_depth, make_tiny_sam, make_tiny_sd
+    from tiny_mvdream import make_tiny_mvdream
     from tiny_zero123 import make_tiny_zero123
 
     path = assets_dir / name
@@ -41,6 +43,9 @@ def write_smoke_asset(assets_dir: Path, name: str) -> Path:
     elif name == "tiny-if":  # fp16 UNet weights keep it under 200 kB; the prior runs them in fp32 on CPU
         make_tiny_if(str(path))
         weights_to_float16(path / "unet" / "diffusion_pytorch_model.safetensors")
+    elif name == "tiny-mvdream":  # the UNet alone: VAE, scheduler and text encoder are tiny-sd's
+        make_tiny_mvdream(str(path))
+        weights_to_float16(path / "diffusion_pytorch_model.safetensors")
     else:
         make = {"tiny-sam": make_tiny_sam, "tiny-blip": make_tiny_blip, "tiny-depth": make_tiny_depth}[name]
         make(str(path))

@@ -50,23 +50,39 @@ def check_image_inputs(image: Optional[str], depth: Optional[str], needs_alpha: 
             )
 
 
-def pretrained_components(stage: dict[str, Any], where: str) -> list[tuple[str, str, str]]:
-    """(where, name_or_path, kind) of every component of a resolved stage config whose class
-    declares a ``pretrained_kind`` (guidances, prompt processors, also inside loss terms)."""
+def stage_components(stage: dict[str, Any], where: str) -> list[tuple[str, dict[str, Any], Any]]:
+    """(where, config, class) of every component (a dict with ``_target_``) of a resolved stage
+    config, nested ones (loss terms' guidances) included."""
     found = []
 
     def visit(node: Any, path: str) -> None:
         if isinstance(node, dict):
-            target = node.get("_target_")
-            if target and node.get("pretrained_model_name_or_path"):
-                kind = getattr(import_target(target), "pretrained_kind", None)
-                if kind is not None:
-                    found.append((path, str(node["pretrained_model_name_or_path"]), kind))
+            if node.get("_target_"):
+                found.append((path, node, import_target(node["_target_"])))
             for key, value in node.items():
                 visit(value, f"{path}.{key}")
 
     visit(stage, where)
     return found
+
+
+def pretrained_components(stage: dict[str, Any], where: str) -> list[tuple[str, str, str]]:
+    """(where, name_or_path, kind) of every component of a resolved stage config whose class
+    declares a ``pretrained_kind`` (guidances, prompt processors, also inside loss terms)."""
+    return [
+        (path, str(node["pretrained_model_name_or_path"]), cls.pretrained_kind)
+        for path, node, cls in stage_components(stage, where)
+        if node.get("pretrained_model_name_or_path") and getattr(cls, "pretrained_kind", None) is not None
+    ]
+
+
+def check_other_weights(stage: dict[str, Any], where: str) -> None:
+    """Weights a component needs beside its pretrained pipeline (MVDream's UNet): each class that
+    has a ``check_weights(config, where)`` classmethod finds them (UserError if absent), unloaded."""
+    for path, node, cls in stage_components(stage, where):
+        check = getattr(cls, "check_weights", None)
+        if check is not None:
+            check(node, path)
 
 
 def build_stage_for_check(stage: dict[str, Any], where: str) -> int:

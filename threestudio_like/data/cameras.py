@@ -227,6 +227,11 @@ class RandomCameraSampler(Configurable, Updateable):
     camera direction with Gaussian jitter (DreamFusion) or sits at a random direction within 60°
     of the camera's zenith (Magic3D). ``resolution_schedule`` switches render size and batch size
     together (threestudio's ``resolution_milestones`` with per-resolution batch sizes).
+
+    With ``n_views`` > 1 (multi-view priors: MVDream) each sampled camera becomes ``n_views``
+    consecutive views 360°/``n_views`` apart in azimuth, sharing its elevation, distance, FOV,
+    jitter and light draw (the light follows each view as it follows a single camera);
+    ``batch_size`` counts views and must be a multiple of ``n_views``.
     """
 
     @dataclass
@@ -236,7 +241,11 @@ class RandomCameraSampler(Configurable, Updateable):
         width: Annotated[Any, Schedule(Range(gt=0))] = 64
         """Render width in pixels (number or schedule)."""
         batch_size: Annotated[Any, Schedule(Range(gt=0))] = 1
-        """Views per training step (number or schedule)."""
+        """Views per training step (number or schedule); a multiple of ``n_views``."""
+        n_views: PositiveInt = 1
+        """Views per sampled camera, 360°/n_views apart in azimuth with the camera's elevation,
+        distance, FOV and light, consecutive in the batch (4 for MVDream; threestudio-mvdream's
+        ``n_view``)."""
         resolution_schedule: list[list[int]] = field(default_factory=list)
         """``[[from_step, height, width, batch_size], ...]`` from step 0 on, steps increasing: each
         entry holds until the next one's step; when set it replaces height/width/batch_size."""
@@ -245,7 +254,10 @@ class RandomCameraSampler(Configurable, Updateable):
         azimuth_range: tuple[float, float] = (-180.0, 180.0)
         """Azimuth range in degrees (0 = front, +X)."""
         distance_range: tuple[float, float] = (1.0, 1.5)
-        """Camera distance range."""
+        """Camera distance range (in units of 1/tan(fovy/2) with ``relative_distance``)."""
+        relative_distance: bool = False
+        """The sampled distance is divided by tan(fovy/2), so the view's half-height at the origin
+        is the sampled value whatever the FOV (threestudio-mvdream's ``relative_radius``)."""
         fovy_range: tuple[float, float] = (40.0, 70.0)
         """Vertical field of view range in degrees."""
         elevation_sampling: Literal["degrees", "sphere", "mixed"] = "degrees"
@@ -287,12 +299,15 @@ class RandomCameraSampler(Configurable, Updateable):
 
     def __init__(self, cfg: Any = None, where: str = "data") -> None:
         self.parse_config(cfg, where)
+        self.where = where
         c = self.cfg
         for name in ("elevation_range", "azimuth_range", "distance_range", "fovy_range", "light_distance_range"):
             lo, hi = getattr(c, name)
             if lo > hi:
                 raise UserError(f"{where}.{name}: lower bound {lo} is above upper bound {hi}")
         _check_resolution_schedule(c.resolution_schedule, f"{where}.resolution_schedule")
+        for entry in c.resolution_schedule:
+            self._check_batch_size(entry[3])
         self.global_step = 0
         self.on_update_step(0, 0)
 
@@ -304,7 +319,16 @@ class RandomCameraSampler(Configurable, Updateable):
             return
         self.height = int(schedule_value(c.height, global_step))
         self.width = int(schedule_value(c.width, global_step))
-        self.batch_size = int(schedule_value(c.batch_size, global_step))
+        self.batch_size = self._check_batch_size(int(schedule_value(c.batch_size, global_step)))
+
+    def _check_batch_size(self, batch_size: int) -> int:
+        n = self.cfg.n_views
+        if batch_size % n:
+            raise UserError(
+                f"{self.where}.batch_size {batch_size} is not a multiple of n_views {n}: "
+                f"a batch holds whole groups of {n} views (e.g. batch_size={n * max(batch_size // n, 1)})"
+            )
+        return batch_size
 
     def _ranges(self) -> tuple[tuple[float, float], tuple[float, float]]:
         c = self.cfg
@@ -322,10 +346,15 @@ class RandomCameraSampler(Configurable, Updateable):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> CameraBatch:
-        """One random training batch. Uses the global torch RNG unless ``generator`` is given."""
-        c, b = self.cfg, self.batch_size
-        u = lambda lo, hi, n=b: lo + (hi - lo) * torch.rand(n, generator=generator, dtype=dtype)  # noqa: E731
+        """One random training batch. Uses the global torch RNG unless ``generator`` is given.
+
+        Every random draw is per camera (``batch_size / n_views`` of them) and repeated over the
+        camera's views; only the azimuth steps by 360°/n_views from view to view."""
+        c, b, v = self.cfg, self.batch_size, self.cfg.n_views
+        g = b // v  # cameras
+        u = lambda lo, hi, n=g: lo + (hi - lo) * torch.rand(n, generator=generator, dtype=dtype)  # noqa: E731
         n = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)  # noqa: E731
+        views = lambda x: x.repeat_interleave(v, dim=0)  # noqa: E731 - per camera → per view
         (e0, e1), (a0, a1) = self._ranges()
         on_sphere = c.elevation_sampling == "sphere"
         if c.elevation_sampling == "mixed":
@@ -336,22 +365,29 @@ class RandomCameraSampler(Configurable, Updateable):
         else:
             elevation = u(e0, e1)
         if c.batch_uniform_azimuth:
-            azimuth = (torch.rand(b, generator=generator, dtype=dtype) + torch.arange(b, dtype=dtype)) / b
+            azimuth = (torch.rand(g, generator=generator, dtype=dtype) + torch.arange(g, dtype=dtype)) / g
             azimuth = a0 + (a1 - a0) * azimuth
         else:
             azimuth = u(a0, a1)
-        distance = u(*c.distance_range)
-        fovy = u(*c.fovy_range)
-        jitter = n(b, 3) if c.camera_perturb_distribution == "normal" else 2 * u(0.0, 1.0, (b, 3)) - 1
-        position = spherical_to_position(elevation, azimuth, distance) + c.camera_perturb * jitter
-        center = c.center_perturb * n(b, 3)
-        up = torch.tensor([0.0, 0.0, 1.0], dtype=dtype) + c.up_perturb * n(b, 3)
+        if v > 1:  # each camera's views around the object, wrapped to [-180, 180)
+            azimuth = views(azimuth) + torch.arange(v, dtype=dtype).repeat(g) * (360.0 / v)
+            azimuth = (azimuth + 180.0) % 360.0 - 180.0
+        elevation = views(elevation)
+        distance = views(u(*c.distance_range))
+        fovy = views(u(*c.fovy_range))
+        if c.relative_distance:
+            distance = distance / torch.tan(torch.deg2rad(fovy) / 2)
+        jitter = n(g, 3) if c.camera_perturb_distribution == "normal" else 2 * u(0.0, 1.0, (g, 3)) - 1
+        position = spherical_to_position(elevation, azimuth, distance) + c.camera_perturb * views(jitter)
+        center = views(c.center_perturb * n(g, 3))
+        up = torch.tensor([0.0, 0.0, 1.0], dtype=dtype) + c.up_perturb * views(n(g, 3))
         if c.light_sample_strategy == "dreamfusion":
-            light_dir = torch.nn.functional.normalize(position + c.light_position_perturb * n(b, 3), dim=-1)
-            light_position = light_dir * u(*c.light_distance_range)[:, None]
+            light_dir = torch.nn.functional.normalize(position + c.light_position_perturb * views(n(g, 3)), dim=-1)
+            light_position = light_dir * views(u(*c.light_distance_range))[:, None]
         else:
-            light_distance = u(*c.light_distance_range)
-            light_position = magic3d_light_positions(position, light_distance, u(-180.0, 180.0), u(30.0, 90.0))
+            light_distance = views(u(*c.light_distance_range))
+            light_azimuth, light_elevation = views(u(-180.0, 180.0)), views(u(30.0, 90.0))
+            light_position = magic3d_light_positions(position, light_distance, light_azimuth, light_elevation)
         c2w = look_at(position, center, up)
         fov = torch.deg2rad(fovy)
         mvp = projection_matrix(fov, self.width / self.height) @ torch.linalg.inv(c2w)

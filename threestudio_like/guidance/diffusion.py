@@ -24,8 +24,10 @@ from torch import Tensor
 from ..core.config import PositiveFloat, Range, Schedule
 from ..core.errors import UserError
 
-Weighting = Literal["sds", "uniform", "fantasia3d", "sigma2"]
-"""w(t): ``sds`` 1−ᾱ (DreamFusion), ``uniform`` 1, ``fantasia3d`` √ᾱ(1−ᾱ), ``sigma2`` (1−ᾱ)/ᾱ."""
+Weighting = Literal["sds", "uniform", "fantasia3d", "sigma2", "sigma"]
+"""w(t): ``sds`` 1−ᾱ (DreamFusion), ``uniform`` 1, ``fantasia3d`` √ᾱ(1−ᾱ), ``sigma2`` (1−ᾱ)/ᾱ,
+``sigma`` √((1−ᾱ)/ᾱ): then w(ε̂ − ε) = z − x̂₀, the x₀-reconstruction loss ½‖z − x̂₀‖² of MVDream
+(threestudio-mvdream's ``recon_loss``)."""
 
 
 @dataclass
@@ -42,7 +44,8 @@ class DistillationConfig:
     max_step_percent: Annotated[Any, Schedule(Range(ge=0, le=1))] = 0.98
     """Upper bound of t; number or schedule (anneal it down over training)."""
     weighting: Weighting = "sds"
-    """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ)."""
+    """w(t): ``sds`` (1−ᾱ), ``uniform`` (1), ``fantasia3d`` (√ᾱ(1−ᾱ)), ``sigma2`` ((1−ᾱ)/ᾱ), ``sigma``
+    (√((1−ᾱ)/ᾱ): the gradient is z − x̂₀, MVDream's x₀-reconstruction loss)."""
     grad_clip: Annotated[Any, Schedule(Range(gt=0))] = None
     """Clamp the gradient element-wise to ±value (null = off); number or schedule."""
     denoised_clip: Optional[PositiveFloat] = None
@@ -79,6 +82,8 @@ def weighting_factor(name: str, alphas: Tensor) -> Tensor:
         return alphas.sqrt() * (1.0 - alphas)
     if name == "sigma2":
         return (1.0 - alphas) / alphas
+    if name == "sigma":
+        return ((1.0 - alphas) / alphas).sqrt()
     raise UserError(f"weighting must be one of {'|'.join(get_args(Weighting))}; got '{name}'")
 
 
