@@ -139,8 +139,10 @@ def test_toy_target_from_prompt_image_name_or_config():
     assert shape is SHAPES["mug"] and color == "blue"
     shape, color = default.target(RunInputs(image="/data/yellow_cone.png"))
     assert shape is SHAPES["cone"] and color == "yellow"
-    shape, color = default.target(RunInputs(prompt="a green torus", image="/data/yellow_cone.png"))
-    assert shape is SHAPES["torus"] and color == "green"  # the prompt first
+    shape, color = default.target(RunInputs(prompt="a green torus", image="/data/yellow_cone_rgba.png"))
+    assert shape is SHAPES["cone"] and color == "yellow"  # the picture first (a photo's prompt is a caption)
+    shape, color = default.target(RunInputs(prompt="a green torus", image="/data/photo.png"))
+    assert shape is SHAPES["torus"] and color == "green"  # then the prompt
     assert default.target(RunInputs(prompt="a hamburger")) is None
     assert default.target(RunInputs()) is None
     shape, color = ToyShapeEvaluator({"shape": "cone"}).target(RunInputs(prompt="a red cube"))

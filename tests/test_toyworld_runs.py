@@ -51,3 +51,27 @@ def test_shortened_toy_image_to_3d_recovers_the_cone(tmp_path):
     assert score["toy_shape"] == "cone" and score["color"] == "yellow"  # read from the file name
     assert score["iou"] >= BLOB_CONE_IOU + 0.25, score
     assert score["iou_margin"] >= 0.1, score
+
+
+@pytest.mark.slow
+def test_shortened_toy_photo_to_3d_recovers_the_cylinder(tmp_path):
+    """One command from a shipped toy photo: the toy SAM, BLIP and depth models and the elevation
+    estimate prepare it, then the toy image-to-3D stages. Scored against the photo's true shape
+    (its file name), not the caption."""
+    p = run_cli(
+        "experiment=toy_anything3d",
+        "image=" + str(ROOT / "threestudio_like/assets/toy-photos/red_cylinder.png"),
+        "stage.coarse.steps=200",
+        "stage.refine.steps=10",
+        "video.enabled=false",
+        "output_dir=run",
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = tmp_path / "run"
+    record = json.loads((run / "preprocess" / "red_cylinder_preprocess.json").read_text())
+    assert record["caption"] and record["elevation"] is not None
+    records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    score = next(r for r in records if r["stage"] == "eval")
+    assert score["toy_shape"] == "cylinder" and score["color"] == "red"
+    assert score["iou"] >= 0.6 and score["iou_margin"] >= 0.1, score

@@ -37,11 +37,12 @@ class RunInputs:
     def from_config(cls, cfg: Any) -> RunInputs:
         return cls(prompt=str(cfg.get("prompt") or ""), image=str(cfg.get("image")) if cfg.get("image") else None)
 
-    def description(self) -> str:
-        """The prompt, else the input image's file name as words (``red_cube.png`` → ``"red cube"``)."""
-        if self.prompt:
-            return self.prompt
-        return Path(self.image or "").stem.replace("_", " ")
+    def descriptions(self) -> list[str]:
+        """What the run is of, most trusted first: the input image's file name as words
+        (``red_cube.png`` → ``"red cube"``: what the picture shows), then the prompt (for a photo, it
+        may be a captioner's guess)."""
+        image = [Path(self.image).stem.replace("_", " ")] if self.image else []
+        return image + ([self.prompt] if self.prompt else [])
 
 
 class Evaluator(Configurable):

@@ -110,15 +110,15 @@ class ToyShapeEvaluator(Evaluator):
     @dataclass
     class Config:
         shape: Optional[ShapeName] = None
-        """The toy shape to score against; null: the one the prompt names (else the input image's
-        file name, ``red_cube.png``); when neither names one the run is not scored."""
+        """The toy shape to score against; null: the one the input image's file name names
+        (``red_cube.png``), else the prompt's; when neither names one the run is not scored."""
         color: Optional[ColorName] = None
-        """The toy colour the mean albedo is compared with; null: the one the prompt (or the image's
-        file name) names; none named: no colour error."""
+        """The toy colour the mean albedo is compared with; null: the one named with the shape;
+        none named: no colour error."""
 
     def target(self, inputs: RunInputs) -> Optional[tuple[ToyShape, Optional[str]]]:
         """(shape, colour or None) to score against, or None when there is none."""
-        parsed = parse_prompt(inputs.description())
+        parsed = next(filter(None, map(parse_prompt, inputs.descriptions())), None)
         shape = SHAPES[self.cfg.shape] if self.cfg.shape is not None else (parsed[0] if parsed else None)
         if shape is None:
             return None

@@ -22,7 +22,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -69,33 +69,45 @@ def train_parser(description: str, out: str, n_images: int) -> argparse.Argument
     return parser
 
 
-def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], dict]) -> tuple[TrainConfig, dict]:
-    """Set the threads; the :class:`TrainConfig` of ``args`` and the dataset
-    ``dataset(n_images, seed)``, cached as ``<work_dir>/<name>-data-<n>-<seed>.pt`` (rendered once)."""
+def train_config(args: argparse.Namespace, **fields: Any) -> TrainConfig:
+    """Set the threads and check the device of ``args``; the :class:`TrainConfig` of its common flags
+    (``--steps --batch-size --lr --checkpoint-every --log-every --seed --device``) and ``fields``."""
     if args.threads:
         torch.set_num_threads(args.threads)
     check_device(args.device)
-    cfg = TrainConfig(
+    return TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         seed=args.seed,
-        snr_gamma=args.snr_gamma,
         device=args.device,
+        **fields,
     )
-    os.makedirs(args.work_dir, exist_ok=True)
-    path = os.path.join(args.work_dir, f"{name}-data-{args.n_images}-{cfg.seed}.pt")
+
+
+def cached(path: str, make: Callable[[], Any]) -> tuple[Any, bool]:
+    """(``torch.load(path)``, False) if it exists, else (``make()``, True) saved there atomically."""
     if os.path.isfile(path):
-        return cfg, torch.load(path, weights_only=True)
-    t0 = time.time()
-    data = dataset(args.n_images, cfg.seed)
+        return torch.load(path, weights_only=True), False
+    data = make()
     atomic_write(path, lambda fh: torch.save(data, fh))
-    print(
-        json.dumps({"dataset": path, "images": int(data["images"].shape[0]), "render_s": round(time.time() - t0, 1)}),
-        flush=True,
+    return data, True
+
+
+def prepare(args: argparse.Namespace, name: str, dataset: Callable[[int, int], dict]) -> tuple[TrainConfig, dict]:
+    """Set the threads; the :class:`TrainConfig` of ``args`` and the dataset
+    ``dataset(n_images, seed)``, cached as ``<work_dir>/<name>-data-<n>-<seed>.pt`` (rendered once)."""
+    cfg = train_config(args, snr_gamma=args.snr_gamma)
+    os.makedirs(args.work_dir, exist_ok=True)
+    t0 = time.time()
+    data, made = cached(
+        os.path.join(args.work_dir, f"{name}-data-{args.n_images}-{cfg.seed}.pt"),
+        lambda: dataset(args.n_images, cfg.seed),
     )
+    if made:
+        print(json.dumps({"images": int(data["images"].shape[0]), "render_s": round(time.time() - t0, 1)}), flush=True)
     return cfg, data
 
 
