@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
-TOY_EXPERIMENTS = ("default", "toy_zero123", "toy_gaussians", "toy_anything3d")
+TOY_EXPERIMENTS = ("default", "toy_zero123", "toy_gaussians", "toy_anything3d", "toy_mvdream")
 """The experiments that list the toy-shape evaluator."""
 
 

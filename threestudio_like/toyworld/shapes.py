@@ -84,10 +84,14 @@ def _torus(p: Tensor) -> Tensor:
     return q.norm(dim=-1) - 0.13
 
 
+MUG_HANDLE_AZIMUTH_DEG = 180.0
+"""The azimuth (degrees, 0 on +X as the cameras') of the mug's handle: its back, −X."""
+
+
 def _mug(p: Tensor) -> Tensor:
     """A cylinder (r 0.28, half height 0.32) with a ring handle on its back (−X)."""
     body = _cylinder_sdf(p, 0.28, 0.32)
-    h = p - torch.tensor([-0.3, 0.0, 0.0], dtype=p.dtype)
+    h = p - torch.tensor([-0.3, 0.0, 0.0], dtype=p.dtype)  # the handle's centre, at MUG_HANDLE_AZIMUTH_DEG
     ring = torch.stack([torch.stack([h[:, 0], h[:, 2]], -1).norm(dim=-1) - 0.17, h[:, 1]], dim=-1).norm(dim=-1) - 0.05
     return torch.minimum(body, ring)
 
