@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
-TOY_EXPERIMENTS = ("default", "toy_zero123", "toy_gaussians", "toy_anything3d", "toy_mvdream")
+TOY_EXPERIMENTS = ("default", "toy_zero123", "toy_gaussians", "toy_gaussians_image", "toy_anything3d", "toy_mvdream")
 """The experiments that list the toy-shape evaluator."""
 
 
@@ -62,10 +62,11 @@ def test_experiment_smoke_end_to_end(experiment, tmp_path):
     assert (run / "video" / "turntable.mp4").is_file()
     assert (run / "export" / "model.obj").is_file() and (run / "export" / "model.glb").is_file()
     scores = [r for r in records if r["stage"] == "eval"]
-    if experiment in TOY_EXPERIMENTS:  # they list the toy-shape evaluator; the prompt names a red cube
+    if experiment in TOY_EXPERIMENTS:  # they list the toy-shape evaluator; the input image, else the prompt, names
         assert "prompt=a red cube" in args and "toy-world score" in p.stderr
         score = scores[-1]
-        assert score["toy_shape"] == "cube" and 0.0 <= score["iou"] <= 1.0 and score["color"] == "red"
+        shape = "cylinder" if experiment == "toy_anything3d" else "cube"  # its default photo: red_cylinder.png
+        assert score["toy_shape"] == shape and 0.0 <= score["iou"] <= 1.0 and score["color"] == "red"
     else:  # no other experiment scores a run, whatever its prompt names
         assert scores == [] and "toy-world score" not in p.stderr
 
