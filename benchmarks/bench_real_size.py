@@ -7,7 +7,7 @@ through ``HF_HUB_CACHE`` (built first if missing). Per stage it reports:
 
 * ``s_per_step`` — wall time of the last step (the first is a warm-up and is FLOP-counted);
 * ``peak_rss_gib`` — the process's largest resident set while the stage ran (sampled every 20 ms);
-* ``estimate_gib`` — the memory estimate (``core/memory.py``) made before the run, and its
+* ``estimate_gib`` — the memory estimate (``systems/memory_estimate.py``) made before the run, and its
   ratio to the measured peak;
 * ``gflop_per_step`` and ``projected_ms_A100/H100`` — the first step's FLOPs
   (``torch.utils.flop_counter``) over 40 % of the bf16 dense peak (A100 312, H100 989 TFLOP/s),

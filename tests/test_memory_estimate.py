@@ -1,4 +1,4 @@
-"""The memory estimate (core/memory.py): exact parameter and optimizer counts, safetensors
+"""The memory estimate (systems/memory_estimate.py): exact parameter and optimizer counts, safetensors
 headers, saved-activation accounting, the warning — against formulas and models built here."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from threestudio_like.core import memory
+from threestudio_like.systems import memory_estimate as memory
 
 
 def test_trained_bytes_counts_weights_grads_and_adam_moments_exactly():

@@ -162,11 +162,11 @@ def texture_size(cfg: Any) -> int:
 
 
 def memory_estimates(cfg: Any, device: Any) -> list[Any]:
-    """Each stage's :class:`~threestudio_like.core.memory.MemoryEstimate` on ``device`` (systems
+    """Each stage's :class:`~threestudio_like.systems.memory_estimate.MemoryEstimate` on ``device`` (systems
     built on the CPU, each from the previous one as the trainer builds them, untrained; pretrained
     models counted from their files, not loaded)."""
     from ..guidance.pretrained import resolve_pretrained_dir
-    from .memory import estimate_stage, runtime_bytes
+    from ..systems.memory_estimate import estimate_stage, runtime_bytes
     from .stages import resolve_stage, stage_names
     from .trainer import DEFAULT_SYSTEM
 
@@ -185,7 +185,7 @@ def print_memory_estimate(cfg: Any) -> None:
     when the largest stage exceeds the device's free memory."""
     import sys
 
-    from .memory import report
+    from ..systems.memory_estimate import report
     from .trainer import _resolve_device
 
     device = _resolve_device(str((to_container(cfg.get("trainer")) or {}).get("device", "auto")))

@@ -238,9 +238,9 @@ def estimate_stage(
     :func:`~threestudio_like.core.preflight.pretrained_components` finds them, resolved;
     ``runtime``: :func:`runtime_bytes` taken before any probe ran (the probes' memory is not freed
     to the system)."""
+    from ..core.config import import_target
+    from ..core.errors import UserError
     from ..guidance.distillation import DistillationGuidance
-    from .config import import_target
-    from .errors import UserError
 
     optimizer = str((stage.get("optimizer") or {}).get("name", "Adam"))
     n_trained, trained = trained_bytes(system, optimizer)
