@@ -104,7 +104,7 @@ def child(experiment: str, steps: int, tiny: bool, device: str, out: Path, extra
 
     def validate_and_estimate(cfg: Any) -> None:  # where the run has its inputs (a `prepare:` step's too)
         validate(cfg)
-        estimates.update({e.stage: e.total for e in memory_estimates(cfg, torch.device(device))})
+        estimates.update({e.stage: e.total for e in memory_estimates(cfg, torch.device(device)) if e.total})
 
     cli.validate = validate_and_estimate
     sampler = RssSampler()
@@ -140,8 +140,9 @@ def child(experiment: str, steps: int, tiny: bool, device: str, out: Path, extra
     for name, row in stages.items():
         peak = sampler.peak.get(name, 0)
         row["peak_rss_gib"] = round(peak / 2**30, 2)
-        row["estimate_gib"] = round(estimates.get(name, 0) / 2**30, 2)
-        row["estimate_over_peak"] = round(estimates.get(name, 0) / max(peak, 1), 3)
+        estimate = estimates.get(name)  # none for a stage built from the trained previous one
+        row["estimate_gib"] = None if estimate is None else round(estimate / 2**30, 2)
+        row["estimate_over_peak"] = None if estimate is None else round(estimate / max(peak, 1), 3)
         for gpu, peak_tflops in PEAK_TFLOPS.items():
             row[f"projected_ms_{gpu}"] = round(row.get("gflop_per_step", 0) / (UTILISATION * peak_tflops), 4)
     exported = (run_dir / "export" / "model.glb").is_file() and (run_dir / "export" / "model.obj").is_file()

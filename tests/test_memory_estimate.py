@@ -97,3 +97,25 @@ def test_render_activations_scale_with_the_pixel_count(smoke_estimates):
     slope = (got[3] - got[0]) / (pixels[3] - pixels[0])
     for n, g in zip(pixels[1:3], got[1:3]):  # a line in the pixel count (a volume: through ~0)
         assert g == pytest.approx(got[0] + slope * (n - pixels[0]), rel=0.1)
+
+
+@pytest.mark.slow
+def test_a_hand_off_that_needs_training_is_not_estimated_and_the_run_goes_on(tmp_path):
+    """DreamGaussian's texture stage meshes the Gaussians stage's isosurface: untrained (here made
+    empty on purpose by a level above every density) the estimate says so, and the run starts."""
+    from threestudio_like.cli import compose_config
+    from threestudio_like.core.preflight import memory_estimates
+
+    overrides = ["experiment=dreamgaussian", "debug=smoke", "prompt=a red cube", "geometry.isosurface_threshold=1000"]
+    estimates = memory_estimates(compose_config(overrides), torch.device("cpu"))
+    assert [e.stage for e in estimates] == ["gaussians", "texture"]
+    assert isinstance(estimates[0], memory.MemoryEstimate) and estimates[0].total > 0
+    assert isinstance(estimates[1], memory.NotEstimated) and "trained gaussians stage" in estimates[1].line()
+    assert "texture: not estimated" in memory.report(estimates, torch.device("cpu"))[0]
+
+    from tests.test_experiments import run_cli
+
+    p = run_cli(*overrides, "output_dir=run", cwd=tmp_path)
+    assert "texture: not estimated" in p.stderr
+    # the run trained its first stage before the (deliberately unreachable) level stopped it
+    assert "isosurface at threshold 1000 is empty" in p.stderr and (tmp_path / "run" / "metrics.jsonl").exists()

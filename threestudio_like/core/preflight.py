@@ -164,18 +164,28 @@ def texture_size(cfg: Any) -> int:
 def memory_estimates(cfg: Any, device: Any) -> list[Any]:
     """Each stage's :class:`~threestudio_like.systems.memory_estimate.MemoryEstimate` on ``device`` (systems
     built on the CPU, each from the previous one as the trainer builds them, untrained; pretrained
-    models counted from their files, not loaded)."""
+    models counted from their files, not loaded). A stage whose hand-off needs the previous stage
+    trained (an isosurface of freshly initialised Gaussians may be empty) and the stages after it
+    are :class:`~threestudio_like.systems.memory_estimate.NotEstimated`: the estimate never stops a
+    run that validation let through."""
     from ..guidance.pretrained import resolve_pretrained_dir
-    from ..systems.memory_estimate import estimate_stage, runtime_bytes
+    from ..systems.memory_estimate import NotEstimated, estimate_stage, runtime_bytes
     from .stages import resolve_stage, stage_names
     from .trainer import DEFAULT_SYSTEM
 
     out, system, runtime = [], None, runtime_bytes(device)
-    for name in stage_names(cfg):
+    names = stage_names(cfg)
+    for i, name in enumerate(names):
         stage, where = resolve_stage(cfg, name), f"stage.{name}"
         models = [(p, resolve_pretrained_dir(m), k) for p, m, k in pretrained_components(stage, where)]
         built = dict(stage)
-        system = import_target(built.pop("_target_", DEFAULT_SYSTEM))(built, where=where, previous=system)
+        try:
+            system = import_target(built.pop("_target_", DEFAULT_SYSTEM))(built, where=where, previous=system)
+        except UserError as e:
+            if system is None:  # the first stage builds from its config alone: a real error
+                raise
+            reason = f"it is built from the trained {names[i - 1]} stage; untrained: {e}"
+            return out + [NotEstimated(later, reason if later == name else "as above") for later in names[i:]]
         out.append(estimate_stage(name, system, stage, models, device, runtime))
     return out
 

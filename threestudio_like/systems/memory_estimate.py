@@ -73,6 +73,19 @@ class MemoryEstimate:
         )
 
 
+@dataclass
+class NotEstimated:
+    """A stage that cannot be built before its previous stage has trained (the untrained hand-off
+    has no surface: a mesh taken from freshly initialised Gaussians); counted as 0 bytes."""
+
+    stage: str
+    reason: str
+    total: int = 0
+
+    def line(self) -> str:
+        return f"{self.stage}: not estimated ({self.reason})"
+
+
 # ---- parameters -------------------------------------------------------------------------------
 def trained_bytes(module: torch.nn.Module, optimizer: str) -> tuple[int, int]:
     """(trainable parameter count, bytes of weights + gradients + optimizer state)."""
@@ -279,7 +292,9 @@ def estimate_stage(
     )
 
 
-def report(estimates: list[MemoryEstimate], device: torch.device, free: Optional[int] = None) -> tuple[str, bool]:
+def report(
+    estimates: list[MemoryEstimate | NotEstimated], device: torch.device, free: Optional[int] = None
+) -> tuple[str, bool]:
     """The printed block (one line per stage) and whether the largest stage exceeds ``free``
     (default: :func:`free_bytes` of ``device``)."""
     free = free_bytes(device) if free is None else free
