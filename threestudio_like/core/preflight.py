@@ -170,7 +170,7 @@ def memory_estimates(cfg: Any, device: Any) -> list[Any]:
     run that validation let through."""
     from ..guidance.pretrained import resolve_pretrained_dir
     from ..systems.memory_estimate import NotEstimated, estimate_stage, runtime_bytes
-    from .stages import resolve_stage, stage_names
+    from .stages import overlay_fields, resolve_stage, stage_names
     from .trainer import DEFAULT_SYSTEM
 
     out, system, runtime = [], None, runtime_bytes(device)
@@ -179,6 +179,9 @@ def memory_estimates(cfg: Any, device: Any) -> list[Any]:
         stage, where = resolve_stage(cfg, name), f"stage.{name}"
         models = [(p, resolve_pretrained_dir(m), k) for p, m, k in pretrained_components(stage, where)]
         built = dict(stage)
+        if isinstance(built.get("geometry"), dict):  # a mesh's colours fitted at the hand-off change no size
+            built["geometry"] = dict(built["geometry"])
+            overlay_fields(built["geometry"], {"appearance_fit_steps": 0})
         try:
             system = import_target(built.pop("_target_", DEFAULT_SYSTEM))(built, where=where, previous=system)
         except UserError as e:

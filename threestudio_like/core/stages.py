@@ -72,7 +72,7 @@ def _apply_limits(stage: dict[str, Any], limits: dict[str, Any]) -> None:
             ]
     for comp, overlay in (limits.get("overlay") or {}).items():
         if comp in stage and isinstance(stage[comp], dict) and overlay:
-            _overlay(stage[comp], overlay)
+            overlay_fields(stage[comp], overlay)
 
 
 def _cap(value: Any, cap: int) -> Any:
@@ -85,7 +85,7 @@ def _cap(value: Any, cap: int) -> Any:
     return cap
 
 
-def _overlay(component: dict[str, Any], overlay: dict[str, Any]) -> None:
+def overlay_fields(component: dict[str, Any], overlay: dict[str, Any]) -> None:
     """Set overlay fields that the component's Config declares (others are skipped); inside a
     dict-valued field, only keys that dict already has."""
     target = component.get("_target_")
