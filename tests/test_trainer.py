@@ -75,6 +75,33 @@ def test_stage_handoff_copies_geometry(tmp_path):
         assert torch.equal(v, second.geometry.state_dict()[k])
 
 
+def test_a_finished_stage_is_freed_before_the_next_loads_its_guidance(tmp_path, monkeypatch):
+    """Two stages' priors never share the memory: once stage b is built from stage a, nothing
+    holds stage a (its guidance included) while b loads its own and trains."""
+    import gc
+    import weakref
+
+    built, alive_at_setup = [], []
+    original_build = Trainer.build_stage
+
+    def build_stage(self, index, previous=None):
+        system = original_build(self, index, previous=previous)
+        built.append(weakref.ref(system))
+        return system
+
+    original_setup = NoisyTargetGuidance.__init__
+
+    def guidance_init(self, *args, **kwargs):
+        gc.collect()
+        alive_at_setup.append([ref() is not None for ref in built])
+        original_setup(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "build_stage", build_stage)
+    monkeypatch.setattr(NoisyTargetGuidance, "__init__", guidance_init)
+    _train(tmp_path, "free", fake_experiment(steps_a=2, steps_b=2))
+    assert alive_at_setup == [[True], [False, True]]  # b's guidance loads with a already gone
+
+
 def test_nonfinite_steps_are_skipped_then_abort(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = NoisyTargetGuidance.forward

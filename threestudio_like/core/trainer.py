@@ -118,6 +118,9 @@ class Trainer:
         system = previous
         for index in range(start_index, len(self.names)):
             system = self.build_stage(index, previous=previous)
+            # the hand-off is done: the finished stage (its prior and text encoder above all) is
+            # freed before this one loads its own, so two stages' models never share the memory
+            previous = None
             system.setup_guidance()
             self._train_stage(system, index, payload if index == start_index else None)
             previous = system
