@@ -56,8 +56,8 @@ def test_iou_of_sphere_mesh_and_of_two_spheres():
 
 @pytest.mark.parametrize("name", ["torus", "mug", "cube"])
 def test_grid_inside_equals_winding_numbers(name):
-    """Ray crossings per grid column (cost ∝ columns × faces) against the solid-angle winding
-    number at every grid point, on closed meshes in general position (the cube turned)."""
+    """Ray crossings per grid column (only the columns in each face's box) against the solid-angle
+    winding number at every grid point, on closed meshes in general position (the cube turned)."""
     mesh = SHAPES[name].mesh(resolution=40)
     if name == "cube":
         c, s = math.cos(0.3), math.sin(0.3)
