@@ -33,7 +33,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = ("dreamfusion", "magic3d", "prolificdreamer", "zero123", "makeit3d", "dreamgaussian", "anything3d")
+EXPERIMENTS = (
+    "dreamfusion",
+    "magic3d",
+    "prolificdreamer",
+    "zero123",
+    "makeit3d",
+    "dreamgaussian",
+    "dreamgaussian_image",
+    "anything3d",
+    "mvdream",
+)
 PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0}
 UTILISATION = 0.4
 MODELS = {  # the preprocessing models of the random cache (the config's defaults are larger ones)

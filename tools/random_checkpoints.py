@@ -2,11 +2,12 @@
 
 Each model the experiments name (Stable Diffusion 2.1-base, Zero123-XL and Stable Zero123 in their
 diffusers layouts, CLIP ViT-B/32 and ViT-L/14, SAM ViT-B, BLIP-base captioning, Depth Anything
-small) is built from a config written out here, with random weights and a byte-level stand-in
-vocabulary for its tokenizer, and saved in the Hugging Face cache layout under ``CACHE``
-(``models--ORG--NAME/snapshots/HASH/`` + ``refs/main``). With ``HF_HUB_CACHE=CACHE`` the hub ids
-resolve through the same ``from_pretrained`` paths as the real downloads; each snapshot directory
-can also be passed as a local model directory (``models.sd=DIR``). Nothing is downloaded.
+small, MVDream's multi-view UNet as our converter saves it) is built from a config written out
+here, with random weights and a byte-level stand-in vocabulary for its tokenizer, and saved in the
+Hugging Face cache layout under ``CACHE`` (``models--ORG--NAME/snapshots/HASH/`` + ``refs/main``).
+With ``HF_HUB_CACHE=CACHE`` the hub ids resolve through the same ``from_pretrained`` paths as the
+real downloads; each snapshot directory can also be passed as a local model directory
+(``models.sd=DIR``). Nothing is downloaded.
 
 Stable Diffusion 2.1-base takes about a minute and 5 GB of disk (fp32, as the hub's main
 weights); all of them about 12 GB (Stable Zero123 hard-links Zero123-XL's weights).
@@ -433,6 +434,19 @@ def build_depth_anything_small(out: Path) -> None:
     ).save_pretrained(str(out))
 
 
+def build_mvdream(out: Path) -> None:
+    """MVDream's multi-view UNet (``MVDREAM_UNET_CONFIG``: SD 2.1 base's UNet + the camera MLP) in
+    the diffusers layout that ``python -m threestudio_like.guidance.mvdream_unet`` converts the
+    released ``sd-v2.1-base-4view.pt`` to (fp16, as that conversion saves it); its VAE, text encoder
+    and schedule are SD 2.1 base's."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from threestudio_like.guidance.mvdream_unet import MVDREAM_UNET_CONFIG
+
+    UNet2DConditionModel.from_config(MVDREAM_UNET_CONFIG).to(torch.float16).save_pretrained(str(out))
+
+
 MODELS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
     "sd21-base": ("stabilityai/stable-diffusion-2-1-base", lambda out, cache: build_sd21_base(out)),
     "zero123-xl": ("kxic/zero123-xl-diffusers", lambda out, cache: build_zero123_xl(out)),
@@ -445,6 +459,7 @@ MODELS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
     "sam-vit-base": ("facebook/sam-vit-base", lambda out, cache: build_sam_vit_base(out)),
     "blip-base": ("Salesforce/blip-image-captioning-base", lambda out, cache: build_blip_base(out)),
     "depth-anything-small": ("LiheYoung/depth-anything-small-hf", lambda out, cache: build_depth_anything_small(out)),
+    "mvdream": ("MVDream/MVDream", lambda out, cache: build_mvdream(out)),
 }
 """Short name → (hub id, builder(snapshot dir, cache))."""
 

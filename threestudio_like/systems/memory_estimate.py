@@ -28,11 +28,13 @@ from __future__ import annotations
 import json
 import os
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 
 PROBE_SIDES = (16, 32)
 """Sides (pixels) of the two probe renders whose saved activations are fitted and scaled."""
@@ -141,6 +143,36 @@ def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
     return sum(seen.values())
 
 
+class FusedAttention(torch.autograd.Function):
+    """On the meta device, what a fused attention kernel keeps for its backward: query, key, value,
+    the output and one log-sum-exp per query row (flash / memory-efficient attention, which torch's
+    ``scaled_dot_product_attention`` runs on CUDA and CPU) — the meta device would take the math
+    path and keep the L×S attention matrix (16× the fused kernel's record for a 64² latent)."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        ctx.save_for_backward(q, k, v, out, q.new_empty(q.shape[:-1]))
+        return out
+
+
+@contextmanager
+def fused_attention_on_meta() -> Iterator[None]:
+    """``F.scaled_dot_product_attention`` on meta tensors recorded as :class:`FusedAttention`."""
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if query.device.type == "meta":
+            return FusedAttention.apply(query, key, value)
+        return original(query, key, value, *args, **kwargs)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
 def render_activation_bytes(system: Any, batch: int, height: int, width: int) -> int:
     """Saved activations of one training render and the stage's loss terms (those without a prior
     of their own) at ``batch`` × ``height`` × ``width``: probes of one view at :data:`PROBE_SIDES`
@@ -189,17 +221,18 @@ def guidance_activation_bytes(model_dir: str, batch: int, trains_prior: bool) ->
     s = unet.config.sample_size
     s = int(s[0] if isinstance(s, (list, tuple)) else s)
     total = 0
-    if vae is not None:
-        size = s * 2 ** (len(vae.config.block_out_channels) - 1)
-        x = torch.zeros(batch, 3, size, size, device="meta", requires_grad=True)
-        total += saved_tensor_bytes(lambda: vae.encode(x).latent_dist.sample())
-    if trains_prior:
-        unet.requires_grad_(False)
-        lat = torch.zeros(batch, unet.config.in_channels, s, s, device="meta", requires_grad=True)
-        ctx = torch.zeros(batch, 77, unet.config.cross_attention_dim, device="meta")
-        labels = torch.zeros(batch, 16, device="meta") if unet.config.class_embed_type == "projection" else None
-        t = torch.zeros(batch, dtype=torch.long, device="meta")
-        total += saved_tensor_bytes(lambda: unet(lat, t, encoder_hidden_states=ctx, class_labels=labels))
+    with fused_attention_on_meta():
+        if vae is not None:
+            size = s * 2 ** (len(vae.config.block_out_channels) - 1)
+            x = torch.zeros(batch, 3, size, size, device="meta", requires_grad=True)
+            total += saved_tensor_bytes(lambda: vae.encode(x).latent_dist.sample())
+        if trains_prior:
+            unet.requires_grad_(False)
+            lat = torch.zeros(batch, unet.config.in_channels, s, s, device="meta", requires_grad=True)
+            ctx = torch.zeros(batch, 77, unet.config.cross_attention_dim, device="meta")
+            labels = torch.zeros(batch, 16, device="meta") if unet.config.class_embed_type == "projection" else None
+            t = torch.zeros(batch, dtype=torch.long, device="meta")
+            total += saved_tensor_bytes(lambda: unet(lat, t, encoder_hidden_states=ctx, class_labels=labels))
     return total
 
 
