@@ -25,6 +25,8 @@ PUBLISHED = {  # parameter counts of the real checkpoints' weight files
     ("clip-b32", "."): 151_277_313,
     ("clip-l14", "."): 427_616_513,
     ("depth-anything-small", "."): 24_785_089,
+    # SD 2.1's UNet + MVDream's camera_embed: Linear(16, 1280), SiLU, Linear(1280, 1280)
+    ("mvdream", "."): 865_910_724 + (16 * 1280 + 1280) + (1280 * 1280 + 1280),
 }
 
 
@@ -52,7 +54,7 @@ def counted(monkeypatch):
 
 @pytest.mark.slow
 def test_architectures_have_the_published_parameter_counts(counted, tmp_path):
-    for name in ("sd21-base", "clip-b32", "clip-l14", "depth-anything-small"):
+    for name in ("sd21-base", "clip-b32", "clip-l14", "depth-anything-small", "mvdream"):
         rc.MODELS[name][1](tmp_path / name, tmp_path)
     for (name, folder), n in PUBLISHED.items():
         assert counted[str((tmp_path / name / folder).resolve()) if folder != "." else str(tmp_path / name)] == n, (
