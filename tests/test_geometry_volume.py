@@ -233,3 +233,21 @@ def test_triplane_volume_shares_the_volume_interface():
     out.features.sum().backward()
     assert tv.encoding.planes.grad.abs().sum() > 0
     assert tv.isosurface().num_faces > 0
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [SMALL_GRID, {"otype": "DenseGrid", "resolution": 8, "n_channels": 4}, _triplane(8, 4), SMOOTH],
+    ids=["hash", "dense", "triplane", "frequency"],
+)
+@pytest.mark.parametrize("normal_type", ["analytic", "finite_difference"])
+def test_no_points_give_empty_outputs_and_gradients(encoding, normal_type):
+    """A renderer chunk whose rays all miss the occupancy grid asks the field about 0 points
+    (it did at MVDream's real size: the hash grid's reshape of 0 elements failed)."""
+    g = ImplicitVolume({"pos_encoding_config": encoding, "normal_type": normal_type})
+    p = torch.zeros(0, 3, requires_grad=True)
+    out = g(p, output_normal=True)
+    assert out.density.shape == (0, 1) and out.features.shape == (0, 3) and out.normal.shape == (0, 3)
+    (out.density.sum() + out.features.sum()).backward()
+    grads = [q.grad for q in g.parameters() if q.grad is not None]
+    assert grads and all(float(q.abs().sum()) == 0 for q in grads)

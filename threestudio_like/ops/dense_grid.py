@@ -31,7 +31,7 @@ def sample_grid(grid: Tensor, u: Tensor) -> Tensor:
     corners = _CORNERS.to(u.device)
     idx = ((cell.long()[:, None, :] + corners) * torch.tensor([res * res, res, 1], device=u.device)).sum(-1)  # (N,8)
     w = torch.where(corners.bool(), f[:, None, :], 1.0 - f[:, None, :]).prod(-1)  # (N,8)
-    values = grid.reshape(res**3, -1)[idx.reshape(-1)].reshape(*idx.shape, -1)  # (N,8,C)
+    values = grid.reshape(res**3, -1)[idx.reshape(-1)].reshape(*idx.shape, grid.shape[-1])  # (N,8,C); N may be 0
     return (values * w[..., None]).sum(1)
 
 

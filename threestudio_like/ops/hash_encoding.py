@@ -204,7 +204,7 @@ class _HashGridFunction(torch.autograd.Function):
         ctx.corners = corners
         ctx.n_params, ctx.inside = params.numel(), inside
         ctx.levels, ctx.n_features, ctx.smoothstep, ctx.n_active = levels, n_features, smoothstep, n_active
-        return out.transpose(0, 1).reshape(n, -1)
+        return out.transpose(0, 1).reshape(n, len(levels) * n_features)  # n may be 0
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
