@@ -6,7 +6,10 @@ export and a 4-view turntable — with the checkpoints of ``tools/random_checkpo
 through ``HF_HUB_CACHE`` (built first if missing). Per stage it reports:
 
 * ``s_per_step`` — wall time of the last step (the first is a warm-up and is FLOP-counted);
-* ``peak_rss_gib`` — the process's largest resident set while the stage ran (sampled every 20 ms);
+* ``peak_rss_gib`` — the process's largest resident set while the stage ran (sampled every 20 ms),
+  each stage after the first trained again alone in a fresh process from the earlier stages'
+  checkpoints (``--same-process``: all in the run's one process, where a stage's figure includes
+  what the earlier ones left in the heap; kept as ``peak_rss_in_run_gib``);
 * ``estimate_gib`` — the memory estimate (``systems/memory_estimate.py``) made before the run, and its
   ratio to the measured peak;
 * ``gflop_per_step`` and ``projected_ms_A100/H100`` — the first step's FLOPs
@@ -92,8 +95,15 @@ class RssSampler(threading.Thread):
             time.sleep(0.02)
 
 
-def child(experiment: str, steps: int, tiny: bool, device: str, out: Path, extra: list[str]) -> dict[str, Any]:
-    """Run one experiment in this process; returns its per-stage figures."""
+class StageMeasured(Exception):
+    """Ends a ``--only-stage`` child once its stage has trained."""
+
+
+def child(
+    experiment: str, steps: int, tiny: bool, device: str, out: Path, extra: list[str], only: str | None = None
+) -> dict[str, Any]:
+    """Run one experiment in this process; returns its per-stage figures. ``only``: train that stage
+    alone, from the earlier stages' checkpoints already in ``out/run_<only>/ckpts``, and stop."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -101,8 +111,10 @@ def child(experiment: str, steps: int, tiny: bool, device: str, out: Path, extra
     from threestudio_like.core import trainer as trainer_module
     from threestudio_like.core.preflight import memory_estimates
 
+    run = out / (f"run_{only}" if only else "run")
     overrides = [f"experiment={experiment}", f"trainer.device={device}"]
-    overrides += ["trainer.progress=false", "trainer.ckpt_every=0", "video.n_views=4", f"output_dir={out / 'run'}"]
+    overrides += ["trainer.progress=false", "trainer.ckpt_every=0", "video.n_views=4", f"output_dir={run}"]
+    overrides += [f"start_stage={only}"] if only else []
     if tiny:
         overrides += ["debug=smoke", f"limits.max_steps={steps}"]
     else:
@@ -131,6 +143,8 @@ def child(experiment: str, steps: int, tiny: bool, device: str, out: Path, extra
         if self.device.type == "cuda":
             stages[self.names[index]]["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
         sampler.stage = "finishing"
+        if only:
+            raise StageMeasured
 
     def step(self: Any, run: Any, bar: Any) -> None:
         row = stages[run.name]
@@ -146,7 +160,10 @@ def child(experiment: str, steps: int, tiny: bool, device: str, out: Path, extra
 
     trainer_module.Trainer._step, trainer_module.Trainer._train_stage = step, train_stage
     started = time.perf_counter()
-    run_dir = cli.run(cfg)
+    try:
+        run_dir = cli.run(cfg)
+    except StageMeasured:
+        run_dir = run
     for name, row in stages.items():
         peak = sampler.peak.get(name, 0)
         row["peak_rss_gib"] = round(peak / 2**30, 2)
@@ -164,6 +181,36 @@ def child(experiment: str, steps: int, tiny: bool, device: str, out: Path, extra
     }
 
 
+def run_child(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """A child's figures, or its exit status and last error line."""
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode == 0:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    errors = [ln for ln in p.stderr.splitlines() if "Error" in ln or ln.startswith("error:")]
+    return {"rc": p.returncode, "error": errors[-1:] or p.stderr.splitlines()[-1:]}
+
+
+def remeasure_later_stages(figures: dict[str, Any], cmd: list[str], env: dict[str, str], out: Path) -> None:
+    """Each stage after the first trained again in a process of its own, from the earlier stages'
+    checkpoints of the full run: its peak RSS, not what the earlier stages left in the process's
+    heap (a CPU process rarely gives freed memory back; on a GPU torch's allocator reuses it).
+    The full run's figure stays as ``peak_rss_in_run_gib``."""
+    names = list(figures["stages"])
+    for k, name in enumerate(names[1:], start=1):
+        ckpts = out / f"run_{name}" / "ckpts"
+        ckpts.mkdir(parents=True)
+        for earlier in names[:k]:
+            os.link(out / "run" / "ckpts" / f"{earlier}.ckpt", ckpts / f"{earlier}.ckpt")
+        alone = run_child(cmd + ["--only-stage", name], env)
+        row = figures["stages"][name]
+        if "stages" not in alone:
+            row["alone"] = alone
+            continue
+        row["peak_rss_in_run_gib"] = row["peak_rss_gib"]
+        for key in ("peak_rss_gib", "estimate_gib", "estimate_over_peak"):
+            row[key] = alone["stages"][name][key]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
@@ -172,11 +219,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="trainer.device of the runs (cpu, cuda)")
     parser.add_argument("--cache", type=Path, default=None, help="tools/random_checkpoints.py's cache")
     parser.add_argument("--set", nargs="*", default=[], help="more overrides for every run (KEY=VALUE)")
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="measure every stage in the experiment's one process (default: each later stage again alone)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--only-stage", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.steps, args.tiny, args.device, args.out, args.set)))
+        figures = child(args.child, args.steps, args.tiny, args.device, args.out, args.set, args.only_stage)
+        print(json.dumps(figures))
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if not args.tiny:
@@ -191,14 +245,12 @@ def main() -> None:
     for experiment in args.experiments:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, __file__, "--child", experiment, "--out", tmp, "--steps", str(args.steps)]
-            cmd += ["--device", args.device, "--set", *args.set]
-            p = subprocess.run(cmd + (["--tiny"] if args.tiny else []), env=env, capture_output=True, text=True)
-        if p.returncode == 0:
-            result["experiments"][experiment] = json.loads(p.stdout.strip().splitlines()[-1])
-        else:
-            errors = [ln for ln in p.stderr.splitlines() if "Error" in ln or ln.startswith("error:")]
-            result["experiments"][experiment] = {"rc": p.returncode, "error": errors[-1:] or p.stderr.splitlines()[-1:]}
-        print(f"{experiment}: {json.dumps(result['experiments'][experiment])}", file=sys.stderr)
+            cmd += ["--device", args.device, "--set", *args.set] + (["--tiny"] if args.tiny else [])
+            figures = run_child(cmd, env)
+            if not args.same_process and "stages" in figures:
+                remeasure_later_stages(figures, cmd, env, Path(tmp))
+        result["experiments"][experiment] = figures
+        print(f"{experiment}: {json.dumps(figures)}", file=sys.stderr)
     print(json.dumps(result, indent=1))
 
 

@@ -37,7 +37,8 @@ if [ "$device" = cpu ]; then
     make_args=(-n test)
 else
     # shellcheck disable=SC2206  # EXPERIMENTS is a list of words
-    bench_args=(--experiments $experiments)
+    # one process per experiment: on CUDA each stage's peak is torch's, reset at the stage's start
+    bench_args=(--same-process --experiments $experiments)
     toy_args=()
     make_args=(test)
 fi
