@@ -4,6 +4,7 @@ headers, saved-activation accounting, the warning — against formulas and model
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,3 +135,26 @@ def test_a_hand_off_that_needs_training_is_not_estimated_and_the_run_goes_on(tmp
     assert "texture: not estimated" in p.stderr
     # the run trained its first stage before the (deliberately unreachable) level stopped it
     assert "isosurface at threshold 1000 is empty" in p.stderr and (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_mvdream_is_estimated_with_its_own_unet(monkeypatch, tmp_path):
+    """MVDream denoises with its multi-view UNet (32² latents: 256² renders encoded), not the SD
+    pipeline's (64²: 512²): the estimate traces that UNet's config — from a converted directory, or
+    the released architecture for the checkpoint file."""
+    from threestudio_like.cli import compose_config
+    from threestudio_like.core.preflight import memory_estimates
+    from threestudio_like.guidance.mvdream import MultiViewDiffusionGuidance
+    from threestudio_like.guidance.mvdream_unet import CHECKPOINT_NAME, MVDREAM_UNET_CONFIG
+
+    cfg = compose_config(["experiment=mvdream", "debug=smoke", "prompt=a red cube"])
+    tiny = str(cfg.models.mvdream)
+    assert MultiViewDiffusionGuidance.denoiser_config({"multiview_unet": tiny}) == json.loads(
+        (Path(tiny) / "config.json").read_text()
+    )
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"")  # located, not read
+    assert MultiViewDiffusionGuidance.denoiser_config({"multiview_unet": str(tmp_path)}) == MVDREAM_UNET_CONFIG
+
+    seen = []
+    monkeypatch.setattr(memory, "guidance_activation_bytes", lambda d, b, t, u=None: seen.append(u) or 0)
+    memory_estimates(cfg, torch.device("cpu"))
+    assert seen == [json.loads((Path(tiny) / "config.json").read_text())]

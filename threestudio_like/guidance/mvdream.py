@@ -24,6 +24,8 @@ the prompt processor's (SD 2.1 base's OpenCLIP); the UNet is MVDream's (``multiv
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
@@ -37,7 +39,7 @@ from ..prompt.processor import PromptEmbeddings
 from .base import GuidanceOutput
 from .diffusion import Weighting, classifier_free_guidance, sample_timesteps
 from .distillation import DistillationGuidance, NoisyPoint
-from .mvdream_unet import camera_condition, load_multiview_unet, locate_multiview_unet
+from .mvdream_unet import MVDREAM_UNET_CONFIG, camera_condition, load_multiview_unet, locate_multiview_unet
 from .pretrained import DiffusionPrior, has_component, load_component, read_model_index, resolve_pretrained_dir
 from .sds import ScoreDistillationGuidance
 
@@ -133,6 +135,17 @@ class MultiViewDiffusionGuidance(ScoreDistillationGuidance):
             locate_multiview_unet(str(cfg.get("multiview_unet", cls.Config.multiview_unet)))
         except UserError as e:
             raise UserError(f"{where}.multiview_unet: {e}") from None
+
+    @classmethod
+    def denoiser_config(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The architecture of the UNet this guidance denoises with — MVDream's, not the Stable
+        Diffusion pipeline's (its 32² latents set the render's encoded size: 256²); read without
+        loading weights (the memory estimate's hook)."""
+        path, converted = locate_multiview_unet(str(cfg.get("multiview_unet", cls.Config.multiview_unet)))
+        if converted:
+            with open(os.path.join(path, "config.json")) as f:
+                return json.load(f)
+        return dict(MVDREAM_UNET_CONFIG)
 
     def __init__(self, cfg: Any = None, where: str = "guidance") -> None:
         # SDS's own __init__ would load a Stable Diffusion UNet; the rest of SDS is used as is.

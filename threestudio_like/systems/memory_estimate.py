@@ -204,17 +204,22 @@ def render_activation_bytes(system: Any, batch: int, height: int, width: int) ->
     return int(fixed + per_pixel * batch * height * width)
 
 
-def guidance_activation_bytes(model_dir: str, batch: int, trains_prior: bool) -> int:
+def guidance_activation_bytes(
+    model_dir: str, batch: int, trains_prior: bool, unet_config: Optional[dict[str, Any]] = None
+) -> int:
     """Saved activations from the render to the prior's input (the VAE encoder at its input size)
     and, for a guidance that trains the prior (``trains_prior``), one UNet forward with gradients;
-    traced on the meta device from the pipeline's configs."""
+    traced on the meta device from the pipeline's configs. ``unet_config``: the UNet the guidance
+    denoises with where it is not the pipeline's own (MVDream's)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     root = Path(model_dir)
-    if not (root / "unet" / "config.json").is_file():
-        return 0
+    if unet_config is None:
+        if not (root / "unet" / "config.json").is_file():
+            return 0
+        unet_config = UNet2DConditionModel.load_config(str(root / "unet"))
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(root / "unet")))
+        unet = UNet2DConditionModel.from_config(unet_config)
         vae = None
         if (root / "vae" / "config.json").is_file():
             vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(root / "vae")))
@@ -311,7 +316,9 @@ def estimate_stage(
                 and issubclass(cls, DistillationGuidance)
                 and cls.after_step is not DistillationGuidance.after_step
             )
-            traced = guidance_activation_bytes(model_dir, data.batch_size, trains)  # fp32 on the meta device
+            denoiser = getattr(cls, "denoiser_config", None)  # a guidance whose UNet is not the pipeline's
+            unet_config = denoiser(guidance) if denoiser is not None else None
+            traced = guidance_activation_bytes(model_dir, data.batch_size, trains, unet_config)  # fp32, meta
             guidance_act += traced // 2 if half else traced
     return MemoryEstimate(
         stage=name,
