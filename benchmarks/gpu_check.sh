@@ -8,14 +8,14 @@
 #   make_test — `make test` on this machine: exit status and its last line.
 # Each part gets what is left of TIME_LIMIT (480 s) at most; a part cut short says "timed out".
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]     # env: DEVICE (cuda), TIME_LIMIT (480),
-#                                              #      EXPERIMENTS ("dreamfusion magic3d prolificdreamer zero123 makeit3d")
+#   bash benchmarks/gpu_check.sh [OUT_DIR]     # env: DEVICE (cuda), TIME_LIMIT (480), EXPERIMENTS
+#                                              # (every experiment with random checkpoints; not the IF ones)
 #   DEVICE=cpu bash benchmarks/gpu_check.sh /tmp/gpu-check   # dry run: tiny sizes, `make -n test`
 set -uo pipefail
 out=${1:-/tmp/gpu-check}
 device=${DEVICE:-cuda}
 limit=${TIME_LIMIT:-480}
-experiments=${EXPERIMENTS:-"dreamfusion magic3d prolificdreamer zero123 makeit3d"}
+experiments=${EXPERIMENTS:-"dreamfusion magic3d prolificdreamer zero123 makeit3d dreamgaussian dreamgaussian_image mvdream anything3d"}
 py=${PYTHON:-python}
 mkdir -p "$out"
 start=$SECONDS
