@@ -109,7 +109,7 @@ def child(
 
     from threestudio_like import cli
     from threestudio_like.core import trainer as trainer_module
-    from threestudio_like.core.preflight import memory_estimates
+    from threestudio_like.systems.memory_estimate import MemoryEstimate, memory_estimates
 
     run = out / (f"run_{only}" if only else "run")
     overrides = [f"experiment={experiment}", f"trainer.device={device}"]
@@ -126,7 +126,9 @@ def child(
 
     def validate_and_estimate(cfg: Any) -> None:  # where the run has its inputs (a `prepare:` step's too)
         validate(cfg)
-        estimates.update({e.stage: e.total for e in memory_estimates(cfg, torch.device(device)) if e.total})
+        estimates.update(
+            {e.stage: e.total for e in memory_estimates(cfg, torch.device(device)) if isinstance(e, MemoryEstimate)}
+        )
 
     cli.validate = validate_and_estimate
     sampler = RssSampler()

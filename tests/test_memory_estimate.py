@@ -78,7 +78,7 @@ def test_report_warns_above_free_memory():
 @pytest.fixture(scope="module")
 def smoke_estimates():
     from threestudio_like.cli import compose_config
-    from threestudio_like.core.preflight import memory_estimates
+    from threestudio_like.systems.memory_estimate import memory_estimates
 
     cfg = compose_config(["experiment=magic3d", "debug=smoke", "prompt=a red cube"])
     return cfg, memory_estimates(cfg, torch.device("cpu"))
@@ -120,7 +120,7 @@ def test_a_hand_off_that_needs_training_is_not_estimated_and_the_run_goes_on(tmp
     """DreamGaussian's texture stage meshes the Gaussians stage's isosurface: untrained (here made
     empty on purpose by a level above every density) the estimate says so, and the run starts."""
     from threestudio_like.cli import compose_config
-    from threestudio_like.core.preflight import memory_estimates
+    from threestudio_like.systems.memory_estimate import memory_estimates
 
     overrides = ["experiment=dreamgaussian", "debug=smoke", "prompt=a red cube", "geometry.isosurface_threshold=1000"]
     estimates = memory_estimates(compose_config(overrides), torch.device("cpu"))
@@ -142,9 +142,9 @@ def test_mvdream_is_estimated_with_its_own_unet(monkeypatch, tmp_path):
     pipeline's (64²: 512²): the estimate traces that UNet's config — from a converted directory, or
     the released architecture for the checkpoint file."""
     from threestudio_like.cli import compose_config
-    from threestudio_like.core.preflight import memory_estimates
     from threestudio_like.guidance.mvdream import MultiViewDiffusionGuidance
     from threestudio_like.guidance.mvdream_unet import CHECKPOINT_NAME, MVDREAM_UNET_CONFIG
+    from threestudio_like.systems.memory_estimate import memory_estimates
 
     cfg = compose_config(["experiment=mvdream", "debug=smoke", "prompt=a red cube"])
     tiny = str(cfg.models.mvdream)

@@ -291,7 +291,7 @@ def run(cfg: DictConfig, progress: Optional[RunProgress] = None) -> Path:
     with stage_inputs(cfg) as staged:  # a `prepare:` entry makes inputs (a photo → cut-out…) first
         validate(cfg)
         if cfg.get("mode", "train") == "train":
-            from .core.preflight import print_memory_estimate
+            from .systems.memory_estimate import print_memory_estimate
 
             print_memory_estimate(cfg)
         seed_everything(int(cfg.get("seed", 0)))

@@ -342,3 +342,56 @@ def report(
     lines += ["  " + e.line() for e in estimates]
     peak = max((e.total for e in estimates), default=0)
     return "\n".join(lines), peak > free
+
+
+# ---- a run's stages ----------------------------------------------------------------------------
+def memory_estimates(cfg: Any, device: torch.device) -> list[MemoryEstimate | NotEstimated]:
+    """Each stage's :class:`MemoryEstimate` on ``device`` (systems built on the CPU, each from the
+    previous one as the trainer builds them, untrained; pretrained models counted from their files,
+    not loaded). A stage whose hand-off needs the previous stage
+    trained (an isosurface of freshly initialised Gaussians may be empty) and the stages after it
+    are :class:`NotEstimated`: the estimate never stops a run that validation let through."""
+    from ..core.config import import_target
+    from ..core.errors import UserError
+    from ..core.preflight import pretrained_components
+    from ..core.stages import overlay_fields, resolve_stage, stage_names
+    from ..core.trainer import DEFAULT_SYSTEM
+    from ..guidance.pretrained import resolve_pretrained_dir
+
+    out, system, runtime = [], None, runtime_bytes(device)
+    names = stage_names(cfg)
+    for i, name in enumerate(names):
+        stage, where = resolve_stage(cfg, name), f"stage.{name}"
+        models = [(p, resolve_pretrained_dir(m), k) for p, m, k in pretrained_components(stage, where)]
+        built = dict(stage)
+        if isinstance(built.get("geometry"), dict):  # a mesh's colours fitted at the hand-off change no size
+            built["geometry"] = dict(built["geometry"])
+            overlay_fields(built["geometry"], {"appearance_fit_steps": 0})
+        try:
+            system = import_target(built.pop("_target_", DEFAULT_SYSTEM))(built, where=where, previous=system)
+        except UserError as e:
+            if system is None:  # the first stage builds from its config alone: a real error
+                raise
+            reason = f"it is built from the trained {names[i - 1]} stage; untrained: {e}"
+            return out + [NotEstimated(later, reason if later == name else "as above") for later in names[i:]]
+        out.append(estimate_stage(name, system, stage, models, device, runtime))
+    return out
+
+
+def print_memory_estimate(cfg: Any) -> None:
+    """Print the memory estimate block on stderr (on the run's ``trainer.device``), with a warning
+    when the largest stage exceeds the device's free memory."""
+    import sys
+
+    from ..core.config import to_container
+    from ..core.trainer import _resolve_device
+
+    device = _resolve_device(str((to_container(cfg.get("trainer")) or {}).get("device", "auto")))
+    text, too_big = report(memory_estimates(cfg, device), device)
+    print(text, file=sys.stderr)
+    if too_big:
+        print(
+            "warning: the estimate exceeds the free memory; lower data.batch_size / height / width, "
+            "renderer.num_samples_per_ray, or set guidance.half_precision=true on a GPU",
+            file=sys.stderr,
+        )

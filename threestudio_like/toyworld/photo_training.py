@@ -84,6 +84,16 @@ def save_dir_atomically(out: str, write: Callable[[str], None]) -> None:
     os.replace(partial, out)
 
 
+def save_model_and_processor(model: Any, processor: Any, out: str) -> None:
+    """``save_pretrained`` of a model and its processor into ``out``, atomically."""
+
+    def write(directory: str) -> None:
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
+
+    save_dir_atomically(out, write)
+
+
 def jitter_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``mask`` (H,W) bool with a segmenter's errors, cleaned as ``preprocess`` cleans SAM's masks:
     its edge moved by −2…2 pixels (erosion or dilation; ±1 most often), and 30 % of the time a disc of radius

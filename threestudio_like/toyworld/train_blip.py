@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .photo_training import caption_input, photo_train_parser, prepare_photos, save_dir_atomically, training_masks
+from .photo_training import caption_input, photo_train_parser, prepare_photos, save_model_and_processor, training_masks
 from .priors import ASSETS
 from .shapes import COLORS, SHAPES
 from .training import train
@@ -95,14 +95,6 @@ def caption_dataset(photos: dict[str, Any], processor: Any, masks: list[np.ndarr
     return {"pixel_values": pixels, "input_ids": ids}
 
 
-def save_toy_blip(model: Any, processor: Any, out: str) -> None:
-    def write(directory: str) -> None:
-        model.save_pretrained(directory)
-        processor.save_pretrained(directory)
-
-    save_dir_atomically(out, write)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = photo_train_parser(
         __doc__.splitlines()[0], str(ASSETS / "toy-blip"), n_photos=4000, steps=3000, batch_size=32, lr=1e-3, masks=True
@@ -122,7 +114,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         x = torch.where(flip.view(-1, 1, 1, 1), pixels[idx].flip(-1), pixels[idx]).to(dev)
         return modules["blip"](pixel_values=x, input_ids=ids[idx].to(dev), labels=ids[idx].to(dev)).loss
 
-    summary = train(modules, loss_fn, cfg, args.work_dir, lambda ema: save_toy_blip(ema["blip"], processor, args.out))
+    summary = train(
+        modules, loss_fn, cfg, args.work_dir, lambda ema: save_model_and_processor(ema["blip"], processor, args.out)
+    )
     summary.update(out=args.out, n_photos=n)
     print(json.dumps(summary), flush=True)
     return summary

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..preprocess.framing import Framing
-from .photo_training import depth_input, photo_train_parser, prepare_photos, save_dir_atomically, training_masks
+from .photo_training import depth_input, photo_train_parser, prepare_photos, save_model_and_processor, training_masks
 from .priors import ASSETS
 from .training import train
 
@@ -106,14 +106,6 @@ def pearson_loss(predicted: Tensor, target: Tensor, valid: Tensor) -> Tensor:
     return (1.0 - r).mean()
 
 
-def save_toy_depth(model: Any, processor: Any, out: str) -> None:
-    def write(directory: str) -> None:
-        model.save_pretrained(directory)
-        processor.save_pretrained(directory)
-
-    save_dir_atomically(out, write)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = photo_train_parser(
         __doc__.splitlines()[0],
@@ -144,7 +136,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         predicted = modules["depth"](pixel_values=x.to(dev)).predicted_depth
         return pearson_loss(predicted, t.to(dev), v.to(dev))
 
-    summary = train(modules, loss_fn, cfg, args.work_dir, lambda ema: save_toy_depth(ema["depth"], processor, args.out))
+    summary = train(
+        modules, loss_fn, cfg, args.work_dir, lambda ema: save_model_and_processor(ema["depth"], processor, args.out)
+    )
     summary.update(out=args.out, n_photos=n)
     print(json.dumps(summary), flush=True)
     return summary
