@@ -180,6 +180,33 @@ def test_input_grad_matches_naive_reference_and_supports_double_backward():
     assert enc.params.grad is not None and enc.params.grad.abs().sum() > 0
 
 
+def test_input_grad_encoding_takes_the_fast_path_where_no_input_gradient_is_wanted(monkeypatch):
+    """Density queries (no grad, or points that need no gradient) skip the slow differentiable
+    path and still equal the naive encoding, with the parameters' gradient where it is enabled."""
+    import threestudio_like.ops.hash_encoding as module
+
+    torch.manual_seed(2)
+    enc = HashGridEncoding({"implementation": "torch", "input_grad": True, "n_levels": 6})
+    with torch.no_grad():
+        enc.params.uniform_(-1, 1)
+    x = torch.rand(300, 3)
+    ref = naive_encode(x, enc.params.detach(), enc)
+
+    def slow(*args):
+        raise AssertionError("the differentiable path was taken")
+
+    monkeypatch.setattr(module, "hash_grid_reference", slow)
+    with torch.no_grad():
+        assert torch.allclose(enc(x.requires_grad_()), ref, atol=2e-6)
+    x = x.detach()
+    enc(x).square().sum().backward()
+    p = enc.params.detach().clone().requires_grad_()
+    naive_encode(x, p, enc).square().sum().backward()
+    assert torch.allclose(enc.params.grad, p.grad, atol=2e-5)
+    with pytest.raises(AssertionError, match="differentiable path"):
+        enc(x.requires_grad_())
+
+
 def test_default_twin_gives_no_input_gradient():
     enc = HashGridEncoding({"implementation": "torch", "n_levels": 2})
     x = torch.rand(10, 3, requires_grad=True)

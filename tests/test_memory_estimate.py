@@ -158,3 +158,68 @@ def test_mvdream_is_estimated_with_its_own_unet(monkeypatch, tmp_path):
     monkeypatch.setattr(memory, "guidance_activation_bytes", lambda d, b, t, u=None: seen.append(u) or 0)
     memory_estimates(cfg, torch.device("cpu"))
     assert seen == [json.loads((Path(tiny) / "config.json").read_text())]
+
+
+@pytest.fixture(scope="module")
+def zero123_nerf():
+    """The smoke zero123 nerf stage, built as the estimate builds it: a reference-view term that
+    renders its own 128² view (256², 512² later) beside the step's render."""
+    from threestudio_like.cli import compose_config
+    from threestudio_like.core.config import import_target
+    from threestudio_like.core.stages import resolve_stage
+    from threestudio_like.core.trainer import DEFAULT_SYSTEM
+
+    image = Path(__file__).resolve().parents[1] / "threestudio_like" / "assets" / "toy-images" / "red_cube.png"
+    schedule = "stage.nerf.data.resolution_schedule=[[0,16,16,4],[2,32,32,2]]"
+    cfg = compose_config(["experiment=zero123", "debug=smoke", f"image={image}", schedule])
+    stage = dict(resolve_stage(cfg, "nerf"))
+    return import_target(stage.pop("_target_", DEFAULT_SYSTEM))(stage, where="stage.nerf")
+
+
+def test_a_term_s_own_render_size_follows_its_schedule(zero123_nerf):
+    ref = zero123_nerf.terms["ref"]
+    assert [ref.own_render_pixels(s) for s in (0, 199, 200, 300)] == [128**2, 128**2, 256**2, 512**2]
+    assert zero123_nerf.terms["sparsity"].own_render_pixels(0) == 0
+
+
+@pytest.mark.slow
+def test_a_term_s_own_render_is_counted_at_its_size(zero123_nerf):
+    """Estimated from the small probes against what autograd keeps when the step's render (2 views
+    at 24²) and the terms, the reference view's 128² render among them, really run."""
+    from threestudio_like.data.cameras import make_cameras
+    from threestudio_like.systems.regularizers import LossTerm
+    from threestudio_like.systems.score_distillation import StepContext
+
+    system = zero123_nerf
+    probe = memory.render_probe(system)
+    estimate = memory.render_activation_bytes(system, 2, 24, 24, 0, probe)
+    ones = torch.ones(2)
+    cams = make_cameras(ones * 15.0, torch.tensor([0.0, 90.0]), ones * 3.8, ones * 20.0, 24, 24)
+    terms = [t for t in system.terms.values() if type(t).setup_guidance is LossTerm.setup_guidance]
+
+    def step() -> None:
+        render = system.render(cams, shading=system.material.training_shading(0))
+        ctx = StepContext(system=system, cameras=cams, render=render, global_step=0)
+        for term in terms:
+            term(ctx)
+
+    with torch.enable_grad():
+        measured = memory.saved_tensor_bytes(step)
+    without_own = probe.step.at(2 * 24 * 24)
+    assert measured > 4 * without_own  # the 128² reference view is most of it
+    assert estimate == pytest.approx(measured, rel=0.2)
+
+
+def test_activations_are_taken_at_the_step_where_they_peak(zero123_nerf):
+    """Resolution schedule 4 × 16² (from step 0), 2 × 32² (from step 2); the reference view 128²:
+    with a per-pixel cost of 1 byte and no fixed part the render's bytes are its pixel count."""
+    own, pixel = 128**2, memory.Line(0.0, 1.0)
+    probe = memory.RenderProbe(step=pixel, render=pixel)
+    assert memory.peak_step(zero123_nerf, 3, probe, 0) == (2, 2 * 32 * 32 + own, 0)
+    assert memory.peak_step(zero123_nerf, 2, probe, 0) == (0, 4 * 16 * 16 + own, 0)  # stopped before step 2
+    # a guidance term per view large enough that the 4-view batch of step 0 outweighs the larger renders
+    assert memory.peak_step(zero123_nerf, 3, probe, 10**6) == (0, 4 * 16 * 16 + own, 4 * 10**6)
+    # the step's render with its terms at one cost, the reference view's render call at another
+    split = memory.RenderProbe(step=memory.Line(100.0, 3.0), render=memory.Line(10.0, 1.0))
+    assert memory.peak_step(zero123_nerf, 1, split, 0) == (0, 100 + 3 * 4 * 16 * 16 + 10 + own, 0)
+    assert zero123_nerf.data.batch_size == 4  # the data module is left at step 0

@@ -25,6 +25,7 @@ from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng
 from .config import NonNegativeInt, PositiveInt, import_target, parse_structured
 from .determinism import use_deterministic_algorithms
 from .errors import UserError
+from .heap import trim_heap
 from .interrupts import Interrupted, StopRequest
 from .metrics_log import MetricsLogger
 from .stages import resolve_stage, stage_names
@@ -121,6 +122,7 @@ class Trainer:
             # the hand-off is done: the finished stage (its prior and text encoder above all) is
             # freed before this one loads its own, so two stages' models never share the memory
             previous = None
+            trim_heap()
             system.setup_guidance()
             self._train_stage(system, index, payload if index == start_index else None)
             previous = system

@@ -311,7 +311,8 @@ class HashGridEncoding(Configurable, nn.Module):
         implementation: Literal["auto", "torch", "tcnn"] = "auto"
         """auto (tcnn if installed and the input is on CUDA, else torch) | torch | tcnn (ops/backend.py)."""
         input_grad: bool = False
-        """Propagate gradients to the input points (autograd normals); slower torch path."""
+        """Propagate gradients to the input points (autograd normals); slower torch path, taken only
+        when the input requires a gradient (not for density queries without one)."""
 
     def __init__(self, cfg=None, n_input_dims: int = 3, where: str = "encoding") -> None:
         nn.Module.__init__(self)
@@ -358,7 +359,8 @@ class HashGridEncoding(Configurable, nn.Module):
                 self.cfg.interpolation == "smoothstep",
                 n_active,
             )
-            out = hash_grid_reference(*args) if self.cfg.input_grad else _HashGridFunction.apply(*args)
+            wants_input_grad = self.cfg.input_grad and torch.is_grad_enabled() and x.requires_grad
+            out = hash_grid_reference(*args) if wants_input_grad else _HashGridFunction.apply(*args)
         return out.reshape(*lead, self.n_output_dims)
 
     def extra_repr(self) -> str:

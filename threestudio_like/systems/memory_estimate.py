@@ -7,15 +7,19 @@ Per stage, in bytes:
 * **frozen** — the pretrained models the stage loads (guidance UNet + VAE, the prompt processor's
   text encoder, Zero123's image encoder, CLIP), counted from the ``safetensors`` headers (no weights
   read), at the dtype they run in (fp16 on CUDA with ``half_precision``, fp32 otherwise);
-* **render activations** — what autograd keeps for one training render and the loss terms
-  without a prior of their own (regularizers, the reference view's render): measured on two probe
-  renders (:data:`PROBE_SIDES`), split into a per-pixel part (every ray with its samples, every
-  rasterized or splatted pixel) and a fixed part (per vertex or Gaussian), and evaluated at the
-  configured batch × height × width;
+* **render activations** — what autograd keeps for one training render with the loss terms
+  that read it (regularizers) and for the renders terms make of their own (the reference view):
+  two small probe renders (:data:`PROBE_SIDES`) give a per-pixel part (every ray with its samples,
+  every rasterized or splatted pixel) and a fixed part per render call (per vertex or Gaussian),
+  evaluated at the configured batch × height × width and each term's own render size — never
+  rendered at those sizes, so the estimate itself stays small;
 * **guidance activations** — what autograd keeps from the render to the prior's input: the VAE
   encoder at its input size (latent priors), and a full UNet forward for guidances that train the
-  prior after their step (VSD's LoRA); traced on the ``meta`` device (nothing computed), halved
-  where the prior runs in fp16;
+  prior after their step (VSD's LoRA); traced on the ``meta`` device for one view (nothing
+  computed) and multiplied by the batch, halved where the prior runs in fp16;
+
+Activations are taken at the training step where they peak: resolution schedules and the terms'
+own render sizes are followed over the stage's steps (:func:`peak_step`).
 * **runtime** — the process itself (interpreter, libraries; CUDA context on a GPU), as it stands
   when the estimate is made.
 
@@ -31,7 +35,7 @@ import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +64,9 @@ class MemoryEstimate:
     """None where the probe could not render: a hand-off geometry that is empty before training."""
     guidance_activations: int
     runtime: int
+    step: int = 0
+    """The training step the activations are estimated at: the one where they peak (a resolution
+    schedule's larger renders, a term's own render growing)."""
 
     @property
     def total(self) -> int:
@@ -72,6 +79,7 @@ class MemoryEstimate:
             f"params + grads + optimizer) + frozen {g(self.frozen)} ({self.frozen_parameters / 1e6:.0f} M) "
             f"+ render activations {g(self.render_activations)} + guidance activations "
             f"{g(self.guidance_activations)} + runtime {g(self.runtime)}"
+            + (f" (at step {self.step})" if self.step else "")
         )
 
 
@@ -173,35 +181,74 @@ def fused_attention_on_meta() -> Iterator[None]:
         F.scaled_dot_product_attention = original
 
 
-def render_activation_bytes(system: Any, batch: int, height: int, width: int) -> int:
-    """Saved activations of one training render and the stage's loss terms (those without a prior
-    of their own) at ``batch`` × ``height`` × ``width``: probes of one view at :data:`PROBE_SIDES`
-    pixels a side give a per-pixel part (rays with their samples, rasterized or splatted pixels)
-    and a fixed part (per vertex or Gaussian: a DMTet's surface extraction, the Gaussians'
-    projection; a reference view's render), fitted as a line and evaluated at the stage's size."""
+class Line(NamedTuple):
+    """Saved bytes as ``fixed + per_pixel × pixels``, fitted on probes."""
+
+    fixed: float
+    per_pixel: float
+
+    def at(self, pixels: int) -> float:
+        return self.fixed + self.per_pixel * pixels
+
+
+class RenderProbe(NamedTuple):
+    """:func:`render_probe`'s fits: a training render with the loss terms that read it, and a render
+    call alone (what a term's render of its own costs)."""
+
+    step: Line
+    render: Line
+
+
+def render_probe(system: Any) -> RenderProbe:
+    """Saved bytes of one training render with the loss terms that read it (those without a prior
+    of their own and without a render of their own), and of the render alone: probes of one view at
+    :data:`PROBE_SIDES` pixels a side, each fitted as a :class:`Line` in the pixel count — a
+    per-pixel part (rays with their samples, rasterized or splatted pixels) and a fixed part per
+    render call (per vertex or Gaussian: a DMTet's surface extraction, the Gaussians' projection).
+    The probe camera is at the middle of the stage's distance and field-of-view ranges."""
     from ..data.cameras import make_cameras
     from ..systems.regularizers import LossTerm
     from ..systems.score_distillation import StepContext
 
     one = torch.ones(1)
     shading = system.material.training_shading(0)
-    terms = [t for t in system.terms.values() if type(t).setup_guidance is LossTerm.setup_guidance]
+    terms = [
+        t
+        for t in system.terms.values()
+        if type(t).setup_guidance is LossTerm.setup_guidance and not t.own_render_pixels(0)
+    ]
 
-    def step(cams: Any) -> None:  # the render and the loss terms without a prior of their own
+    def step(cams: Any, with_terms: bool) -> None:
         render = system.render(cams, shading=shading)
         ctx = StepContext(system=system, cameras=cams, render=render, global_step=0)
-        for term in terms:
+        for term in terms if with_terms else ():
             term(ctx)
 
-    measured = []
-    for side in PROBE_SIDES:
-        cams = make_cameras(one * 20.0, one * 30.0, one * 2.0, one * 60.0, side, side).to(system.device)
-        with torch.enable_grad():
-            measured.append(saved_tensor_bytes(lambda cams=cams: step(cams)))
-    (s0, s1), (b0, b1) = PROBE_SIDES, measured
-    per_pixel = max(b1 - b0, 0) / (s1 * s1 - s0 * s0)
-    fixed = max(b0 - per_pixel * s0 * s0, 0.0)
-    return int(fixed + per_pixel * batch * height * width)
+    c = system.data.cfg  # a view as the stage's cameras see the scene: how many samples a ray keeps
+    distance, fovy = sum(c.distance_range) / 2, sum(c.fovy_range) / 2
+    (s0, s1), lines = PROBE_SIDES, []
+    for with_terms in (True, False):
+        measured = []
+        for side in PROBE_SIDES:
+            cams = make_cameras(one * 20.0, one * 30.0, one * distance, one * fovy, side, side).to(system.device)
+            with torch.enable_grad():
+                measured.append(saved_tensor_bytes(lambda cams=cams, t=with_terms: step(cams, t)))
+        b0, b1 = measured
+        per_pixel = max(b1 - b0, 0) / (s1 * s1 - s0 * s0)
+        lines.append(Line(max(b0 - per_pixel * s0 * s0, 0.0), per_pixel))
+    return RenderProbe(*lines)
+
+
+def render_activation_bytes(
+    system: Any, batch: int, height: int, width: int, step: int = 0, probe: Optional[RenderProbe] = None
+) -> int:
+    """Saved activations of a training step's renders at ``batch`` × ``height`` × ``width``: the
+    step's render with the terms that read it, and the renders the terms make themselves at
+    ``step`` (a reference view at its own size: :meth:`~.regularizers.LossTerm.own_render_pixels`),
+    from :func:`render_probe` (``probe``; probed here when not given)."""
+    probe = render_probe(system) if probe is None else probe
+    own = (t.own_render_pixels(step) for t in system.terms.values())
+    return int(probe.step.at(batch * height * width) + sum(probe.render.at(p) for p in own if p))
 
 
 def guidance_activation_bytes(
@@ -295,14 +342,13 @@ def estimate_stage(
 
     optimizer = str((stage.get("optimizer") or {}).get("name", "Adam"))
     n_trained, trained = trained_bytes(system, optimizer)
-    data = system.data
     try:
-        render: Optional[int] = render_activation_bytes(system, data.batch_size, data.height, data.width)
+        probe: Optional[RenderProbe] = render_probe(system)
     except (RuntimeError, UserError):  # an untrained hand-off (Gaussians → mesh) may have nothing to render
-        render = None
+        probe = None
     guidance = stage.get("guidance") or {}
     half = bool(guidance.get("half_precision", True)) and device.type == "cuda"
-    frozen_n, guidance_act, counted = 0, 0, set()
+    frozen_n, guidance_per_view, counted = 0, 0, set()
     for path, model_dir, _kind in pretrained:
         role = "prompt_processor" if path.endswith("prompt_processor") else "guidance"
         if (model_dir, role) in counted:
@@ -318,8 +364,9 @@ def estimate_stage(
             )
             denoiser = getattr(cls, "denoiser_config", None)  # a guidance whose UNet is not the pipeline's
             unet_config = denoiser(guidance) if denoiser is not None else None
-            traced = guidance_activation_bytes(model_dir, data.batch_size, trains, unet_config)  # fp32, meta
-            guidance_act += traced // 2 if half else traced
+            traced = guidance_activation_bytes(model_dir, 1, trains, unet_config)  # fp32, meta, one view
+            guidance_per_view += traced // 2 if half else traced
+    step, render, guidance_act = peak_step(system, int(stage.get("steps", 1)), probe, guidance_per_view)
     return MemoryEstimate(
         stage=name,
         trained_parameters=n_trained,
@@ -329,7 +376,33 @@ def estimate_stage(
         render_activations=render,
         guidance_activations=guidance_act,
         runtime=runtime,
+        step=step,
     )
+
+
+def peak_step(
+    system: Any, steps: int, probe: Optional[RenderProbe], guidance_per_view: int
+) -> tuple[int, Optional[int], int]:
+    """(step, render activations, guidance activations) at the training step below ``steps`` where
+    their sum is largest: the data's render size and batch and the terms' own render sizes follow
+    their schedules (a resolution schedule's later, larger renders). ``probe``: :func:`render_probe`'s
+    fit, None where the geometry could not render (then only the guidance is counted)."""
+    data = system.data
+    best = (-1, 0, None, 0)
+    try:
+        for step in range(max(steps, 1)):
+            data.on_update_step(0, step)
+            render = (
+                None
+                if probe is None
+                else render_activation_bytes(system, data.batch_size, data.height, data.width, step, probe)
+            )
+            guidance = guidance_per_view * data.batch_size
+            if (render or 0) + guidance > best[0]:
+                best = ((render or 0) + guidance, step, render, guidance)
+    finally:
+        data.on_update_step(0, 0)
+    return best[1], best[2], best[3]
 
 
 def report(
@@ -384,10 +457,12 @@ def print_memory_estimate(cfg: Any) -> None:
     import sys
 
     from ..core.config import to_container
+    from ..core.heap import trim_heap
     from ..core.trainer import _resolve_device
 
     device = _resolve_device(str((to_container(cfg.get("trainer")) or {}).get("device", "auto")))
     text, too_big = report(memory_estimates(cfg, device), device)
+    trim_heap()  # the probes' memory goes back before the run loads its models
     print(text, file=sys.stderr)
     if too_big:
         print(

@@ -204,6 +204,9 @@ class MultiViewTerm(LossTerm):
             {"kind": c.kind, "masked_rgb": c.masked_rgb, "background": c.background, "lambda_mask": 1.0}, where=where
         )
 
+    def own_render_pixels(self, step: int) -> int:
+        return self.views.shape[0] * self.cfg.height * self.cfg.width
+
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:
         c = self.cfg
         cams = zero123pp_cameras(

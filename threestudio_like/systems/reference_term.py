@@ -172,6 +172,10 @@ class ReferenceViewTerm(LossTerm):
         """(height, width) of the reference render at training step ``step``."""
         return int(schedule_value(self.cfg.height, step)), int(schedule_value(self.cfg.width, step))
 
+    def own_render_pixels(self, step: int) -> int:
+        h, w = self.size_at(step)
+        return h * w
+
     def _load(self, size: tuple[int, int], device: torch.device) -> None:
         c = self.cfg
         rgb, mask = load_rgba(c.image, size)

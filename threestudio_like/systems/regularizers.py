@@ -47,6 +47,12 @@ class LossTerm(Configurable, Updateable, nn.Module):
     def setup_guidance(self, device: torch.device, reference: Optional[tuple[Tensor, float, float, float]]) -> None:
         """Load the pretrained models the term scores with (only for stages that train)."""
 
+    def own_render_pixels(self, step: int) -> int:
+        """Pixels of the render the term makes itself at training step ``step`` (its own cameras:
+        a reference view, fixed multi-view cameras), all in one render call; 0 for a term that only
+        reads the step's render. The memory estimate counts that render's activations from it."""
+        return 0
+
     def forward(self, ctx: StepContext) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
