@@ -51,6 +51,27 @@ def test_saved_tensor_bytes_of_known_ops():
         assert memory.saved_tensor_bytes(lambda: torch.exp(x)) == 0
 
 
+def test_a_measured_graph_is_freed_with_its_outputs():
+    """exp saves its own output: handed to autograd as itself, the output and its graph would keep
+    each other alive past the probe (a cycle through C++ the garbage collector cannot see) — the
+    memory estimate once kept every probe's graph for the whole run."""
+    import gc
+    import weakref
+
+    x = torch.randn(1000, requires_grad=True)
+    outputs = []
+
+    def fn() -> None:
+        y = torch.exp(x).relu()
+        (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)  # gradients inside still work
+        assert torch.allclose(g, torch.exp(x))
+        outputs.append(weakref.ref(y))
+
+    assert memory.saved_tensor_bytes(fn) >= 2 * 1000 * 4
+    gc.collect()
+    assert outputs[0]() is None
+
+
 def test_attention_on_meta_is_counted_as_a_fused_kernel_keeps_it():
     """q, k, v, the output and a log-sum-exp per query row — not the L×S matrix of the math path
     that the meta device would take (20 MiB against 330 MiB for SD's 64² latent, 5 heads)."""

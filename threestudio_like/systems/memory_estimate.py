@@ -42,6 +42,8 @@ import torch.nn.functional as F
 
 PROBE_SIDES = (16, 32)
 """Sides (pixels) of the two probe renders whose saved activations are fitted and scaled."""
+PROBE_VIEWS = 4
+"""Views (cameras drawn as the stage's training cameras) in each probe render, at least."""
 OPTIMIZER_MOMENTS = {"Adam": 2, "AdamW": 2, "SGD": 0}
 """fp32 state tensors per trained parameter, by optimizer name (unknown names: 2)."""
 COMPONENTS_BY_ROLE = {
@@ -137,17 +139,43 @@ def pretrained_numel(model_dir: str, role: str) -> int:
 
 
 # ---- activations ------------------------------------------------------------------------------
-def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
-    """Bytes of the tensors autograd saves while ``fn`` runs (each storage counted once)."""
-    seen: dict[Any, int] = {}
+class _Saved:
+    """What autograd holds for a saved tensor while :func:`saved_tensor_bytes` measures."""
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor: Optional[torch.Tensor] = tensor
+
+
+def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
+    """Bytes of the tensors autograd saves while ``fn`` runs (each storage counted once).
+
+    A pack hook that hands autograd the tensor itself makes a reference cycle through the graph
+    whenever the tensor is an output of the node saving it (``exp``, ``relu``…), one Python's
+    garbage collector cannot see: the whole graph would outlive ``fn``. The tensors are handed
+    over in boxes, emptied once ``fn`` has returned (gradients inside ``fn`` — analytic normals —
+    still see them)."""
+    seen: dict[Any, int] = {}
+    boxes: list[_Saved] = []
+
+    def pack(t: torch.Tensor) -> _Saved:
         key = (id(t.untyped_storage()) if t.device.type != "meta" else id(t), t.shape, t.dtype)
         seen[key] = t.numel() * t.element_size()
-        return t
+        boxes.append(_Saved(t))
+        return boxes[-1]
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
+    def unpack(box: _Saved) -> torch.Tensor:
+        if box.tensor is None:
+            raise RuntimeError("saved_tensor_bytes: a measured graph cannot be run backward afterwards")
+        return box.tensor
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            fn()
+    finally:
+        for box in boxes:
+            box.tensor = None
     return sum(seen.values())
 
 
@@ -205,12 +233,11 @@ def render_probe(system: Any) -> RenderProbe:
     :data:`PROBE_SIDES` pixels a side, each fitted as a :class:`Line` in the pixel count — a
     per-pixel part (rays with their samples, rasterized or splatted pixels) and a fixed part per
     render call (per vertex or Gaussian: a DMTet's surface extraction, the Gaussians' projection).
-    The probe camera is at the middle of the stage's distance and field-of-view ranges."""
-    from ..data.cameras import make_cameras
+    The probes' cameras are drawn as the stage's training cameras are (:data:`PROBE_VIEWS` of them,
+    a fixed seed): how many samples a ray keeps depends on how the object fills the view."""
     from ..systems.regularizers import LossTerm
     from ..systems.score_distillation import StepContext
 
-    one = torch.ones(1)
     shading = system.material.training_shading(0)
     terms = [
         t
@@ -224,18 +251,23 @@ def render_probe(system: Any) -> RenderProbe:
         for term in terms if with_terms else ():
             term(ctx)
 
-    c = system.data.cfg  # a view as the stage's cameras see the scene: how many samples a ray keeps
-    distance, fovy = sum(c.distance_range) / 2, sum(c.fovy_range) / 2
+    data = system.data
+    views = data.cfg.n_views * -(-PROBE_VIEWS // data.cfg.n_views)  # whole groups of n_views
     (s0, s1), lines = PROBE_SIDES, []
-    for with_terms in (True, False):
-        measured = []
-        for side in PROBE_SIDES:
-            cams = make_cameras(one * 20.0, one * 30.0, one * distance, one * fovy, side, side).to(system.device)
-            with torch.enable_grad():
-                measured.append(saved_tensor_bytes(lambda cams=cams, t=with_terms: step(cams, t)))
-        b0, b1 = measured
-        per_pixel = max(b1 - b0, 0) / (s1 * s1 - s0 * s0)
-        lines.append(Line(max(b0 - per_pixel * s0 * s0, 0.0), per_pixel))
+    try:
+        for with_terms in (True, False):
+            measured = []
+            for side in PROBE_SIDES:
+                data.height = data.width = side
+                data.batch_size = views
+                cams = data.sample(generator=torch.Generator().manual_seed(0)).to(system.device)
+                with torch.enable_grad():
+                    measured.append(saved_tensor_bytes(lambda cams=cams, t=with_terms: step(cams, t)))
+            b0, b1 = measured
+            per_pixel = max(b1 - b0, 0) / (views * (s1 * s1 - s0 * s0))
+            lines.append(Line(max(b0 - per_pixel * views * s0 * s0, 0.0), per_pixel))
+    finally:
+        data.on_update_step(0, 0)
     return RenderProbe(*lines)
 
 
