@@ -244,3 +244,26 @@ def test_activations_are_taken_at_the_step_where_they_peak(zero123_nerf):
     split = memory.RenderProbe(step=memory.Line(100.0, 3.0), render=memory.Line(10.0, 1.0))
     assert memory.peak_step(zero123_nerf, 1, split, 0) == (0, 100 + 3 * 4 * 16 * 16 + 10 + own, 0)
     assert zero123_nerf.data.batch_size == 4  # the data module is left at step 0
+
+
+def test_the_estimate_is_reproducible_and_leaves_the_run_s_random_draws():
+    """Systems are built on a forked RNG seeded with the run's seed: the same estimate each time
+    (a Gaussians hand-off either meshes or not, always the same way), the global state untouched."""
+    from threestudio_like.cli import compose_config
+    from threestudio_like.systems.memory_estimate import memory_estimates
+
+    cfg = compose_config(["experiment=dreamgaussian", "debug=smoke", "prompt=a red cube"])
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+
+    def sizes(estimates):  # all but the runtime (the process grows between the two)
+        return [
+            (e.trained, e.frozen, e.render_activations, e.guidance_activations, e.step)
+            if isinstance(e, memory.MemoryEstimate)
+            else e.line()
+            for e in estimates
+        ]
+
+    first = sizes(memory_estimates(cfg, torch.device("cpu")))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert sizes(memory_estimates(cfg, torch.device("cpu"))) == first

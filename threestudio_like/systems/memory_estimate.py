@@ -455,7 +455,9 @@ def memory_estimates(cfg: Any, device: torch.device) -> list[MemoryEstimate | No
     previous one as the trainer builds them, untrained; pretrained models counted from their files,
     not loaded). A stage whose hand-off needs the previous stage
     trained (an isosurface of freshly initialised Gaussians may be empty) and the stages after it
-    are :class:`NotEstimated`: the estimate never stops a run that validation let through."""
+    are :class:`NotEstimated`: the estimate never stops a run that validation let through. The
+    systems are initialised from the run's ``seed`` on a forked torch RNG (the run's own draws are
+    not moved)."""
     from ..core.config import import_target
     from ..core.errors import UserError
     from ..core.preflight import pretrained_components
@@ -465,21 +467,23 @@ def memory_estimates(cfg: Any, device: torch.device) -> list[MemoryEstimate | No
 
     out, system, runtime = [], None, runtime_bytes(device)
     names = stage_names(cfg)
-    for i, name in enumerate(names):
-        stage, where = resolve_stage(cfg, name), f"stage.{name}"
-        models = [(p, resolve_pretrained_dir(m), k) for p, m, k in pretrained_components(stage, where)]
-        built = dict(stage)
-        if isinstance(built.get("geometry"), dict):  # a mesh's colours fitted at the hand-off change no size
-            built["geometry"] = dict(built["geometry"])
-            overlay_fields(built["geometry"], {"appearance_fit_steps": 0})
-        try:
-            system = import_target(built.pop("_target_", DEFAULT_SYSTEM))(built, where=where, previous=system)
-        except UserError as e:
-            if system is None:  # the first stage builds from its config alone: a real error
-                raise
-            reason = f"it is built from the trained {names[i - 1]} stage; untrained: {e}"
-            return out + [NotEstimated(later, reason if later == name else "as above") for later in names[i:]]
-        out.append(estimate_stage(name, system, stage, models, device, runtime))
+    with torch.random.fork_rng(devices=[]):  # the same estimate every time; the run's draws untouched
+        torch.manual_seed(int(cfg.get("seed", 0) or 0))
+        for i, name in enumerate(names):
+            stage, where = resolve_stage(cfg, name), f"stage.{name}"
+            models = [(p, resolve_pretrained_dir(m), k) for p, m, k in pretrained_components(stage, where)]
+            built = dict(stage)
+            if isinstance(built.get("geometry"), dict):  # a mesh's colours fitted at the hand-off change no size
+                built["geometry"] = dict(built["geometry"])
+                overlay_fields(built["geometry"], {"appearance_fit_steps": 0})
+            try:
+                system = import_target(built.pop("_target_", DEFAULT_SYSTEM))(built, where=where, previous=system)
+            except UserError as e:
+                if system is None:  # the first stage builds from its config alone: a real error
+                    raise
+                reason = f"it is built from the trained {names[i - 1]} stage; untrained: {e}"
+                return out + [NotEstimated(later, reason if later == name else "as above") for later in names[i:]]
+            out.append(estimate_stage(name, system, stage, models, device, runtime))
     return out
 
 
