@@ -17,11 +17,11 @@ Per stage, in bytes:
   encoder at its input size (latent priors), and a full UNet forward for guidances that train the
   prior after their step (VSD's LoRA); traced on the ``meta`` device for one view (nothing
   computed) and multiplied by the batch, halved where the prior runs in fp16;
+* **runtime** — the process itself (interpreter, libraries; CUDA context on a GPU), as it stands
+  when the estimate is made.
 
 Activations are taken at the training step where they peak: resolution schedules and the terms'
 own render sizes are followed over the stage's steps (:func:`peak_step`).
-* **runtime** — the process itself (interpreter, libraries; CUDA context on a GPU), as it stands
-  when the estimate is made.
 
 The total is compared with the device's free memory (:func:`free_bytes`): CUDA's
 ``mem_get_info``, the system's available RAM on CPU.
@@ -229,7 +229,7 @@ class RenderProbe(NamedTuple):
 
 def render_probe(system: Any) -> RenderProbe:
     """Saved bytes of one training render with the loss terms that read it (those without a prior
-    of their own and without a render of their own), and of the render alone: probes of one view at
+    of their own and without a render of their own), and of the render alone: probes at
     :data:`PROBE_SIDES` pixels a side, each fitted as a :class:`Line` in the pixel count — a
     per-pixel part (rays with their samples, rasterized or splatted pixels) and a fixed part per
     render call (per vertex or Gaussian: a DMTet's surface extraction, the Gaussians' projection).
