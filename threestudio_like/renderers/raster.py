@@ -6,17 +6,27 @@ depth (distance from the camera centre along the ray, 0 where empty), normal (in
 world vertex normals, 0 where empty) and ``extras["mesh"]`` (for mesh regularizers).
 The mesh is ``geometry.mesh()`` for a :class:`~threestudio_like.geometry.base.SurfaceGeometry`
 (DMTet, explicit meshes; differentiable), else the geometry's ``isosurface()`` (detached).
+
+Grazing guard (``grazing_elevation_range``): surface whose normal points outside the elevations
+the training cameras take (a base below the lowest camera) is seen by them only at a grazing
+angle, as a strip at the silhouette, and a prior trained at those elevations has never seen it;
+its gradient there pulls the colour towards the background's brightness (whitish patches on a
+coloured object). That surface's colour gradient is scaled by :func:`grazing_color_weight` of its
+normal (0 when no training elevation sees it at less than ``arccos(grazing_cos[0])``): its colour
+stays what the stage started with, and the geometry trains as before.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..background.base import Background
+from ..core.errors import UserError
 from ..data.cameras import CameraBatch
 from ..geometry.base import Geometry, SurfaceGeometry
 from ..materials.base import Material
@@ -33,10 +43,20 @@ class RasterRenderer(Renderer):
         """Rasterizer backend (ops/rasterize.py)."""
         antialias: bool = True
         """Antialias colour and mask at silhouette edges (gives geometry gradients there)."""
+        grazing_elevation_range: Optional[tuple[float, float]] = None
+        """Elevations (degrees) the training cameras take, normally the data's
+        ``elevation_range``: surface facing outside them gets a smaller colour gradient (grazing
+        guard, module docstring); null: off."""
+        grazing_cos: tuple[float, float] = (0.8, 0.99)
+        """Cosine between the normal and the nearest training elevation below which the colour
+        gradient is 0, and above which it is whole (linear between)."""
 
     def __init__(self, cfg=None, where: str = "renderer") -> None:
         nn.Module.__init__(self)
         self.parse_config(cfg, where)
+        lo, hi = self.cfg.grazing_cos
+        if not -1.0 <= lo < hi <= 1.0:
+            raise UserError(f"{where}.grazing_cos: need -1 ≤ low < high ≤ 1, got [{lo}, {hi}]")
         self._rasterizer: Rasterizer | None = None
 
     def rasterizer(self, device: torch.device) -> Rasterizer:
@@ -70,6 +90,11 @@ class RasterRenderer(Renderer):
         viewdirs = nn.functional.normalize(pts - cam_pos[sel], dim=-1)
         light = cameras.light_position[:, None, None, :].expand(b, h, w, 3)[sel]
         feats = geometry(pts).features
+        if self.cfg.grazing_elevation_range is not None and feats.requires_grad:
+            weight = grazing_color_weight(
+                normal[sel][:, 2].detach(), self.cfg.grazing_elevation_range, self.cfg.grazing_cos
+            )
+            feats = scale_gradient(feats, weight[:, None])
         fg = material(feats, viewdirs, normal[sel], light, pts, shading)
         bg = background(cameras.rays_d)
         fg_img = torch.zeros_like(bg).index_put((sel,), fg.to(bg.dtype)) if pts.numel() else torch.zeros_like(bg)
@@ -80,3 +105,27 @@ class RasterRenderer(Renderer):
             rgb, opacity = both[..., :3], both[..., 3:]
         depth = (position - cam_pos).norm(dim=-1, keepdim=True) * mask
         return RenderOutput(rgb=rgb, opacity=opacity, depth=depth, normal=normal, extras={"mesh": mesh})
+
+
+def elevation_cosine(normal_z: Tensor, elevation_range: tuple[float, float]) -> Tensor:
+    """Cosine between unit normals with z-component ``normal_z`` (any shape; world z up) and the
+    nearest direction whose elevation lies in ``elevation_range`` (degrees): 1 for a normal whose
+    elevation is in the range, else the cosine of its angle to the range's nearer end. A distant
+    camera at an elevation of the range sees such a surface at best at this cosine."""
+    elevation = torch.asin(normal_z.clamp(-1.0, 1.0))
+    lo, hi = (math.radians(e) for e in elevation_range)
+    return torch.cos(elevation - elevation.clamp(lo, hi))
+
+
+def grazing_color_weight(
+    normal_z: Tensor, elevation_range: tuple[float, float], cos_range: tuple[float, float]
+) -> Tensor:
+    """Colour-gradient weight in [0, 1] of surface with normals ``normal_z``: 0 where
+    :func:`elevation_cosine` is at most ``cos_range[0]``, 1 from ``cos_range[1]`` on, linear between."""
+    lo, hi = cos_range
+    return ((elevation_cosine(normal_z, elevation_range) - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def scale_gradient(x: Tensor, weight: Tensor) -> Tensor:
+    """``x`` unchanged in value; its gradient multiplied by ``weight`` (broadcast to ``x``)."""
+    return torch.lerp(x.detach(), x, weight.to(x.dtype))
