@@ -96,6 +96,16 @@ def test_report_warns_above_free_memory():
     assert memory.free_bytes(torch.device("cpu")) > 0
 
 
+def test_the_text_encoder_takes_the_activations_place_when_larger():
+    """It encodes the prompts before training and is freed: the larger of the two counts."""
+    gib = 1 << 30
+    e = memory.MemoryEstimate("s", 1, 2, trained=gib, frozen=2 * gib, render_activations=gib,
+                              guidance_activations=gib, runtime=0, text_encoder=gib)  # fmt: skip
+    assert e.total == 5 * gib and "text encoder 1.00 before training: smaller, not counted" in e.line()
+    e.text_encoder = 3 * gib
+    assert e.total == 6 * gib and "text encoder 3.00 before training: larger, counted instead" in e.line()
+
+
 @pytest.fixture(scope="module")
 def smoke_estimates():
     from threestudio_like.cli import compose_config
@@ -116,6 +126,9 @@ def test_stage_estimate_matches_the_built_system(smoke_estimates):
         n = build_stage_for_check(resolve_stage(cfg, e.stage), f"stage.{e.stage}")
         assert e.trained_parameters == n and e.trained == 16 * n  # fp32 weight, grad, Adam's 2 moments
         assert e.render_activations > 0 and e.runtime > 0
+        sd = str(cfg.models.sd)  # the prior's UNet + VAE frozen; its text encoder apart, fp32 on the CPU
+        assert e.frozen == 4 * memory.pretrained_numel(sd, "guidance")
+        assert e.text_encoder == 4 * memory.pretrained_numel(sd, "prompt_processor") > 0
 
 
 @pytest.mark.slow

@@ -4,9 +4,11 @@ Per stage, in bytes:
 
 * **trained** — the system's trainable parameters, their gradients and the optimizer's state
   (Adam/AdamW: two moments; SGD: none) — exact, counted on the built system;
-* **frozen** — the pretrained models the stage loads (guidance UNet + VAE, the prompt processor's
-  text encoder, Zero123's image encoder, CLIP), counted from the ``safetensors`` headers (no weights
-  read), at the dtype they run in (fp16 on CUDA with ``half_precision``, fp32 otherwise);
+* **frozen** — the pretrained models the stage trains with (guidance UNet + VAE, Zero123's image
+  encoder, CLIP), counted from the ``safetensors`` headers (no weights read), at the dtype they run
+  in (fp16 on CUDA with ``half_precision``, fp32 otherwise); the prompt processor's text encoder is
+  loaded only to encode prompts before training and freed, so it is counted in place of the
+  activations where it is larger, not beside them;
 * **render activations** — what autograd keeps for one training render with the loss terms
   that read it (regularizers) and for the renders terms make of their own (the reference view):
   two small probe renders (:data:`PROBE_SIDES`) give a per-pixel part (every ray with its samples,
@@ -69,18 +71,30 @@ class MemoryEstimate:
     step: int = 0
     """The training step the activations are estimated at: the one where they peak (a resolution
     schedule's larger renders, a term's own render growing)."""
+    text_encoder: int = 0
+    """The prompt processor's text encoder: loaded only to encode prompts missing from the
+    embedding cache, before training, and freed after — so it takes the activations' place when
+    larger, never sits beside them."""
+
+    @property
+    def activations(self) -> int:
+        return (self.render_activations or 0) + self.guidance_activations
 
     @property
     def total(self) -> int:
-        return self.trained + self.frozen + (self.render_activations or 0) + self.guidance_activations + self.runtime
+        return self.trained + self.frozen + max(self.activations, self.text_encoder) + self.runtime
 
     def line(self) -> str:
         g = lambda b: "?" if b is None else f"{b / 2**30:.2f}"  # noqa: E731
+        encoder = ""
+        if self.text_encoder:
+            counted = "larger, counted instead" if self.text_encoder > self.activations else "smaller, not counted"
+            encoder = f" (text encoder {g(self.text_encoder)} before training: {counted})"
         return (
             f"{self.stage}: {g(self.total)} GiB = trained {g(self.trained)} ({self.trained_parameters / 1e6:.2f} M "
             f"params + grads + optimizer) + frozen {g(self.frozen)} ({self.frozen_parameters / 1e6:.0f} M) "
             f"+ render activations {g(self.render_activations)} + guidance activations "
-            f"{g(self.guidance_activations)} + runtime {g(self.runtime)}"
+            f"{g(self.guidance_activations)}{encoder} + runtime {g(self.runtime)}"
             + (f" (at step {self.step})" if self.step else "")
         )
 
@@ -380,12 +394,16 @@ def estimate_stage(
         probe = None
     guidance = stage.get("guidance") or {}
     half = bool(guidance.get("half_precision", True)) and device.type == "cuda"
-    frozen_n, guidance_per_view, counted = 0, 0, set()
+    half_encoder = bool((stage.get("prompt_processor") or {}).get("half_precision", False)) and device.type == "cuda"
+    frozen_n, encoder_n, guidance_per_view, counted = 0, 0, 0, set()
     for path, model_dir, _kind in pretrained:
         role = "prompt_processor" if path.endswith("prompt_processor") else "guidance"
         if (model_dir, role) in counted:
             continue
         counted.add((model_dir, role))
+        if role == "prompt_processor":
+            encoder_n += pretrained_numel(model_dir, role)
+            continue
         frozen_n += pretrained_numel(model_dir, role)
         if role == "guidance" and path.endswith(".guidance"):
             cls = import_target(guidance["_target_"]) if guidance.get("_target_") else None
@@ -405,6 +423,7 @@ def estimate_stage(
         frozen_parameters=frozen_n,
         trained=trained,
         frozen=frozen_n * (2 if half else 4),
+        text_encoder=encoder_n * (2 if half_encoder else 4),
         render_activations=render,
         guidance_activations=guidance_act,
         runtime=runtime,
