@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from threestudio_like.core.heap import trim_heap
+from threestudio_like.systems.memory_estimate import runtime_bytes
 
 
 def resident_bytes() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    return runtime_bytes(torch.device("cpu"))
 
 
 GLIBC = bool(ctypes.util.find_library("c")) and hasattr(ctypes.CDLL(None), "malloc_trim")

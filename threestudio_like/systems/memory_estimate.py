@@ -380,8 +380,7 @@ def estimate_stage(
     """The estimate for a built stage ``system`` (its guidance not loaded) whose resolved config is
     ``stage``; ``pretrained`` lists its (config path, model directory, kind) as
     :func:`~threestudio_like.core.preflight.pretrained_components` finds them, resolved;
-    ``runtime``: :func:`runtime_bytes` taken before any probe ran (the probes' memory is not freed
-    to the system)."""
+    ``runtime``: :func:`runtime_bytes` taken before any probe ran."""
     from ..core.config import import_target
     from ..core.errors import UserError
     from ..guidance.distillation import DistillationGuidance
@@ -405,7 +404,7 @@ def estimate_stage(
             encoder_n += pretrained_numel(model_dir, role)
             continue
         frozen_n += pretrained_numel(model_dir, role)
-        if role == "guidance" and path.endswith(".guidance"):
+        if path.endswith(".guidance"):
             cls = import_target(guidance["_target_"]) if guidance.get("_target_") else None
             trains = (
                 isinstance(cls, type)
