@@ -6,6 +6,7 @@ announce themselves with a marker file."""
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +181,29 @@ def test_signal_swallowed_by_a_finalizer_is_delivered_after_it(capfd):
             time.sleep(2)
     assert caught.value.signum == signal.SIGTERM
     assert "Traceback" not in capfd.readouterr().err
+
+
+class _SignalsInSetName:
+    def __set_name__(self, owner, name):
+        signal.raise_signal(signal.SIGTERM)  # Python wraps what __set_name__ raises in a RuntimeError
+        for _ in range(1000):
+            pass
+
+
+def _run_meeting_a_signal_in_an_import(cfg, progress):
+    # torch imports parts of itself lazily mid-run (torch._inductor from use_deterministic_algorithms):
+    # a signal landing in a class body there surfaces as RuntimeError("Error calling __set_name__ …")
+    run_started()
+    progress.run_dir, progress.phase = Path("run"), "training"
+    type("Lazy", (), {"attr": _SignalsInSetName()})
+
+
+def test_signal_wrapped_by_python_ends_as_interrupted(monkeypatch, capfd):
+    from threestudio_like import cli
+
+    monkeypatch.setattr(cli, "compose_config", lambda argv: None)
+    monkeypatch.setattr(cli, "run", _run_meeting_a_signal_in_an_import)
+    assert cli.main(["prompt=x"]) == 143
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines() == ["interrupted during training (nothing trained yet); continue with resume=run"]

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from .core.errors import EXIT_USER_ERROR, UserError
-from .core.interrupts import Interrupted, handle_signals, ignore_signals, run_started, signals_handled
+from .core.interrupts import Interrupted, handle_signals, ignore_signals, interruption, run_started, signals_handled
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MODES = ("train", "export", "test")
@@ -359,6 +359,12 @@ def _command(argv: list[str]) -> int:
     except (Interrupted, KeyboardInterrupt) as e:
         print(progress.interrupted(e), file=sys.stderr)
         return e.exit_code if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+    except Exception as e:
+        cause = interruption(e)  # a signal wrapped by Python (e.g. raised inside an import)
+        if cause is None:
+            raise
+        print(progress.interrupted(cause), file=sys.stderr)
+        return cause.exit_code
     return 0
 
 

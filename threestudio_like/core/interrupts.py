@@ -12,6 +12,10 @@
 * Python swallows an exception raised where it cannot propagate (a ``__del__``, an at-fork handler
   such as the one logging runs when imageio starts ffmpeg): the signal is then raised again, so it
   is handled at the next point where it can propagate instead of being printed and lost.
+* Python wraps an exception raised in some places in one of its own: a signal arriving while a
+  module is imported (torch imports parts of itself lazily, mid-run) can surface as a
+  ``RuntimeError`` from ``__set_name__`` whose cause is the :class:`Interrupted`;
+  :func:`interruption` finds it so the run ends as interrupted, not with a traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +42,18 @@ class Interrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def interruption(error: BaseException) -> Optional[Interrupted]:
+    """The :class:`Interrupted` that ``error`` is or was raised from or while handling, if any."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 START_UP_MESSAGE = "interrupted during start-up; nothing was written"
