@@ -14,9 +14,11 @@ trained on (they are trained on seed 0), through the code ``threestudio-like pre
   the pixels of both the output mask and the true mask's interior.
 
 Targets (issue 26): IoU ≥ 0.9 (point) and ≥ 0.85 (automatic), captions ≥ 90 %, depth r ≥ 0.9.
+``--single-pass`` turns off the test-time mirror averaging of SAM's prompted masks and of the
+depth (``flip_average``, on by default) to measure what it adds.
 
 Usage: ``python benchmarks/bench_toy_preprocess.py [--photos 100] [--seed 1] [--sam DIR] [--blip DIR]
-[--depth DIR] [--threads 2]``.
+[--depth DIR] [--single-pass] [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -66,17 +68,19 @@ def main() -> None:
     parser.add_argument("--sam", default=str(ASSETS / "toy-sam"))
     parser.add_argument("--blip", default=str(ASSETS / "toy-blip"))
     parser.add_argument("--depth", default=str(ASSETS / "toy-depth"))
+    parser.add_argument("--single-pass", action="store_true", help="no mirror averaging (SAM's prompts, depth)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
     maker = ToyPhotoMaker()
-    segmenter = SamSegmenter({"model": args.sam, "device": "cpu"})
+    flip = not args.single_pass
+    segmenter = SamSegmenter({"model": args.sam, "device": "cpu", "flip_average": flip})
     preprocessor = PhotoPreprocessor(
         {
-            "segmenter": {"model": args.sam, "device": "cpu"},
+            "segmenter": {"model": args.sam, "device": "cpu", "flip_average": flip},
             "captioner": {"model": args.blip, "device": "cpu"},
-            "depth_estimator": {"model": args.depth, "device": "cpu"},
+            "depth_estimator": {"model": args.depth, "device": "cpu", "flip_average": flip},
         },
         log=lambda line: None,
     )
@@ -119,6 +123,7 @@ def main() -> None:
                 "photos": args.photos,
                 "seed": args.seed,
                 "models": {"sam": args.sam, "blip": args.blip, "depth": args.depth},
+                "flip_average": flip,
                 "mask_iou_point": mean("iou_point", rows),
                 "mask_iou_point_p10": round(float(np.percentile([r["iou_point"] for r in rows], 10)), 4),
                 "mask_iou_auto": mean("iou_auto", rows),

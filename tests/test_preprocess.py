@@ -179,23 +179,10 @@ def test_framing_an_object_at_the_edge_pads_outside_the_photo():
 
 # ---- SAM ---------------------------------------------------------------------------------
 def _reference_sam_mask(model_dir, rgb, points, box):
-    """transformers' own path: SamProcessor (coordinates, pixels) → SamModel → post_process_masks."""
-    from transformers import SamModel, SamProcessor
-
-    processor = SamProcessor.from_pretrained(model_dir)
-    model = SamModel.from_pretrained(model_dir).eval()
-    kwargs = {}
-    if points:
-        kwargs["input_points"] = [[[list(p) for p in points]]]
-        kwargs["input_labels"] = [[[1] * len(points)]]
-    if box:
-        kwargs["input_boxes"] = [[list(box)]]
-    inputs = processor(images=rgb, return_tensors="pt", **kwargs)
-    with torch.no_grad():
-        out = model(**inputs, multimask_output=len(points) == 1 and box is None)
-    masks = processor.post_process_masks(out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])
-    best = int(out.iou_scores[0, 0].argmax())
-    return masks[0][0, best].numpy(), float(out.iou_scores[0, 0, best]), inputs["pixel_values"]
+    """transformers' own path, thresholded as its post_process_masks does (logits > 0), best candidate."""
+    logits, iou, pixels = _reference_sam_logits(model_dir, rgb, points, box)
+    best = int(iou.argmax())
+    return (logits[best] > 0).numpy(), float(iou[best]), pixels
 
 
 @pytest.mark.parametrize(
@@ -213,12 +200,60 @@ def test_sam_prompts_match_transformers_processor_path(models, points, box):
 
     rgb = make_photo()
     expected, iou, pixels = _reference_sam_mask(models["sam"], rgb, points, box)
-    segmenter = SamSegmenter({"model": models["sam"], "device": "cpu"})
+    segmenter = SamSegmenter({"model": models["sam"], "device": "cpu", "flip_average": False})
     assert torch.allclose(segmenter.pixels(rgb)[0], pixels, atol=1e-5)
     seg = segmenter.segment(rgb, points, box)
     assert seg.mask.shape == rgb.shape[:2] and seg.mask.dtype == bool
     assert np.array_equal(seg.mask, expected)
     assert seg.predicted_iou == pytest.approx(iou, abs=1e-6)
+
+
+def _reference_sam_logits(model_dir, rgb, points, box):
+    """transformers' own path: SamProcessor (coordinates, pixels) → SamModel → post_process_masks,
+    unthresholded: (candidate logits (C,H,W), predicted IoU (C,), the processor's pixels)."""
+    from transformers import SamModel, SamProcessor
+
+    processor = SamProcessor.from_pretrained(model_dir)
+    model = SamModel.from_pretrained(model_dir).eval()
+    kwargs = {}
+    if points:
+        kwargs["input_points"] = [[[list(p) for p in points]]]
+        kwargs["input_labels"] = [[[1] * len(points)]]
+    if box:
+        kwargs["input_boxes"] = [[list(box)]]
+    inputs = processor(images=rgb, return_tensors="pt", **kwargs)
+    with torch.no_grad():
+        out = model(**inputs, multimask_output=len(points) == 1 and box is None)
+    logits = processor.post_process_masks(
+        out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"], binarize=False
+    )[0][0]
+    return logits, out.iou_scores[0, 0], inputs["pixel_values"]
+
+
+@pytest.mark.parametrize(
+    "points, box",
+    [([(30.0, 20.0)], None), ([], (10.0, 5.0, 60.0, 40.0)), ([(30, 20)], (10, 5, 60, 40))],
+    ids=["point", "box", "point+box"],
+)
+def test_sam_flip_average_is_the_mean_of_the_photo_and_its_mirror(models, points, box):
+    """The mirrored pass is transformers' path on the photo flipped with the prompts flipped by
+    hand (pixel x → 69 − x, box edges x0, x1 → 70 − x1, 70 − x0 for a 70-pixel-wide photo)."""
+    from threestudio_like.preprocess.segment import SamSegmenter
+
+    rgb = make_photo()
+    logits, iou, _ = _reference_sam_logits(models["sam"], rgb, points, box)
+    flipped_points = [(69 - x, y) for x, y in points]
+    flipped_box = (70 - box[2], box[1], 70 - box[0], box[3]) if box else None
+    m_logits, m_iou, _ = _reference_sam_logits(
+        models["sam"], np.ascontiguousarray(rgb[:, ::-1]), flipped_points, flipped_box
+    )
+    mean_logits, mean_iou = (logits + m_logits.flip(-1)) / 2, (iou + m_iou) / 2
+    best = int(mean_iou.argmax())
+    seg = SamSegmenter({"model": models["sam"], "device": "cpu"}).segment(rgb, points, box)
+    assert seg.predicted_iou == pytest.approx(float(mean_iou[best]), abs=1e-5)
+    decided = mean_logits[best].abs() > 1e-4  # pixels whose sign float rounding cannot flip
+    assert decided.float().mean() > 0.99
+    assert np.array_equal(seg.mask[decided.numpy()], (mean_logits[best] > 0).numpy()[decided.numpy()])
 
 
 def to_segment_anything_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -466,9 +501,33 @@ def test_disparity_is_the_model_output_at_the_image_size(models, name):
     with torch.no_grad():
         out = model(**processor(images=Image.fromarray(rgb), return_tensors="pt"))
     expected = processor.post_process_depth_estimation(out, target_sizes=[(45, 70)])[0]["predicted_depth"].numpy()
-    got = DepthEstimator({"model": models[name], "device": "cpu"}).disparity(rgb)
+    got = DepthEstimator({"model": models[name], "device": "cpu", "flip_average": False}).disparity(rgb)
     assert got.shape == (45, 70) and got.dtype == np.float32
     assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_depth_flip_average_fits_the_mirror_to_the_first_prediction(models):
+    """Transformers' path on the photo and on its mirror (flipped back), the mirror's scale and
+    shift fitted by numpy's least-squares line fit, then the mean of the two."""
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    from threestudio_like.preprocess.depth import DepthEstimator
+
+    rgb = make_photo(45, 70)
+    processor = AutoImageProcessor.from_pretrained(models["dpt"])
+    model = AutoModelForDepthEstimation.from_pretrained(models["dpt"]).eval()
+
+    def predict(image):
+        with torch.no_grad():
+            out = model(**processor(images=Image.fromarray(np.ascontiguousarray(image)), return_tensors="pt"))
+        return processor.post_process_depth_estimation(out, target_sizes=[(45, 70)])[0]["predicted_depth"].numpy()
+
+    first, mirrored = predict(rgb), predict(rgb[:, ::-1])[:, ::-1]
+    a, b = np.polyfit(mirrored.ravel().astype(np.float64), first.ravel().astype(np.float64), 1)
+    expected = (first + a * mirrored + b) / 2
+    got = DepthEstimator({"model": models["dpt"], "device": "cpu"}).disparity(rgb)
+    assert not np.allclose(first, a * mirrored + b, atol=1e-3)  # the two passes differ: the test can fail
+    assert np.allclose(got, expected, atol=1e-4 * np.abs(expected).max())
 
 
 def test_metric_depth_is_inverted_to_disparity(models, tmp_path):
@@ -482,7 +541,7 @@ def test_metric_depth_is_inverted_to_disparity(models, tmp_path):
     DPTImageProcessorPil.from_pretrained(models["depth_anything"]).save_pretrained(tmp_path / "metric")
     rgb = make_photo()
     relative = DepthEstimator({"model": models["depth_anything"], "device": "cpu"})
-    metric = DepthEstimator({"model": str(tmp_path / "metric"), "device": "cpu"})
+    metric = DepthEstimator({"model": str(tmp_path / "metric"), "device": "cpu", "flip_average": False})
     assert not relative.inverts and metric.inverts
     with torch.no_grad():
         inputs = metric.processor(images=Image.fromarray(rgb), return_tensors="pt")
@@ -501,8 +560,10 @@ def test_half_precision_gives_nearly_the_float32_results(models, dtype):
     from threestudio_like.preprocess.segment import SamSegmenter
 
     rgb = make_photo()
-    full = SamSegmenter({"model": models["sam"], "device": "cpu"}).segment(rgb, [(30.0, 20.0)]).mask
-    half = SamSegmenter({"model": models["sam"], "device": "cpu", "dtype": dtype}).segment(rgb, [(30.0, 20.0)]).mask
+    # one pass: the random tiny SAM's mirrored pass nearly cancels its mask (a few pixels are left)
+    single = {"model": models["sam"], "device": "cpu", "flip_average": False}
+    full = SamSegmenter(single).segment(rgb, [(30.0, 20.0)]).mask
+    half = SamSegmenter({**single, "dtype": dtype}).segment(rgb, [(30.0, 20.0)]).mask
     assert full.any() and (full & half).sum() / (full | half).sum() > 0.8
     d32 = DepthEstimator({"model": models["dpt"], "device": "cpu"}).disparity(rgb)
     d16 = DepthEstimator({"model": models["dpt"], "device": "cpu", "dtype": dtype}).disparity(rgb)

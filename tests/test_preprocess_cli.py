@@ -101,13 +101,20 @@ def test_end_to_end_with_tiny_models(setup, tmp_path, capsys):
     assert rgba[..., 3][obj].min() > 0  # feathering softens the edge, not the inside
     assert (out / "photo_caption.txt").read_text() == record["caption"] + "\n"
 
-    # the object's box is that of transformers' own SAM mask for the prompt, cleaned
+    # the object's box is that of transformers' own SAM mask for the prompt, averaged with the
+    # mirrored photo's for the mirrored prompt (x 30 → 70 − 1 − 30), cleaned
     processor, model = SamProcessor.from_pretrained(setup["sam"]), SamModel.from_pretrained(setup["sam"])
-    inputs = processor(images=make_photo(), input_points=[[[30, 20]]], input_labels=[[[1]]], return_tensors="pt")
-    with torch.no_grad():
-        sam_out = model(**inputs)
-    masks = processor.post_process_masks(sam_out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])
-    reference = clean_mask(masks[0][0, int(sam_out.iou_scores[0, 0].argmax())].numpy())
+
+    def sam_pass(image, x):
+        inputs = processor(images=image, input_points=[[[x, 20]]], input_labels=[[[1]]], return_tensors="pt")
+        with torch.no_grad():
+            sam_out = model(**inputs)
+        sizes = inputs["original_sizes"], inputs["reshaped_input_sizes"]
+        return processor.post_process_masks(sam_out.pred_masks, *sizes, binarize=False)[0][0], sam_out.iou_scores[0, 0]
+
+    (logits, iou), (m_logits, m_iou) = sam_pass(make_photo(), 30), sam_pass(make_photo()[:, ::-1].copy(), 39)
+    best = int((iou + m_iou).argmax())
+    reference = clean_mask(((logits[best] + m_logits[best].flip(-1)) > 0).numpy())
     assert reference.any(), "the tiny SAM finds nothing at this prompt: choose another point"
     assert record["object_box"] == list(bounding_box(reference))
     x0, y0, x1, y1 = record["crop_box"]

@@ -168,6 +168,8 @@ def test_preprocess_with_the_shipped_models_finds_the_truth(tmp_path):
 def test_training_script_runs_and_saves_a_loadable_model(script, tmp_path):
     import importlib
 
+    from safetensors.torch import load_file
+
     from threestudio_like.preprocess.caption import Captioner
     from threestudio_like.preprocess.depth import DepthEstimator
     from threestudio_like.preprocess.segment import SamSegmenter
@@ -180,3 +182,10 @@ def test_training_script_runs_and_saves_a_loadable_model(script, tmp_path):
     load = {"train_sam": SamSegmenter, "train_blip": Captioner, "train_depth": DepthEstimator}[script]
     load({"model": str(out), "device": "cpu"})  # the preprocessing's own loader
     assert sum(f.stat().st_size for f in out.iterdir()) <= 3 * 2**20
+
+    # --init-from continues from the saved weights: a step at learning rate 0 saves them unchanged
+    again = tmp_path / "again"
+    args = ["--work-dir", str(tmp_path / "work2"), "--out", str(again), "--steps", "1", "--n-photos", "4"]
+    module.main([*args, "--batch-size", "2", "--threads", "1", "--init-from", str(out), "--lr", "0"])
+    first, second = (load_file(str(d / "model.safetensors")) for d in (out, again))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

@@ -6,6 +6,10 @@ to the input image (bicubic, as the processors' ``post_process_depth_estimation`
 as a *disparity* (larger = nearer), the orientation of MiDaS-style relative models (DPT, Depth
 Anything) and of ``depth_is_disparity: true`` in the reference term; metric models' depth is
 inverted. Make-It-3D's loss is a Pearson correlation, blind to the scale and shift of the map.
+
+With ``flip_average`` (test-time augmentation), the model also sees the image mirrored left-right;
+its prediction, mirrored back, is brought to the first one's scale and shift (least squares over
+the image: relative models' outputs have none of their own) and the two are averaged.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class DepthEstimator:
         """auto (CUDA when available), cpu, cuda, cuda:N."""
         dtype: WeightsDtype = "auto"
         """Weights dtype; auto: float16 on CUDA, float32 elsewhere."""
+        flip_average: bool = True
+        """Average with the prediction for the left-right mirrored image, fitted to it (twice the model's cost)."""
 
     def __init__(self, cfg: Any = None, where: str = "--depth") -> None:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
@@ -70,12 +76,25 @@ class DepthEstimator:
     @torch.no_grad()
     def disparity(self, rgb: np.ndarray) -> np.ndarray:
         """(H,W) float32 relative disparity of ``rgb`` (H,W,3 uint8), at its size."""
-        from PIL import Image
-
-        h, w = rgb.shape[:2]
-        inputs = self.processor(images=Image.fromarray(rgb), return_tensors="pt")
-        predicted = self.model(pixel_values=inputs["pixel_values"].to(self.device, self.dtype)).predicted_depth
-        out = F.interpolate(predicted[:, None].float(), (h, w), mode="bicubic", align_corners=False)[0, 0]
+        out = self.predict(rgb)
+        if self.cfg.flip_average:
+            out = (out + fit_affine(self.predict(rgb[:, ::-1]).flip(-1), out)) / 2
         if self.inverts:
             out = 1.0 / out.clamp(min=1e-6)
         return out.cpu().numpy().astype(np.float32)
+
+    def predict(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H,W) float32 tensor: the model's output for ``rgb`` (H,W,3 uint8), resized to it (bicubic)."""
+        from PIL import Image
+
+        h, w = rgb.shape[:2]
+        inputs = self.processor(images=Image.fromarray(np.ascontiguousarray(rgb)), return_tensors="pt")
+        predicted = self.model(pixel_values=inputs["pixel_values"].to(self.device, self.dtype)).predicted_depth
+        return F.interpolate(predicted[:, None].float(), (h, w), mode="bicubic", align_corners=False)[0, 0]
+
+
+def fit_affine(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``a·x + b`` with the scale ``a`` and shift ``b`` that bring ``x`` closest to ``target`` (least squares)."""
+    xc, tc = x - x.mean(), target - target.mean()
+    a = (xc * tc).sum() / (xc * xc).sum().clamp(min=1e-12)
+    return a * xc + target.mean()

@@ -2,7 +2,12 @@
 
 Prompts are in photo pixels (x right, y down). **Prompted**: positive points and/or one box, the
 mask SAM rates best (highest predicted IoU; three candidates for a single point, SAM's answer to
-its ambiguity, one otherwise). **Automatic** (no prompt, a photo with one main object): a
+its ambiguity, one otherwise). With ``flip_average`` (test-time augmentation), SAM also segments
+the photo mirrored left-right with the prompts mirrored (pixel x → W − 1 − x; a box's edges
+x0, x1 → W − x1, W − x0), and each candidate's mask logits (mirrored back, at the photo's size) and
+predicted IoU are the mean of the two passes' — candidate k with candidate k, SAM's multimask
+outputs being ordered — before the best is picked: two views of one prompt, whose errors partly
+cancel. **Automatic** (no prompt, a photo with one main object): a
 ``points_per_side``² grid of single-point prompts, three candidate masks each, and the main object
 is the candidate with the highest
 
@@ -96,6 +101,8 @@ class SamSegmenter:
         """Automatic mode: largest candidate mask, as a fraction of the image."""
         stability_offset: Annotated[float, Range(gt=0)] = 1.0
         """Logit offset of SAM's stability score."""
+        flip_average: bool = True
+        """Prompted mode: average SAM's logits over the photo and its left-right mirror (twice the encoder's cost)."""
 
     def __init__(self, cfg: Any = None, where: str = "--sam") -> None:
         self.cfg = parse_structured(self.Config, cfg, where)
@@ -124,20 +131,35 @@ class SamSegmenter:
     @torch.no_grad()
     def segment(self, rgb: np.ndarray, points: Sequence[Point] = (), box: Optional[Box] = None) -> Segmentation:
         """Mask of the object in ``rgb`` (H,W,3 uint8) given the prompts, or automatically without."""
+        if points or box is not None:
+            logits, iou = self._prompted(rgb, points, box)
+            if self.cfg.flip_average:
+                w = rgb.shape[1]
+                mirrored, mirrored_iou = self._prompted(rgb[:, ::-1], mirror_points(points, w), mirror_box(box, w))
+                logits, iou = (logits + mirrored.flip(-1)) / 2, (iou + mirrored_iou) / 2
+            best = int(torch.argmax(iou))
+            stability = float(stability_score(logits[best], self.cfg.stability_offset))
+            prompt = "points+box" if points and box is not None else "points" if points else "box"
+            return Segmentation(
+                mask=(logits[best] > 0).cpu().numpy(),
+                predicted_iou=float(iou[best]),
+                stability=stability,
+                prompt=prompt,
+            )
         h, w = rgb.shape[:2]
         pixels, resized = self.pixels(rgb)
         embeddings = self.model.get_image_embeddings(pixels)
         scale = torch.tensor([resized[1] / w, resized[0] / h])
-        if points or box is not None:
-            low, iou, stability, prompt = self._prompted(embeddings, points, box, scale)
-        else:
-            low, iou, stability, prompt = self._automatic(embeddings, (h, w), resized, scale)
+        low, iou, stability = self._automatic(embeddings, (h, w), resized, scale)
         logits = upscale_logits(low[None, None], self.input_size, resized, (h, w))[0, 0]
-        return Segmentation(mask=(logits > 0).cpu().numpy(), predicted_iou=iou, stability=stability, prompt=prompt)
+        return Segmentation(mask=(logits > 0).cpu().numpy(), predicted_iou=iou, stability=stability, prompt="automatic")
 
-    def _prompted(
-        self, embeddings: Tensor, points: Sequence[Point], box: Optional[Box], scale: Tensor
-    ) -> tuple[Tensor, float, float, str]:
+    def _prompted(self, rgb: np.ndarray, points: Sequence[Point], box: Optional[Box]) -> tuple[Tensor, Tensor]:
+        """(candidate mask logits (C,H,W) at the photo's size, their predicted IoU (C,)) of one SAM pass."""
+        h, w = rgb.shape[:2]
+        pixels, resized = self.pixels(np.ascontiguousarray(rgb))
+        embeddings = self.model.get_image_embeddings(pixels)
+        scale = torch.tensor([resized[1] / w, resized[0] / h])
         kwargs: dict[str, Tensor] = {}
         if points:
             kwargs["input_points"] = self._model_coords(torch.tensor(points, dtype=torch.float32) * scale)[None, None]
@@ -147,15 +169,12 @@ class SamSegmenter:
             kwargs["input_boxes"] = self._model_coords(xy.reshape(4))[None, None]
         multimask = len(points) == 1 and box is None  # one point is ambiguous: three candidates
         out = self.model(image_embeddings=embeddings, multimask_output=multimask, **kwargs)
-        masks, iou = out.pred_masks[0, 0].float(), out.iou_scores[0, 0].float()
-        best = int(torch.argmax(iou))
-        stability = stability_score(masks[best], self.cfg.stability_offset)
-        prompt = "points+box" if points and box is not None else "points" if points else "box"
-        return masks[best], float(iou[best]), float(stability), prompt
+        logits = upscale_logits(out.pred_masks[0], self.input_size, resized, (h, w))[0]
+        return logits, out.iou_scores[0, 0].float()
 
     def _automatic(
         self, embeddings: Tensor, size: tuple[int, int], resized: tuple[int, int], scale: Tensor
-    ) -> tuple[Tensor, float, float, str]:
+    ) -> tuple[Tensor, float, float]:
         c = self.cfg
         h, w = size
         grid = (torch.arange(c.points_per_side, dtype=torch.float32) + 0.5) / c.points_per_side
@@ -181,7 +200,7 @@ class SamSegmenter:
                 f"segmentation found no object: none of SAM's {len(prompts) * 3} candidate masks covers between "
                 f"{c.min_area:.1%} and {c.max_area:.0%} of the photo; give a --point on the object or a --box"
             )
-        return best[1], best[2], best[3], "automatic"
+        return best[1], best[2], best[3]
 
     def _model_coords(self, xy: Tensor) -> Tensor:
         return xy.to(self.device, self.dtype)
@@ -200,6 +219,16 @@ def load_sam(name_or_path: str, where: str = "--sam") -> tuple[Any, tuple[float,
         processor = AutoImageProcessor.from_pretrained(location, local_files_only=True)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     return model, mean, std
+
+
+def mirror_points(points: Sequence[Point], width: int) -> list[Point]:
+    """Point prompts (pixel x, y) on the photo mirrored left-right: x → width − 1 − x."""
+    return [(width - 1 - x, y) for x, y in points]
+
+
+def mirror_box(box: Optional[Box], width: int) -> Optional[Box]:
+    """A box prompt (x0, y0, x1, y1; x1 past the last column) on the photo mirrored left-right."""
+    return None if box is None else (width - box[2], box[1], width - box[0], box[3])
 
 
 def upscale_logits(low: Tensor, input_size: int, resized: tuple[int, int], size: tuple[int, int]) -> Tensor:

@@ -28,8 +28,8 @@ def photo_train_parser(
     description: str, out: str, n_photos: int, steps: int, batch_size: int, lr: float, masks: bool = False
 ):
     """``--steps --batch-size --lr --checkpoint-every --log-every --seed --threads --device
-    --n-photos --work-dir --out`` with the script's defaults, and ``--sam`` with ``masks`` (the
-    scripts whose inputs are made with the object's mask: :func:`training_masks`)."""
+    --n-photos --work-dir --out --init-from`` with the script's defaults, and ``--sam`` with
+    ``masks`` (the scripts whose inputs are made with the object's mask: :func:`training_masks`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=batch_size)
@@ -42,6 +42,13 @@ def photo_train_parser(
     parser.add_argument("--n-photos", type=int, default=n_photos, help="toy photos in the training set")
     parser.add_argument("--work-dir", required=True, help="dataset cache, training state, log")
     parser.add_argument("--out", default=out, help="where the model and its processor are saved (save_pretrained)")
+    parser.add_argument(
+        "--init-from",
+        default="",
+        metavar="DIR",
+        help="a saved model (an earlier --out) to continue from, a new warm-up and cosine decay from --lr "
+        "(default: random weights)",
+    )
     if masks:
         parser.add_argument(
             "--sam",

@@ -11,7 +11,8 @@ image processor.
 The target is the photo's caption, ``"a red cube"``, by BLIP's language-modelling loss (teacher
 forcing from BLIP's ``[DEC]`` start token, to its ``[SEP]`` end). Images are flipped left-right at
 random. The EMA weights are saved with a ``BlipProcessor`` into ``--out`` (default: the package's
-``assets/toy-blip``), where ``threestudio-like preprocess --blip DIR`` loads them.
+``assets/toy-blip``), where ``threestudio-like preprocess --blip DIR`` loads them. ``--init-from
+DIR`` continues from a saved toy BLIP's weights and processor (a new warm-up and cosine decay from ``--lr``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ def build_toy_blip(work_dir: str, seed: int = 0) -> tuple[Any, Any]:
     return BlipForConditionalGeneration(config), processor
 
 
+def load_toy_blip(directory: str) -> tuple[Any, Any]:
+    """(a saved toy BLIP (``--out`` of an earlier training) in float32, its ``BlipProcessor``), to train further."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    model = BlipForConditionalGeneration.from_pretrained(directory, torch_dtype=torch.float32)
+    return model, BlipProcessor.from_pretrained(directory)
+
+
 def caption_dataset(photos: dict[str, Any], processor: Any, masks: list[np.ndarray]) -> dict[str, Tensor]:
     """``pixel_values`` (N,3,S,S) of each photo's object cut out by its mask in ``masks`` as the
     captioner sees it, and its caption's ``input_ids`` (N,L) starting with ``[DEC]``."""
@@ -100,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         __doc__.splitlines()[0], str(ASSETS / "toy-blip"), n_photos=4000, steps=3000, batch_size=32, lr=1e-3, masks=True
     )
     args = parser.parse_args(argv)
-    model, processor = build_toy_blip(args.work_dir, args.seed)
+    model, processor = load_toy_blip(args.init_from) if args.init_from else build_toy_blip(args.work_dir, args.seed)
     cfg, data = prepare_photos(
         args, "blip", lambda photos: caption_dataset(photos, processor, training_masks(photos, args.sam, args.seed))
     )

@@ -10,7 +10,8 @@ is the renderer's truth as a disparity, 1 / depth, on the object; the loss is 1 
 correlation of the prediction with it over the object's pixels — the measure Make-It-3D's depth
 loss uses, blind to the map's scale and shift. Images are flipped left-right at random. The EMA
 weights are saved with the image processor into ``--out`` (default: the package's
-``assets/toy-depth``), where ``threestudio-like preprocess --depth DIR`` loads them.
+``assets/toy-depth``), where ``threestudio-like preprocess --depth DIR`` loads them. ``--init-from
+DIR`` continues from a saved toy depth model's weights (a new warm-up and cosine decay from ``--lr``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ def build_toy_depth(seed: int = 0) -> tuple[Any, Any]:
     return model, processor
 
 
+def load_toy_depth(directory: str) -> tuple[Any, Any]:
+    """(a saved toy depth model (an earlier ``--out``) in float32, its image processor), to train further."""
+    from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
+
+    model = DepthAnythingForDepthEstimation.from_pretrained(directory, torch_dtype=torch.float32)
+    return model, AutoImageProcessor.from_pretrained(directory)
+
+
 def depth_dataset(photos: dict[str, Any], processor: Any, masks: list[np.ndarray]) -> dict[str, Tensor]:
     """``pixel_values`` (N,3,S,S) of each framed photo as the depth model sees it, its true
     ``disparity`` (N,S,S) in the same frame, and ``valid`` (N,S,S) bool: the object's interior
@@ -117,7 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         masks=True,
     )
     args = parser.parse_args(argv)
-    model, processor = build_toy_depth(args.seed)
+    model, processor = load_toy_depth(args.init_from) if args.init_from else build_toy_depth(args.seed)
     cfg, data = prepare_photos(
         args, "depth", lambda photos: depth_dataset(photos, processor, training_masks(photos, args.sam, args.seed))
     )

@@ -137,7 +137,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = photo_train_parser(
         __doc__.splitlines()[0], str(ASSETS / "toy-sam"), n_photos=4000, steps=4000, batch_size=16, lr=3e-3
     )
-    parser.add_argument("--init-from", default="", help="a saved toy SAM to continue from (default: random weights)")
     args = parser.parse_args(argv)
     cfg, data = prepare_photos(
         args,
