@@ -101,6 +101,14 @@ def save_model_and_processor(model: Any, processor: Any, out: str) -> None:
     save_dir_atomically(out, write)
 
 
+def load_model_and_processor(model_cls: Any, processor_cls: Any, directory: str) -> tuple[Any, Any]:
+    """A model saved by :func:`save_model_and_processor` (an earlier ``--out``), in float32, and its
+    processor: what ``--init-from`` trains further."""
+    import torch
+
+    return model_cls.from_pretrained(directory, torch_dtype=torch.float32), processor_cls.from_pretrained(directory)
+
+
 def jitter_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``mask`` (H,W) bool with a segmenter's errors, cleaned as ``preprocess`` cleans SAM's masks:
     its edge moved by −2…2 pixels (erosion or dilation; ±1 most often), and 30 % of the time a disc of radius

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .photo_training import caption_input, photo_train_parser, prepare_photos, save_model_and_processor, training_masks
+from .photo_training import (
+    caption_input,
+    load_model_and_processor,
+    photo_train_parser,
+    prepare_photos,
+    save_model_and_processor,
+    training_masks,
+)
 from .priors import ASSETS
 from .shapes import COLORS, SHAPES
 from .training import train
@@ -86,14 +93,6 @@ def build_toy_blip(work_dir: str, seed: int = 0) -> tuple[Any, Any]:
     return BlipForConditionalGeneration(config), processor
 
 
-def load_toy_blip(directory: str) -> tuple[Any, Any]:
-    """(a saved toy BLIP (``--out`` of an earlier training) in float32, its ``BlipProcessor``), to train further."""
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
-    model = BlipForConditionalGeneration.from_pretrained(directory, torch_dtype=torch.float32)
-    return model, BlipProcessor.from_pretrained(directory)
-
-
 def caption_dataset(photos: dict[str, Any], processor: Any, masks: list[np.ndarray]) -> dict[str, Tensor]:
     """``pixel_values`` (N,3,S,S) of each photo's object cut out by its mask in ``masks`` as the
     captioner sees it, and its caption's ``input_ids`` (N,L) starting with ``[DEC]``."""
@@ -109,7 +108,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         __doc__.splitlines()[0], str(ASSETS / "toy-blip"), n_photos=4000, steps=3000, batch_size=32, lr=1e-3, masks=True
     )
     args = parser.parse_args(argv)
-    model, processor = load_toy_blip(args.init_from) if args.init_from else build_toy_blip(args.work_dir, args.seed)
+    if args.init_from:
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        model, processor = load_model_and_processor(BlipForConditionalGeneration, BlipProcessor, args.init_from)
+    else:
+        model, processor = build_toy_blip(args.work_dir, args.seed)
     cfg, data = prepare_photos(
         args, "blip", lambda photos: caption_dataset(photos, processor, training_masks(photos, args.sam, args.seed))
     )

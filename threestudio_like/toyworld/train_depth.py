@@ -24,7 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from ..preprocess.framing import Framing
-from .photo_training import depth_input, photo_train_parser, prepare_photos, save_model_and_processor, training_masks
+from .photo_training import (
+    depth_input,
+    load_model_and_processor,
+    photo_train_parser,
+    prepare_photos,
+    save_model_and_processor,
+    training_masks,
+)
 from .priors import ASSETS
 from .training import train
 
@@ -70,14 +77,6 @@ def build_toy_depth(seed: int = 0) -> tuple[Any, Any]:
         image_std=IMAGENET_STD,
     )
     return model, processor
-
-
-def load_toy_depth(directory: str) -> tuple[Any, Any]:
-    """(a saved toy depth model (an earlier ``--out``) in float32, its image processor), to train further."""
-    from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
-
-    model = DepthAnythingForDepthEstimation.from_pretrained(directory, torch_dtype=torch.float32)
-    return model, AutoImageProcessor.from_pretrained(directory)
 
 
 def depth_dataset(photos: dict[str, Any], processor: Any, masks: list[np.ndarray]) -> dict[str, Tensor]:
@@ -126,7 +125,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         masks=True,
     )
     args = parser.parse_args(argv)
-    model, processor = load_toy_depth(args.init_from) if args.init_from else build_toy_depth(args.seed)
+    if args.init_from:
+        from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
+
+        model, processor = load_model_and_processor(DepthAnythingForDepthEstimation, AutoImageProcessor, args.init_from)
+    else:
+        model, processor = build_toy_depth(args.seed)
     cfg, data = prepare_photos(
         args, "depth", lambda photos: depth_dataset(photos, processor, training_masks(photos, args.sam, args.seed))
     )
