@@ -180,7 +180,7 @@ def test_framing_an_object_at_the_edge_pads_outside_the_photo():
 # ---- SAM ---------------------------------------------------------------------------------
 def _reference_sam_mask(model_dir, rgb, points, box):
     """transformers' own path, thresholded as its post_process_masks does (logits > 0), best candidate."""
-    logits, iou, pixels = _reference_sam_logits(model_dir, rgb, points, box)
+    logits, iou, pixels, _ = _reference_sam_logits(model_dir, rgb, points, box)
     best = int(iou.argmax())
     return (logits[best] > 0).numpy(), float(iou[best]), pixels
 
@@ -200,7 +200,7 @@ def test_sam_prompts_match_transformers_processor_path(models, points, box):
 
     rgb = make_photo()
     expected, iou, pixels = _reference_sam_mask(models["sam"], rgb, points, box)
-    segmenter = SamSegmenter({"model": models["sam"], "device": "cpu", "flip_average": False})
+    segmenter = SamSegmenter({"model": models["sam"], "device": "cpu", "flip_average": False, "edge_radius": 0})
     assert torch.allclose(segmenter.pixels(rgb)[0], pixels, atol=1e-5)
     seg = segmenter.segment(rgb, points, box)
     assert seg.mask.shape == rgb.shape[:2] and seg.mask.dtype == bool
@@ -210,7 +210,8 @@ def test_sam_prompts_match_transformers_processor_path(models, points, box):
 
 def _reference_sam_logits(model_dir, rgb, points, box):
     """transformers' own path: SamProcessor (coordinates, pixels) → SamModel → post_process_masks,
-    unthresholded: (candidate logits (C,H,W), predicted IoU (C,), the processor's pixels)."""
+    unthresholded: (candidate logits (C,H,W), predicted IoU (C,), the processor's pixels, the side of
+    the model's low-resolution masks)."""
     from transformers import SamModel, SamProcessor
 
     processor = SamProcessor.from_pretrained(model_dir)
@@ -227,7 +228,7 @@ def _reference_sam_logits(model_dir, rgb, points, box):
     logits = processor.post_process_masks(
         out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"], binarize=False
     )[0][0]
-    return logits, out.iou_scores[0, 0], inputs["pixel_values"]
+    return logits, out.iou_scores[0, 0], inputs["pixel_values"], out.pred_masks.shape[-1]
 
 
 @pytest.mark.parametrize(
@@ -241,19 +242,40 @@ def test_sam_flip_average_is_the_mean_of_the_photo_and_its_mirror(models, points
     from threestudio_like.preprocess.segment import SamSegmenter
 
     rgb = make_photo()
-    logits, iou, _ = _reference_sam_logits(models["sam"], rgb, points, box)
+    logits, iou, _, _ = _reference_sam_logits(models["sam"], rgb, points, box)
     flipped_points = [(69 - x, y) for x, y in points]
     flipped_box = (70 - box[2], box[1], 70 - box[0], box[3]) if box else None
-    m_logits, m_iou, _ = _reference_sam_logits(
+    m_logits, m_iou, _, _ = _reference_sam_logits(
         models["sam"], np.ascontiguousarray(rgb[:, ::-1]), flipped_points, flipped_box
     )
     mean_logits, mean_iou = (logits + m_logits.flip(-1)) / 2, (iou + m_iou) / 2
     best = int(mean_iou.argmax())
-    seg = SamSegmenter({"model": models["sam"], "device": "cpu"}).segment(rgb, points, box)
+    seg = SamSegmenter({"model": models["sam"], "device": "cpu", "edge_radius": 0}).segment(rgb, points, box)
     assert seg.predicted_iou == pytest.approx(float(mean_iou[best]), abs=1e-5)
     decided = mean_logits[best].abs() > 1e-4  # pixels whose sign float rounding cannot flip
     assert decided.float().mean() > 0.99
     assert np.array_equal(seg.mask[decided.numpy()], (mean_logits[best] > 0).numpy()[decided.numpy()])
+
+
+@pytest.mark.parametrize("edge_radius", [3.0, 1.0])
+def test_sam_edge_refinement_filters_the_chosen_mask_with_the_photo(models, edge_radius):
+    """The refined mask is the paper's guided filter (written out in test_guided_filter.py) of
+    σ(transformers' logits) with the photo as the guide, thresholded at ½; the radius is
+    ``edge_radius`` low-resolution mask pixels in photo pixels."""
+    from test_guided_filter import naive_guided_filter
+
+    from threestudio_like.preprocess.segment import SamSegmenter
+
+    rgb = make_photo()
+    logits, iou, _, low_res = _reference_sam_logits(models["sam"], rgb, [(30.0, 20.0)], None)
+    soft = torch.sigmoid(logits[int(iou.argmax())]).double().numpy()
+    radius = max(1, round(edge_radius * 70 / low_res))
+    expected = naive_guided_filter(rgb / 255.0, soft, radius, 1e-3)
+    config = {"model": models["sam"], "device": "cpu", "flip_average": False, "edge_radius": edge_radius}
+    mask = SamSegmenter(config).segment(rgb, [(30.0, 20.0)]).mask
+    decided = np.abs(expected - 0.5) > 1e-4
+    assert decided.mean() > 0.99
+    assert np.array_equal(mask[decided], (expected > 0.5)[decided])
 
 
 def to_segment_anything_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -560,8 +582,9 @@ def test_half_precision_gives_nearly_the_float32_results(models, dtype):
     from threestudio_like.preprocess.segment import SamSegmenter
 
     rgb = make_photo()
-    # one pass: the random tiny SAM's mirrored pass nearly cancels its mask (a few pixels are left)
-    single = {"model": models["sam"], "device": "cpu", "flip_average": False}
+    # one pass: the random tiny SAM's mirrored pass nearly cancels its mask (a few pixels are left);
+    # no edge refinement, which smooths the random model's speckled mask away (it runs in float32)
+    single = {"model": models["sam"], "device": "cpu", "flip_average": False, "edge_radius": 0}
     full = SamSegmenter(single).segment(rgb, [(30.0, 20.0)]).mask
     half = SamSegmenter({**single, "dtype": dtype}).segment(rgb, [(30.0, 20.0)]).mask
     assert full.any() and (full & half).sum() / (full | half).sum() > 0.8

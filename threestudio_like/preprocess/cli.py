@@ -89,6 +89,14 @@ def parser() -> argparse.ArgumentParser:
         "--segment", action="store_true", help="segment with SAM even if the photo's alpha cuts the object out"
     )
     p.add_argument(
+        "--edge-radius",
+        metavar="R",
+        type=float,
+        default=SamSegmenter.Config.edge_radius,
+        help="snap SAM's mask edge to the photo's edges within R of SAM's low-resolution mask pixels "
+        "(guided filter; 0: off; default: %(default)s)",
+    )
+    p.add_argument(
         "--fill",
         metavar="F",
         type=float,
@@ -120,7 +128,7 @@ def run(argv: list[str]) -> None:
         "caption": not args.no_caption,
         "depth": not args.no_depth,
         "elevation_deg": args.elevation,
-        "segmenter": {"model": args.sam, "device": args.device},
+        "segmenter": {"model": args.sam, "device": args.device, "edge_radius": args.edge_radius},
         "captioner": {"model": args.blip, "device": args.device},
         "depth_estimator": {"model": args.depth, "device": args.device},
     }

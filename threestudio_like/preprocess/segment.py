@@ -24,7 +24,11 @@ Preprocessing is SAM's, done here in PIL/torch (no torchvision): the longest sid
 encoder's input size (bilinear), normalized with the model's mean/std (its image processor's when
 the directory has one, else ImageNet's — the original checkpoints' values), padded at the
 bottom/right; masks are upsampled to the padded square, cropped and resized to the photo
-(bilinear), thresholded at 0 — as ``SamProcessor.post_process_masks``.
+(bilinear), thresholded at 0 — as ``SamProcessor.post_process_masks``. Then, with ``edge_radius``
+> 0, the chosen mask's edge is refined: SAM's masks are decoded at a quarter of the encoder's
+embedding stride (256² for a 1024² input) and upsampled, so their edges are blurred over several
+photo pixels; σ(logits) is filtered with the photo itself as the guide (the colour guided filter,
+:mod:`.guided_filter`), which snaps it to the photo's colour edges, and thresholded at ½.
 
 The model is a hub id (local cache only) or a directory in the transformers layout
 (``facebook/sam-vit-base``, ``-large``, ``-huge``), or an original segment-anything checkpoint
@@ -43,8 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core.config import PositiveFloat, PositiveInt, Probability, Range, parse_structured
+from ..core.config import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, Range, parse_structured
 from ..core.errors import UserError
+from .guided_filter import guided_filter
 from .models import WeightsDtype, model_dir, require_model_type, torch_device, torch_dtype
 from .sam_checkpoint import is_original_checkpoint, load_original_sam
 
@@ -103,6 +108,12 @@ class SamSegmenter:
         """Logit offset of SAM's stability score."""
         flip_average: bool = True
         """Prompted mode: average SAM's logits over the photo and its left-right mirror (twice the encoder's cost)."""
+        edge_radius: NonNegativeFloat = 3.0
+        """Edge refinement: window radius of the colour guided filter that moves the mask's edge onto
+        the photo's edges, in SAM's low-resolution mask pixels (4 × the image embedding's; 0: off)."""
+        edge_eps: PositiveFloat = 0.001
+        """Edge refinement: the filter's ε, the colour variance (RGB in [0, 1]) below which a window
+        counts as flat and the mask is smoothed rather than snapped."""
 
     def __init__(self, cfg: Any = None, where: str = "--sam") -> None:
         self.cfg = parse_structured(self.Config, cfg, where)
@@ -111,7 +122,9 @@ class SamSegmenter:
         self.dtype = torch_dtype(self.cfg.dtype, self.device)
         self.model, self.mean, self.std = load_sam(self.cfg.model, where)
         self.model.to(self.device, self.dtype).requires_grad_(False)
-        self.input_size = int(self.model.config.vision_config.image_size)
+        vision = self.model.config.vision_config
+        self.input_size = int(vision.image_size)
+        self.low_res = 4 * self.input_size // int(vision.patch_size)  # SAM's mask decoder upscales 4×
 
     # ---- the image -------------------------------------------------------------------------
     def pixels(self, rgb: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
@@ -141,7 +154,7 @@ class SamSegmenter:
             stability = float(stability_score(logits[best], self.cfg.stability_offset))
             prompt = "points+box" if points and box is not None else "points" if points else "box"
             return Segmentation(
-                mask=(logits[best] > 0).cpu().numpy(),
+                mask=self.refined_mask(rgb, logits[best]),
                 predicted_iou=float(iou[best]),
                 stability=stability,
                 prompt=prompt,
@@ -152,7 +165,23 @@ class SamSegmenter:
         scale = torch.tensor([resized[1] / w, resized[0] / h])
         low, iou, stability = self._automatic(embeddings, (h, w), resized, scale)
         logits = upscale_logits(low[None, None], self.input_size, resized, (h, w))[0, 0]
-        return Segmentation(mask=(logits > 0).cpu().numpy(), predicted_iou=iou, stability=stability, prompt="automatic")
+        return Segmentation(
+            mask=self.refined_mask(rgb, logits), predicted_iou=iou, stability=stability, prompt="automatic"
+        )
+
+    def refined_mask(self, rgb: np.ndarray, logits: Tensor) -> np.ndarray:
+        """(H,W) bool: the mask of ``logits`` (H,W, at the photo's size), its edge refined when
+        ``edge_radius`` > 0: σ(logits) filtered with the photo as the guide, thresholded at ½. The
+        filter runs at about two pixels per low-resolution mask pixel (the fast variant's
+        subsampling) on larger photos."""
+        if self.cfg.edge_radius == 0:
+            return (logits > 0).cpu().numpy()
+        per_low_res_pixel = max(rgb.shape[:2]) / self.low_res
+        radius = max(1, round(self.cfg.edge_radius * per_low_res_pixel))
+        subsample = max(1, int(per_low_res_pixel // 2))
+        guide = torch.tensor(rgb, device=logits.device).permute(2, 0, 1).float() / 255.0
+        soft = guided_filter(guide, torch.sigmoid(logits.float()), radius, self.cfg.edge_eps, subsample)
+        return (soft > 0.5).cpu().numpy()
 
     def _prompted(self, rgb: np.ndarray, points: Sequence[Point], box: Optional[Box]) -> tuple[Tensor, Tensor]:
         """(candidate mask logits (C,H,W) at the photo's size, their predicted IoU (C,)) of one SAM pass."""
