@@ -18,7 +18,8 @@ geometry nothing to go on. The sphere is left out: its silhouette is a disc from
 ``--flops`` also counts the FLOPs of one estimate with Zero123-XL's shapes (random weights on the
 meta device, ``benchmarks/bench_guidance.py``'s model) and projects its GPU time.
 
-Usage: ``python benchmarks/bench_elevation.py [--shapes cube torus] [--elevations 0 30] [--flops]``.
+Usage: ``python benchmarks/bench_elevation.py [--shapes cube torus] [--elevations 0 30] [--steps 30] [--samples 2]
+[--guidance-scale 3] [--flops]`` (the estimator's settings default to its own).
 """
 
 from __future__ import annotations
@@ -140,12 +141,24 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--elevations", nargs="+", type=float, default=[0.0, 15.0, 30.0, 45.0])
     parser.add_argument("--threads", type=int, default=2)
+    defaults = ElevationEstimator.Config()
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="DDIM steps per drawn view")
+    parser.add_argument("--samples", type=int, default=defaults.samples, help="views drawn per pose")
+    parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale)
     parser.add_argument("--flops", action="store_true", help="also count Zero123-XL's FLOPs for one estimate")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     c = REFERENCE_CAMERA
     estimator = ElevationEstimator(
-        {"model": args.model, "distance": c["distance"], "fovy_deg": c["fovy_deg"], "device": "cpu"}
+        {
+            "model": args.model,
+            "distance": c["distance"],
+            "fovy_deg": c["fovy_deg"],
+            "device": "cpu",
+            "steps": args.steps,
+            "samples": args.samples,
+            "guidance_scale": args.guidance_scale,
+        }
     )
     pipe = Zero123Pipeline.from_pretrained(estimator.model_dir)
     pipe.set_progress_bar_config(disable=True)
@@ -161,6 +174,9 @@ def main() -> None:
 
     result = {
         "model": args.model,
+        "steps": args.steps,
+        "samples": args.samples,
+        "guidance_scale": args.guidance_scale,
         "cases": len(rows),
         "mae_toy_prior_deg": mae("toy_prior"),
         "mae_true_views_deg": mae("true_views"),

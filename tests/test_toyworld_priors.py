@@ -177,6 +177,15 @@ def test_toy_unet_widths_and_training_device_are_checked():
     for bad in ((16, 32), (16, 32, 60), (0, 8, 16)):
         with pytest.raises(UserError, match="three positive multiples of 8"):
             unet_config(3, 3, 64, camera=True, channels=bad)
+    # attention (where the context enters) at the coarsest level, or the two coarsest
+    one, two = unet_config(6, 3, 64, camera=False), unet_config(6, 3, 64, camera=False, attention_levels=2)
+    assert one["down_block_types"] == ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
+    assert one["up_block_types"] == ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+    assert two["down_block_types"] == ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    assert two["up_block_types"] == ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    for bad_levels in (0, 3):
+        with pytest.raises(UserError, match="attention_levels: expected 1 or 2"):
+            unet_config(6, 3, 64, camera=False, attention_levels=bad_levels)
     check_device("cpu")
     with pytest.raises(UserError, match="expected cpu, cuda"):
         check_device("meta")

@@ -7,7 +7,8 @@
   takes ``class_labels = c2w.reshape(B, 16)``, as VSD's LoRA does), DDPM with Stable
   Diffusion's scaled-linear β schedule.
 * :func:`build_toy_zero123` — a pixel-space Zero123 pipeline: the same UNet with 6 input
-  channels (noisy image + reference image), a 2-layer ``CLIPVisionModelWithProjection`` at 32²,
+  channels (noisy image + reference image) and attention at 16² too (the pose, which enters by
+  cross-attention only, reaches two levels), no class embedding, a 2-layer ``CLIPVisionModelWithProjection`` at 32²,
   the camera projection (64 + 4 → 64), DDIM with the same scaled-linear β.
 
 The training scripts (``train_sd.py``, ``train_zero123.py``) fit them on the toy dataset and
@@ -46,12 +47,22 @@ UNET_CHANNELS = (16, 32, 64)
 
 
 def unet_config(
-    in_channels: int, out_channels: int, cross_attention_dim: int, camera: bool, channels: Sequence[int] = UNET_CHANNELS
+    in_channels: int,
+    out_channels: int,
+    cross_attention_dim: int,
+    camera: bool,
+    channels: Sequence[int] = UNET_CHANNELS,
+    attention_levels: int = 1,
 ) -> dict:
     """The toy UNet (``UNet2DConditionModel`` kwargs); ``channels``: one width per resolution
-    level (three levels, multiples of the 8 norm groups)."""
+    level (three levels, multiples of the 8 norm groups); ``attention_levels``: how many of the
+    coarsest levels (1 or 2: 8², 16²) have transformer blocks (self- and cross-attention) — the
+    only places the conditioning enters besides the time embedding."""
     if len(channels) != 3 or any(c <= 0 or c % 8 for c in channels):
         raise UserError(f"toy UNet channels: expected three positive multiples of 8, got {list(channels)}")
+    if attention_levels not in (1, 2):
+        raise UserError(f"toy UNet attention_levels: expected 1 or 2, got {attention_levels}")
+    attends = [level >= 3 - attention_levels for level in range(3)]
     extra = dict(class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_DIM) if camera else {}
     return dict(
         sample_size=IMAGE_SIZE,
@@ -61,8 +72,8 @@ def unet_config(
         layers_per_block=1,
         norm_num_groups=8,
         attention_head_dim=8,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends)),
         cross_attention_dim=cross_attention_dim,
         **extra,
     )
@@ -165,15 +176,16 @@ def load_toy_sd(model_dir: str) -> dict:
     )
 
 
-def build_toy_zero123(seed: int = 0) -> dict:
-    """Untrained ``Zero123Pipeline`` components (``vae=None``: pixel space)."""
+def build_toy_zero123(seed: int = 0, attention_levels: int = 2) -> dict:
+    """Untrained ``Zero123Pipeline`` components (``vae=None``: pixel space); ``attention_levels``:
+    :func:`unet_config`'s (the pose reaches the UNet through cross-attention only)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from ..guidance.zero123_pipeline import CCProjection
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**unet_config(6, 3, TEXT_DIM, camera=False))
+    unet = UNet2DConditionModel(**unet_config(6, 3, TEXT_DIM, camera=False, attention_levels=attention_levels))
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=TEXT_DIM,

@@ -40,6 +40,9 @@ def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Te
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-zero123"), n_images=12000)
     parser.add_argument("--drop-prob", type=float, default=0.1, help="unconditional pairs (for CFG)")
+    parser.add_argument(
+        "--attention-levels", type=int, default=2, help="UNet levels with cross-attention (1: 8², 2: 16² and 8²)"
+    )
     args = parser.parse_args(argv)
     cfg, data = prepare(
         args,
@@ -48,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             ToyDatasetConfig(n_images=n, cameras=dict(ZERO123_CAMERAS), albedo_prob=1.0, seed=seed), progress=True
         ),
     )
-    parts = build_toy_zero123(seed=cfg.seed)
+    parts = build_toy_zero123(seed=cfg.seed, attention_levels=args.attention_levels)
     pipe = Zero123Pipeline(**parts)
     scheduler = parts["scheduler"]
     modules = nn.ModuleDict({k: parts[k] for k in ("unet", "image_encoder", "cc_projection")})
