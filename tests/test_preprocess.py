@@ -276,6 +276,11 @@ def test_sam_edge_refinement_filters_the_chosen_mask_with_the_photo(models, edge
     decided = np.abs(expected - 0.5) > 1e-4
     assert decided.mean() > 0.99
     assert np.array_equal(mask[decided], (expected > 0.5)[decided])
+    # a photo given as a view with negative strides (a mirrored array) is read as its copy is
+    segmenter, mirrored = SamSegmenter(config), rgb[:, ::-1]
+    assert np.array_equal(
+        segmenter.segment(mirrored, [(39.0, 20.0)]).mask, segmenter.segment(mirrored.copy(), [(39.0, 20.0)]).mask
+    )
 
 
 def to_segment_anything_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -179,7 +179,7 @@ class SamSegmenter:
         per_low_res_pixel = max(rgb.shape[:2]) / self.low_res
         radius = max(1, round(self.cfg.edge_radius * per_low_res_pixel))
         subsample = max(1, int(per_low_res_pixel // 2))
-        guide = torch.tensor(rgb, device=logits.device).permute(2, 0, 1).float() / 255.0
+        guide = torch.tensor(np.ascontiguousarray(rgb), device=logits.device).permute(2, 0, 1).float() / 255.0
         soft = guided_filter(guide, torch.sigmoid(logits.float()), radius, self.cfg.edge_eps, subsample)
         return (soft > 0.5).cpu().numpy()
 
