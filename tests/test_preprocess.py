@@ -258,29 +258,67 @@ def test_sam_flip_average_is_the_mean_of_the_photo_and_its_mirror(models, points
 
 
 @pytest.mark.parametrize("edge_radius", [3.0, 1.0])
-def test_sam_edge_refinement_filters_the_chosen_mask_with_the_photo(models, edge_radius):
+def test_sam_edge_refinement_filters_the_mask_with_the_photo(models, edge_radius):
     """The refined mask is the paper's guided filter (written out in test_guided_filter.py) of
-    σ(transformers' logits) with the photo as the guide, thresholded at ½; the radius is
-    ``edge_radius`` low-resolution mask pixels in photo pixels."""
+    σ(logits) with the photo as the guide, thresholded at ½, the radius ``edge_radius``
+    low-resolution mask pixels in photo pixels. The logits are those of a blurred mask 2 pixels
+    off the photo's red rectangle (rows 15–34, columns 25–49): the refined one is closer to it."""
     from test_guided_filter import naive_guided_filter
 
     from threestudio_like.preprocess.segment import SamSegmenter
 
     rgb = make_photo()
-    logits, iou, _, low_res = _reference_sam_logits(models["sam"], rgb, [(30.0, 20.0)], None)
-    soft = torch.sigmoid(logits[int(iou.argmax())]).double().numpy()
+    rectangle = np.zeros((50, 70), bool)
+    rectangle[15:35, 25:50] = True
+    yy, xx = np.mgrid[0:50, 0:70] + 0.5
+    inside = np.minimum(np.minimum(yy - 17, 37 - yy), np.minimum(xx - 27, 52 - xx))  # shifted 2 px
+    logits = torch.from_numpy((inside / 1.5).astype(np.float32))
+    low_res = _reference_sam_logits(models["sam"], rgb, [(30.0, 20.0)], None)[3]
     radius = max(1, round(edge_radius * 70 / low_res))
-    expected = naive_guided_filter(rgb / 255.0, soft, radius, 1e-3)
-    config = {"model": models["sam"], "device": "cpu", "flip_average": False, "edge_radius": edge_radius}
-    mask = SamSegmenter(config).segment(rgb, [(30.0, 20.0)]).mask
+    expected = naive_guided_filter(rgb / 255.0, torch.sigmoid(logits).double().numpy(), radius, 1e-3)
+    segmenter = SamSegmenter({"model": models["sam"], "device": "cpu", "edge_radius": edge_radius})
+    mask = segmenter.refined_mask(rgb, logits)
     decided = np.abs(expected - 0.5) > 1e-4
     assert decided.mean() > 0.99
     assert np.array_equal(mask[decided], (expected > 0.5)[decided])
-    # a photo given as a view with negative strides (a mirrored array) is read as its copy is
-    segmenter, mirrored = SamSegmenter(config), rgb[:, ::-1]
+
+    def iou(a):
+        return (a & rectangle).sum() / (a | rectangle).sum()
+
+    assert iou(mask) > iou(logits.numpy() > 0) + 0.05
+
+
+def test_sam_segment_returns_the_refined_mask_of_the_chosen_candidate(models):
+    """segment() = refined_mask(photo, the best candidate's logits on transformers' own path); a
+    photo given as a view with negative strides (a mirrored array) is read as its copy is."""
+    from threestudio_like.preprocess.segment import SamSegmenter
+
+    rgb = make_photo()
+    logits, iou, _, _ = _reference_sam_logits(models["sam"], rgb, [(30.0, 20.0)], None)
+    segmenter = SamSegmenter({"model": models["sam"], "device": "cpu", "flip_average": False})
+    expected = segmenter.refined_mask(rgb, logits[int(iou.argmax())])
+    assert np.array_equal(segmenter.segment(rgb, [(30.0, 20.0)]).mask, expected)
+    mirrored = rgb[:, ::-1]
     assert np.array_equal(
         segmenter.segment(mirrored, [(39.0, 20.0)]).mask, segmenter.segment(mirrored.copy(), [(39.0, 20.0)]).mask
     )
+
+
+def test_sam_edge_refinement_keeps_sams_mask_where_it_would_remove_all_of_it(models):
+    """Specks on a flat photo have no edge to snap to: the filter averages them below ½ everywhere
+    (checked here), and SAM's own mask is returned instead of nothing."""
+    from threestudio_like.preprocess.guided_filter import guided_filter
+    from threestudio_like.preprocess.segment import SamSegmenter
+
+    rgb = np.full((50, 70, 3), 128, np.uint8)
+    specks = np.zeros((50, 70), bool)
+    specks[10:40:7, 12:60:9] = True
+    logits = torch.from_numpy(np.where(specks, 4.0, -4.0).astype(np.float32))
+    segmenter = SamSegmenter({"model": models["sam"], "device": "cpu"})
+    radius = max(1, round(segmenter.cfg.edge_radius * 70 / segmenter.low_res))
+    guide = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+    assert (guided_filter(guide, torch.sigmoid(logits), radius, segmenter.cfg.edge_eps) <= 0.5).all()
+    assert np.array_equal(segmenter.refined_mask(rgb, logits), specks)
 
 
 def to_segment_anything_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -588,7 +626,7 @@ def test_half_precision_gives_nearly_the_float32_results(models, dtype):
 
     rgb = make_photo()
     # one pass: the random tiny SAM's mirrored pass nearly cancels its mask (a few pixels are left);
-    # no edge refinement, which smooths the random model's speckled mask away (it runs in float32)
+    # no edge refinement: this compares SAM's own masks (the refinement runs in float32)
     single = {"model": models["sam"], "device": "cpu", "flip_average": False, "edge_radius": 0}
     full = SamSegmenter(single).segment(rgb, [(30.0, 20.0)]).mask
     half = SamSegmenter({**single, "dtype": dtype}).segment(rgb, [(30.0, 20.0)]).mask

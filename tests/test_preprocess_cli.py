@@ -82,7 +82,7 @@ def test_end_to_end_with_tiny_models(setup, tmp_path, capsys):
     from transformers import SamModel, SamProcessor
 
     out = tmp_path / "out"
-    # no edge refinement: it smooths the random tiny SAM's speckled mask away
+    # no edge refinement: the object's box below is compared with SAM's own mask's
     argv = ["preprocess", setup["photo"], "--point", "30,20", "--out", str(out), "--edge-radius", "0", *tiny(setup)]
     assert main(argv) == 0
     err = capsys.readouterr().err

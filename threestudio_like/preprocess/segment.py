@@ -173,15 +173,18 @@ class SamSegmenter:
         """(H,W) bool: the mask of ``logits`` (H,W, at the photo's size), its edge refined when
         ``edge_radius`` > 0: σ(logits) filtered with the photo as the guide, thresholded at ½. The
         filter runs at about two pixels per low-resolution mask pixel (the fast variant's
-        subsampling) on larger photos."""
+        subsampling) on larger photos. It moves edges; where it would remove the whole mask (an
+        object narrower than its window, or specks with no edge under them) SAM's mask is kept."""
+        mask = (logits > 0).cpu().numpy()
         if self.cfg.edge_radius == 0:
-            return (logits > 0).cpu().numpy()
+            return mask
         per_low_res_pixel = max(rgb.shape[:2]) / self.low_res
         radius = max(1, round(self.cfg.edge_radius * per_low_res_pixel))
         subsample = max(1, int(per_low_res_pixel // 2))
         guide = torch.tensor(np.ascontiguousarray(rgb), device=logits.device).permute(2, 0, 1).float() / 255.0
         soft = guided_filter(guide, torch.sigmoid(logits.float()), radius, self.cfg.edge_eps, subsample)
-        return (soft > 0.5).cpu().numpy()
+        refined = (soft > 0.5).cpu().numpy()
+        return refined if refined.any() else mask
 
     def _prompted(self, rgb: np.ndarray, points: Sequence[Point], box: Optional[Box]) -> tuple[Tensor, Tensor]:
         """(candidate mask logits (C,H,W) at the photo's size, their predicted IoU (C,)) of one SAM pass."""
