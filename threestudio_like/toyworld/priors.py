@@ -8,8 +8,9 @@
   Diffusion's scaled-linear β schedule.
 * :func:`build_toy_zero123` — a pixel-space Zero123 pipeline: the same UNet with 6 input
   channels (noisy image + reference image) and attention at 16² too (the pose, which enters by
-  cross-attention only, reaches two levels), no class embedding, a 2-layer ``CLIPVisionModelWithProjection`` at 32²,
-  the camera projection (64 + 4 → 64), DDIM with the same scaled-linear β.
+  cross-attention only, reaches two levels), no class embedding; a 2-layer
+  ``CLIPVisionModelWithProjection`` at 32², the camera projection (64 + 4 → 64), DDIM with the
+  same scaled-linear β.
 
 The training scripts (``train_sd.py``, ``train_zero123.py``) fit them on the toy dataset and
 ``save_pretrained`` them into ``assets/toy-sd`` / ``assets/toy-zero123``; the guidances load them
