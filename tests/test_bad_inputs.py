@@ -47,7 +47,7 @@ def _inputs(d: Path) -> dict[str, str]:
 def _runs(d: Path) -> dict[str, str]:
     """Run directories to resume (made by the fake experiment), one per kind of damage."""
     runs = {}
-    for name in ("finished", "corrupt", "truncated", "foreign"):
+    for name in ("finished", "corrupt", "truncated", "foreign", "no_a"):
         assert main([*FAKE, f"output_dir={d / name}"]) == 0
         runs[f"run_{name}"] = str(d / name)
     last = d / "corrupt" / "ckpts" / "last.ckpt"
@@ -55,6 +55,7 @@ def _runs(d: Path) -> dict[str, str]:
     last = d / "truncated" / "ckpts" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
     torch.save({"weights": torch.zeros(3)}, d / "foreign" / "ckpts" / "last.ckpt")
+    (d / "no_a" / "ckpts" / "a.ckpt").unlink()
     (d / "noconfig").mkdir()
     runs["run_noconfig"] = str(d / "noconfig")
     return runs
@@ -125,6 +126,11 @@ CASES = {
         "cannot change 'experiment' when resuming",
     ),
     "`resume=` a finished run": (["resume={run_finished}"], "run {run_finished} has finished all its stages"),
+    "`start_stage=` that is no stage": (["resume={run_finished}", "start_stage=c"], "start_stage 'c' is not one of"),
+    "`start_stage=` after a stage without a checkpoint": (
+        ["resume={run_no_a}", "start_stage=b"],
+        "checkpoint not found: {run_no_a}/ckpts/a.ckpt",
+    ),
 }
 
 

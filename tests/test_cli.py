@@ -133,6 +133,19 @@ def test_resume_continues_with_more_steps(config_dir, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]  # b had finished at 3 and continued to 6 from its checkpoint
 
 
+def test_start_stage_restarts_a_finished_run_at_that_stage(config_dir, tmp_path):
+    assert launch(config_dir, "experiment=fake", "prompt=x", "output_dir=run", cwd=tmp_path).returncode == 0
+    a_ckpt = (tmp_path / "run" / "ckpts" / "a.ckpt").read_bytes()
+    p = launch(config_dir, "resume=run", "start_stage=b", "stage.b.steps=2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    b_steps = [r["step"] for r in records if r["stage"] == "b"]
+    assert b_steps == [1, 2, 3, 1, 2]  # b's first 3 steps, then b again from its start (not from its checkpoint)
+    assert (tmp_path / "run" / "ckpts" / "a.ckpt").read_bytes() == a_ckpt  # stage a is loaded, not retrained
+
+
 def test_multirun_fans_out_prompts(config_dir, tmp_path):
     p = launch(
         config_dir, "-m", "experiment=fake", "prompt=a cube,a ball", "stage.a.steps=2", "stage.b.steps=1", cwd=tmp_path

@@ -49,6 +49,21 @@ def test_wrong_type_is_user_error_and_defaults_fill():
 
 
 @dataclass
+class _Poses:
+    views: list[list[float]] = field(default_factory=lambda: [[0.0, 45.0]])
+    flags: list[bool] = field(default_factory=lambda: [True])
+
+
+def test_ints_in_nested_float_lists_become_floats():
+    # what the command line gives for views=[[20,0]]; OmegaConf alone refuses ints inside list[list[float]]
+    cfg = parse_structured(_Poses, {"views": [[20, 0], [-10, 90.5]], "flags": [False]}, "elevation")
+    assert cfg.views == [[20.0, 0.0], [-10.0, 90.5]] and all(type(v) is float for p in cfg.views for v in p)
+    assert cfg.flags == [False]
+    with pytest.raises(UserError, match=r"elevation.views\[0\]"):
+        parse_structured(_Poses, {"views": [["up", 0]]}, "elevation")
+
+
+@dataclass
 class _Inner:
     mode: Literal["fast", "exact"] = "fast"
     lr: float = 0.1

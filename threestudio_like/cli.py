@@ -205,7 +205,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("resume"):
         names = stage_names(cfg)
         steps = {n: int(resolve_stage(cfg, n).get("steps", 0)) for n in names}
-        preflight.check_resume(Path(str(cfg.resume)), names, steps, mode)
+        preflight.check_resume(Path(str(cfg.resume)), names, steps, mode, cfg.get("start_stage"))
     needed = preflight.estimate_run_bytes(parameters, preflight.texture_size(cfg))
     preflight.check_output_dir(preflight.run_dir_target(cfg), needed)
 

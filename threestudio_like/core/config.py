@@ -90,6 +90,8 @@ def parse_structured(config_cls: type[T], cfg: Mapping | DictConfig | T | None, 
         raise UserError(f"{where or config_cls.__qualname__}: expected a mapping, got {type(data).__name__}")
     data = {k: v for k, v in data.items() if not str(k).startswith("_")}
     _check_keys(config_cls, data, where)
+    types = _field_types(config_cls)
+    data = {k: _ints_as_floats(_split_annotated(types[k])[0], v) if k in types else v for k, v in data.items()}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(_omegaconf_schema(config_cls)), data)
         plain = OmegaConf.to_object(merged)
@@ -113,6 +115,18 @@ def _check_keys(config_cls: type, data: dict, where: str) -> None:
         nested = _nested_config(types.get(key))
         if nested is not None and isinstance(value, dict):
             _check_keys(nested, value, _join(where, key))
+
+
+def _ints_as_floats(tp: Any, value: Any) -> Any:
+    """``value`` with the ints that ``tp`` types as float made floats, inside lists as well
+    (OmegaConf converts an int for a ``float`` or ``list[float]`` field, not one inside
+    ``list[list[float]]``: ``views=[[20,0]]``)."""
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typing.get_origin(tp) is list and isinstance(value, list):
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_ints_as_floats(item, v) for v in value]
+    return value
 
 
 def _join(where: str, key: str) -> str:

@@ -125,14 +125,23 @@ def check_output_dir(target: Path, needed_bytes: int) -> None:
         )
 
 
-def check_resume(run_dir: Path, stages: list[str], stage_steps: dict[str, int], mode: str) -> None:
+def check_resume(
+    run_dir: Path, stages: list[str], stage_steps: dict[str, int], mode: str, start_stage: Optional[str] = None
+) -> None:
     """A run to resume (``train``) has a readable ``last.ckpt`` of one of its stages and something
-    left to train; one to export or test has every stage's checkpoint."""
+    left to train, or, restarted at ``start_stage``, the checkpoints of the stages before it (a
+    finished run may be restarted so); one to export or test has every stage's checkpoint."""
     from .checkpoint import load_checkpoint
 
     ckpts = run_dir / "ckpts"
     if mode != "train":
         for name in stages:
+            load_checkpoint(ckpts / f"{name}.ckpt")
+        return
+    if start_stage is not None:
+        if start_stage not in stages:
+            raise UserError(f"start_stage '{start_stage}' is not one of the stages {stages}")
+        for name in stages[: stages.index(start_stage)]:
             load_checkpoint(ckpts / f"{name}.ckpt")
         return
     if not (ckpts / "last.ckpt").exists():
