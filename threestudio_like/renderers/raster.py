@@ -14,6 +14,12 @@ its gradient there pulls the colour towards the background's brightness (whitish
 coloured object). That surface's colour gradient is scaled by :func:`grazing_color_weight` of its
 normal (0 when no training elevation sees it at less than ``arccos(grazing_cos[0])``): its colour
 stays what the stage started with, and the geometry trains as before.
+
+Border guard (``border_guard_px``): the pixels at a silhouette's edge are where the prior and the
+render disagree on where the object ends (at 32², by a pixel); there the prior's image is the
+background, and its gradient pulls the surface's colour towards the background's (whitish rims on
+a coloured object) instead of moving the edge. Pixels within ``border_guard_px`` of the edge pass
+no colour gradient (:func:`interior`); the geometry still gets the antialiased edge's gradient.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..background.base import Background
+from ..core.config import NonNegativeInt
 from ..core.errors import UserError
 from ..data.cameras import CameraBatch
 from ..geometry.base import Geometry, SurfaceGeometry
@@ -50,6 +57,9 @@ class RasterRenderer(Renderer):
         grazing_cos: tuple[float, float] = (0.8, 0.99)
         """Cosine between the normal and the nearest training elevation below which the colour
         gradient is 0, and above which it is whole (linear between)."""
+        border_guard_px: NonNegativeInt = 0
+        """Pixels within this many of the silhouette's edge get no colour gradient (border guard,
+        module docstring); 0: off."""
 
     def __init__(self, cfg=None, where: str = "renderer") -> None:
         nn.Module.__init__(self)
@@ -95,6 +105,8 @@ class RasterRenderer(Renderer):
                 normal[sel][:, 2].detach(), self.cfg.grazing_elevation_range, self.cfg.grazing_cos
             )
             feats = scale_gradient(feats, weight[:, None])
+        if self.cfg.border_guard_px and feats.requires_grad:
+            feats = scale_gradient(feats, interior(mask, self.cfg.border_guard_px)[sel][:, None])
         fg = material(feats, viewdirs, normal[sel], light, pts, shading)
         bg = background(cameras.rays_d)
         fg_img = torch.zeros_like(bg).index_put((sel,), fg.to(bg.dtype)) if pts.numel() else torch.zeros_like(bg)
@@ -124,6 +136,14 @@ def grazing_color_weight(
     :func:`elevation_cosine` is at most ``cos_range[0]``, 1 from ``cos_range[1]`` on, linear between."""
     lo, hi = cos_range
     return ((elevation_cosine(normal_z, elevation_range) - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def interior(mask: Tensor, px: int) -> Tensor:
+    """(B,H,W) float: 1 where every pixel within ``px`` (a square window) of a pixel of the
+    (B,H,W,1) ``mask`` is covered, else 0 (the mask eroded by ``px``)."""
+    empty = (~mask[..., 0]).to(torch.float32)[:, None]
+    near_empty = nn.functional.max_pool2d(empty, 2 * px + 1, stride=1, padding=px)
+    return 1.0 - near_empty[:, 0]
 
 
 def scale_gradient(x: Tensor, weight: Tensor) -> Tensor:

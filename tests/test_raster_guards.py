@@ -1,10 +1,12 @@
-"""The raster renderer's grazing guard: surface facing outside the training cameras' elevations gets
-no colour gradient (renderers/raster.py), the rest is untouched, the image is unchanged."""
+"""The raster renderer's colour guards (renderers/raster.py): surface facing outside the training
+cameras' elevations (grazing guard) and pixels at the silhouette's edge (border guard) pass no
+colour gradient; the rest is untouched, the image is unchanged."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import trimesh
@@ -95,3 +97,44 @@ def test_default_refine_guards_the_elevations_it_trains_at():
     renderer = resolve_stage(cfg, "refine")["renderer"]
     assert list(renderer["grazing_elevation_range"]) == list(cfg.data.elevation_range)
     assert math.isclose(min(cfg.data.elevation_range), -10.0)
+
+
+def test_interior_is_the_mask_eroded_by_a_square_window():
+    from scipy.ndimage import binary_erosion
+
+    from threestudio_like.renderers.raster import interior
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(2, 20, 24, 1, generator=g) > 0.3
+    mask[:, 5:15, 6:18] = True
+    for px in (1, 2):
+        square = torch.ones(2 * px + 1, 2 * px + 1, dtype=torch.bool).numpy()
+        # outside the image counts as covered (border_value=1): only the silhouette's own edge is guarded
+        expected = np.stack([binary_erosion(m[..., 0].numpy(), square, border_value=1) for m in mask])
+        assert torch.equal(interior(mask, px).bool(), torch.from_numpy(expected))
+
+
+def test_border_guard_stops_the_colour_gradient_at_the_silhouette_edge_only():
+    t = lambda *v: torch.tensor([float(x) for x in v])  # noqa: E731
+    cams = make_cameras(t(20), t(30), t(2.5), t(40), 48, 48)
+    grads, images = [], []
+    for px in (0, 1):
+        geometry = BoxWithLeafFeatures()
+        renderer = RasterRenderer({"implementation": "torch", "border_guard_px": px, "antialias": False})
+        out = renderer(cams, geometry, NoMaterial(), SolidBackground(), "albedo")
+        weights = torch.linspace(0.5, 1.5, out.rgb.numel()).reshape(out.rgb.shape)
+        (out.rgb * weights).sum().backward()
+        grads.append(geometry.features.grad)
+        images.append(out.rgb.detach())
+        covered = out.opacity[0, ..., 0] > 0
+    assert torch.equal(images[0], images[1])
+    # the points are the covered pixels in row-major order; edge: a covered pixel with an empty 8-neighbour
+    padded = torch.nn.functional.pad((~covered).float()[None, None], (1, 1, 1, 1))
+    edge = (torch.nn.functional.max_pool2d(padded, 3, stride=1)[0, 0] > 0)[covered]
+    assert edge.sum() > 20 and (~edge).sum() > 200
+    assert torch.all(grads[1][edge] == 0) and grads[0][edge].abs().sum() > 0
+    assert torch.equal(grads[1][~edge], grads[0][~edge])
+
+
+def test_default_refine_guards_the_silhouette_edge():
+    assert resolve_stage(compose_config([]), "refine")["renderer"]["border_guard_px"] == 1
