@@ -146,6 +146,15 @@ def test_cfg_all_adds_hydras_node_with_the_chosen_groups(capsys):
     assert cfg["stages"] == ["coarse", "refine"] and cfg["prompt"] == "x"
 
 
+def test_fields_of_nested_configs_missing_from_the_yaml_can_be_overridden(capsys):
+    # prepare.elevation / prepare.preprocess(.segmenter) are typed configs inside the prepare component
+    args = ["prepare.elevation.samples=4", "prepare.preprocess.fill=0.5", "prepare.preprocess.segmenter.edge_radius=2"]
+    assert main(["--cfg", "job", "experiment=toy_anything3d", *args]) == 0
+    prepare = yaml.safe_load(capsys.readouterr().out)["prepare"]
+    assert prepare["elevation"]["samples"] == 4 and prepare["preprocess"]["fill"] == 0.5
+    assert prepare["preprocess"]["segmenter"]["edge_radius"] == 2
+
+
 def test_cfg_hydra_is_hydras_node_only(capsys):
     assert main(["-c", "hydra"]) == 0
     assert list(yaml.safe_load(capsys.readouterr().out)) == ["hydra"]
@@ -162,6 +171,10 @@ def test_cfg_hydra_is_hydras_node_only(capsys):
         (["--cfg", "job", "experiment=nosuch"], ["nosuch", "dreamfusion"]),
         (["--cfg", "job", "experiment=dreamfusion", "stage.nerf.stepz=3"], ["stage.nerf.stepz"]),
         (["--cfg", "job", "experiment=dreamfusion", "~negative_prompt"], ["cannot resolve", "negative_prompt"]),
+        (
+            ["--cfg", "job", "experiment=toy_anything3d", "prepare.preprocess.fil=0.5"],
+            ["unknown config key 'prepare.preprocess.fil'", "did you mean 'fill'?"],
+        ),
     ],
 )
 def test_words_it_does_not_accept_are_one_error_line(args, fragments, capsys):

@@ -316,3 +316,27 @@ def test_update_step_reaches_components_inside_module_containers():
     system.update_step(0, 7)
     system.update_step(0, 8)
     assert [t.steps for t in (*system.terms.values(), system.nested[0][0])] == [[7, 8]] * 3
+
+
+@dataclass
+class _Leaf:
+    mode: Literal["fast", "exact"] = "fast"
+
+
+@dataclass
+class _Middle:
+    leaf: _Leaf = field(default_factory=_Leaf)
+    scale: PositiveFloat = 1.0
+
+
+@dataclass
+class _Top:
+    middle: _Middle = field(default_factory=_Middle)
+
+
+def test_configs_nested_three_deep_take_their_defaults_and_overrides():
+    assert parse_structured(_Top, {}, "prepare") == _Top()
+    cfg = parse_structured(_Top, {"middle": {"leaf": {"mode": "exact"}}}, "prepare")
+    assert cfg.middle.leaf.mode == "exact" and isinstance(cfg.middle.leaf, _Leaf)
+    with pytest.raises(UserError, match=r"prepare.middle.leaf.mode must be one of fast\|exact"):
+        parse_structured(_Top, {"middle": {"leaf": {"mode": "slow"}}}, "prepare")

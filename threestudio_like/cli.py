@@ -82,41 +82,61 @@ def _retry_with_append(overrides: list[str], error: Exception) -> list[str]:
 
 
 def _component_fields(overrides: list[str], path: str) -> Optional[list[str]]:
+    """The fields of the config at ``path``: a component's (its ``_target_``'s Config), the
+    trainer's, a stage entry's (the system's), or a nested config field of one of those
+    (``prepare.elevation``); None when ``path`` is none of these."""
     import dataclasses
 
     from hydra import compose
 
-    from .core.config import Configurable, import_target
+    from .core.config import nested_config_field
 
     if not path:
         return None
-    safe = [o for o in overrides if "=" in o and not o.lstrip("+~").split("=", 1)[0].startswith(path + ".")]
+    # the config groups and top-level values pick the components; other dotted keys may themselves
+    # still wait for their '+' (several new keys in one command line)
+    safe = [o for o in overrides if "=" in o and (o.startswith("+") or "." not in o.lstrip("~").split("=", 1)[0])]
     try:
         cfg = compose(config_name="config", overrides=safe)
+    except Exception:
+        return None
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):  # the nearest node that names its config class, then down
+        config_cls = _config_class(cfg, ".".join(parts[:i]))
+        if config_cls is not None:
+            for name in parts[i:]:
+                config_cls = nested_config_field(config_cls, name)
+                if config_cls is None:
+                    return None
+            return [f.name for f in dataclasses.fields(config_cls)]
+    return None
+
+
+def _config_class(cfg: DictConfig, path: str) -> Optional[type]:
+    """The config dataclass of the node at ``path``: its ``_target_``'s Config, the trainer's, or a
+    stage entry's (the system's); None otherwise."""
+    from .core.config import Configurable, import_target
+    from .core.trainer import DEFAULT_SYSTEM, TrainerConfig
+
+    if path == "trainer":
+        return TrainerConfig
+    try:
         node = OmegaConf.select(cfg, path)
     except Exception:
         return None
     if not isinstance(node, DictConfig):
         return None
-    if "_target_" not in node:  # a stage entry (stage.<name>) is the system's config; the trainer has its own
-        from .core.trainer import DEFAULT_SYSTEM, TrainerConfig
-
-        roots = {"trainer": TrainerConfig}
-        if path in roots:
-            return [f.name for f in dataclasses.fields(roots[path])]
-        if path.startswith("stage.") and path.count(".") == 1:
-            node = {"_target_": DEFAULT_SYSTEM}
-        else:
-            return None
+    if "_target_" in node:
+        target = node["_target_"]
+    elif path.startswith("stage.") and path.count(".") == 1:  # a stage entry is the system's config
+        target = DEFAULT_SYSTEM
+    else:
+        return None
     try:
-        cls = import_target(node["_target_"])
+        cls = import_target(target)
     except UserError:
         return None
-    return (
-        [f.name for f in dataclasses.fields(cls.Config)]
-        if isinstance(cls, type) and issubclass(cls, Configurable)
-        else None
-    )
+    return cls.Config if isinstance(cls, type) and issubclass(cls, Configurable) else None
 
 
 def _hydra_message(msg: str) -> str:

@@ -205,6 +205,13 @@ def _nested_config(tp: Any) -> Optional[type]:
     return None
 
 
+def nested_config_field(config_cls: type, name: str) -> Optional[type]:
+    """The config dataclass of field ``name`` of ``config_cls`` (a ``Config`` or ``Optional[Config]``
+    field), else None."""
+    tp = _field_types(config_cls).get(name)
+    return None if tp is None else _nested_config(_split_annotated(tp)[0])
+
+
 @functools.cache
 def _omegaconf_schema(config_cls: type) -> type:
     """``config_cls`` as OmegaConf can read it: ``Literal`` fields become plain ``Any`` (checked
@@ -242,10 +249,17 @@ def _schema_factory(factory: Any, schema_type: Any) -> Any:
         return factory
 
     def make() -> Any:
-        value = factory()
-        return schema_type(**{f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+        return _as_schema(factory(), schema_type)
 
     return make
+
+
+def _as_schema(value: Any, schema_type: Any) -> Any:
+    """A config dataclass instance as an instance of its schema class, its nested configs too."""
+    if not _is_dataclass_type(schema_type) or not dataclasses.is_dataclass(value) or isinstance(value, schema_type):
+        return value
+    types = {f.name: _nested_config(f.type) for f in dataclasses.fields(schema_type)}
+    return schema_type(**{f.name: _as_schema(getattr(value, f.name), types[f.name]) for f in dataclasses.fields(value)})
 
 
 def _from_schema(config_cls: type[T], plain: Any, where: str) -> T:

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.config import parse_structured
 from ..core.errors import UserError
 from ..core.prepare import InputPreparer, PreparedInputs
 from .elevation import ElevationEstimator
@@ -39,7 +38,7 @@ class PrepareInputs(InputPreparer):
         """A box around the object in photo pixels: ``[x0, y0, x1, y1]``."""
         prompt: str = ""
         """The run's text prompt (``${prompt}``); empty: the caption becomes the prompt."""
-        preprocess: dict = field(default_factory=dict)
+        preprocess: PhotoPreprocessor.Config = field(default_factory=PhotoPreprocessor.Config)
         """:class:`~.pipeline.PhotoPreprocessor`'s settings (cut-out, framing, caption, depth); its
         ``elevation_deg`` given: no estimate."""
         elevation: ElevationEstimator.Config = field(default_factory=ElevationEstimator.Config)
@@ -51,7 +50,7 @@ class PrepareInputs(InputPreparer):
             raise UserError("no photo to prepare the inputs from: add image=PHOTO")
         self.points = parse_points(c.point)
         self.box = parse_box(c.box)
-        settings = parse_structured(PhotoPreprocessor.Config, c.preprocess, f"{where}.preprocess")
+        settings = c.preprocess
         # a given prompt replaces the caption: BLIP is not run
         self.preprocessor_cfg = replace(settings, caption=settings.caption and not c.prompt.strip())
         self.estimator = (
