@@ -156,6 +156,17 @@ def test_enclosed_components_removed_and_outside_ones_kept():
     assert _vertex_set(cleaned) == _vertex_set(out)
 
 
+def test_a_shell_inside_a_body_with_a_tiny_hole_is_enclosed():
+    """A body that lost one face (3 open edges, as a surface after degenerate-face removal can
+    have) still encloses a shell inside (the open cap of the test above is still open); with no
+    open edge allowed it would not."""
+    body = _sphere(3)
+    holed = Mesh(body.v_pos, body.t_pos_idx[1:])
+    hidden = _sphere(2, radius=0.5)
+    assert remove_enclosed_components(_concat(holed, hidden))[1] == 1
+    assert remove_enclosed_components(_concat(holed, hidden), open_fraction=0.0)[1] == 0
+
+
 def _with_degenerate_faces(n_caps: int = 6, n_needles: int = 6) -> tuple[Mesh, Mesh, int]:
     """An icosphere (closed) with exact zero-area caps — an edge ``ab`` split at its midpoint
     ``c`` on one side, the face ``(a, b, c)`` closing the gap — and needles — a face split at a
