@@ -64,6 +64,16 @@ def test_ints_in_nested_float_lists_become_floats():
 
 
 @dataclass
+class _HoldsPoses:
+    poses: _Poses = field(default_factory=_Poses)
+
+
+def test_ints_in_nested_float_lists_of_a_nested_config_become_floats():
+    cfg = parse_structured(_HoldsPoses, {"poses": {"views": [[20, 0]]}}, "prepare")
+    assert cfg.poses.views == [[20.0, 0.0]] and all(type(v) is float for v in cfg.poses.views[0])
+
+
+@dataclass
 class _Inner:
     mode: Literal["fast", "exact"] = "fast"
     lr: float = 0.1

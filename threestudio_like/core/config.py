@@ -90,8 +90,7 @@ def parse_structured(config_cls: type[T], cfg: Mapping | DictConfig | T | None, 
         raise UserError(f"{where or config_cls.__qualname__}: expected a mapping, got {type(data).__name__}")
     data = {k: v for k, v in data.items() if not str(k).startswith("_")}
     _check_keys(config_cls, data, where)
-    types = _field_types(config_cls)
-    data = {k: _ints_as_floats(_split_annotated(types[k])[0], v) if k in types else v for k, v in data.items()}
+    data = _ints_as_floats(config_cls, data)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(_omegaconf_schema(config_cls)), data)
         plain = OmegaConf.to_object(merged)
@@ -118,9 +117,14 @@ def _check_keys(config_cls: type, data: dict, where: str) -> None:
 
 
 def _ints_as_floats(tp: Any, value: Any) -> Any:
-    """``value`` with the ints that ``tp`` types as float made floats, inside lists as well
-    (OmegaConf converts an int for a ``float`` or ``list[float]`` field, not one inside
-    ``list[list[float]]``: ``views=[[20,0]]``)."""
+    """``value`` with the ints that ``tp`` types as float made floats, inside lists and nested
+    configs as well (OmegaConf converts an int for a ``float`` or ``list[float]`` field, not one
+    inside ``list[list[float]]``: ``prepare.elevation.views=[[20,0]]``)."""
+    tp = _split_annotated(tp)[0]
+    nested = _nested_config(tp)
+    if nested is not None and isinstance(value, dict):
+        types = _field_types(nested)
+        return {k: _ints_as_floats(types[k], v) if k in types else v for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typing.get_origin(tp) is list and isinstance(value, list):
