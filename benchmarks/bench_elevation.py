@@ -1,7 +1,8 @@
 """Elevation estimate of a toy render with the shipped toy Zero123 (``preprocess/elevation.py``). Prints JSON.
 
-Toy renders (unlit albedo, RGBA over transparent, the toy image-to-3D camera: distance 1.8,
-FOV 45°, azimuth 0) of ``--shapes`` at ``--elevations``; for each, the estimate of
+Toy renders (RGBA over transparent, the toy image-to-3D camera: distance 1.8, FOV 45°, azimuth 0;
+``--shading albedo``: unlit, ``diffuse``: lit from the camera, as the toy Zero123's lit renders
+are) of ``--shapes`` at ``--elevations``; for each, the estimate of
 :class:`~threestudio_like.preprocess.elevation.ElevationEstimator` (its default views, samples and
 steps; the toy camera) with
 
@@ -18,8 +19,8 @@ geometry nothing to go on. The sphere is left out: its silhouette is a disc from
 ``--flops`` also counts the FLOPs of one estimate with Zero123-XL's shapes (random weights on the
 meta device, ``benchmarks/bench_guidance.py``'s model) and projects its GPU time.
 
-Usage: ``python benchmarks/bench_elevation.py [--shapes cube torus] [--elevations 0 30] [--steps 30] [--samples 2]
-[--guidance-scale 3] [--flops]`` (the estimator's settings default to its own).
+Usage: ``python benchmarks/bench_elevation.py [--shapes cube torus] [--elevations 0 30] [--shading diffuse]
+[--steps 30] [--samples 2] [--guidance-scale 3] [--flops]`` (the estimator's settings default to its own).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ SHAPES = {"cube": "red", "cylinder": "green", "cone": "yellow", "torus": "red", 
 SUPERSAMPLE = 4
 
 
-def render(shape: str, elevation: torch.Tensor, azimuth: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def render(
+    shape: str, elevation: torch.Tensor, azimuth: torch.Tensor, size: int, shading: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(rgb over white (B,3,H,W), alpha (B,1,H,W)) of a toy shape from the toy reference camera's
-    distance and FOV."""
+    distance and FOV (the light at the camera)."""
     b = elevation.shape[0]
     c = REFERENCE_CAMERA
     cams = make_cameras(
@@ -60,13 +63,13 @@ def render(shape: str, elevation: torch.Tensor, azimuth: torch.Tensor, size: int
         size * SUPERSAMPLE,
         size * SUPERSAMPLE,
     )
-    rgb, alpha = render_toy(shape, SHAPES[shape], cams, shading="albedo", supersample=SUPERSAMPLE)
+    rgb, alpha = render_toy(shape, SHAPES[shape], cams, shading=shading, supersample=SUPERSAMPLE)
     return rgb.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2)
 
 
-def rgba_input(shape: str, elevation: float, size: int) -> np.ndarray:
+def rgba_input(shape: str, elevation: float, size: int, shading: str) -> np.ndarray:
     """(size,size,4) straight-alpha RGBA of the toy shape at ``elevation``, as a cut-out photo."""
-    rgb, alpha = render(shape, torch.tensor([elevation]), torch.zeros(1), size)
+    rgb, alpha = render(shape, torch.tensor([elevation]), torch.zeros(1), size, shading)
     fg = ((rgb - (1 - alpha)) / alpha.clamp(min=1e-6)).clamp(0, 1) * (alpha > 0)
     return torch.cat([fg, alpha], 1)[0].permute(1, 2, 0).numpy()
 
@@ -75,23 +78,24 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum() / (a | b).sum().clamp(min=1))
 
 
-def measure(estimator: ElevationEstimator, pipe: Zero123Pipeline, shape: str, elevation: float) -> dict:
+def measure(estimator: ElevationEstimator, pipe: Zero123Pipeline, shape: str, elevation: float, shading: str) -> dict:
     size = pipe.image_size
     poses = torch.tensor(estimator.cfg.views, dtype=torch.float32)
-    rgba = rgba_input(shape, elevation, 2 * size)
+    rgba = rgba_input(shape, elevation, 2 * size, shading)
     t0 = time.perf_counter()
     drawn: list[torch.Tensor] = []
     draw = estimator.draw_views
     estimator.draw_views = lambda *a: drawn.append(draw(*a)) or drawn[-1]  # keep the views to score them
     toy = estimator.estimate(pipe, rgba)
     seconds = time.perf_counter() - t0
-    true_rgb, true_alpha = render(shape, elevation + poses[:, 0], poses[:, 1], size)
+    true_rgb, true_alpha = render(shape, elevation + poses[:, 0], poses[:, 1], size, shading)
     estimator.draw_views = lambda *a: true_rgb[None]
     truth = estimator.estimate(pipe, rgba)
     estimator.draw_views = draw
     silhouettes = object_silhouette(drawn[0].flatten(0, 1)).view(*drawn[0].shape[:2], size, size).mean(0) > 0.5
     true_masks = true_alpha[:, 0] > 0.5
-    input_mask = (render(shape, torch.tensor([elevation]), torch.zeros(1), size)[1][:, 0] > 0.5).expand_as(true_masks)
+    input_alpha = render(shape, torch.tensor([elevation]), torch.zeros(1), size, shading)[1]
+    input_mask = (input_alpha[:, 0] > 0.5).expand_as(true_masks)
     return {
         "shape": shape,
         "elevation": elevation,
@@ -140,11 +144,13 @@ def main() -> None:
     parser.add_argument("--model", default=str(ASSETS / "toy-zero123"))
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--elevations", nargs="+", type=float, default=[0.0, 15.0, 30.0, 45.0])
+    parser.add_argument("--shading", default="albedo", choices=["albedo", "diffuse"], help="the inputs' shading")
     parser.add_argument("--threads", type=int, default=2)
     defaults = ElevationEstimator.Config()
     parser.add_argument("--steps", type=int, default=defaults.steps, help="DDIM steps per drawn view")
     parser.add_argument("--samples", type=int, default=defaults.samples, help="views drawn per pose")
     parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale)
+
     parser.add_argument("--flops", action="store_true", help="also count Zero123-XL's FLOPs for one estimate")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,7 +171,7 @@ def main() -> None:
     rows = []
     for shape in args.shapes:
         for elevation in args.elevations:
-            rows.append(measure(estimator, pipe, shape, elevation))
+            rows.append(measure(estimator, pipe, shape, elevation, args.shading))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     middle = (estimator.candidates[0] + estimator.candidates[-1]) / 2
 
@@ -174,6 +180,7 @@ def main() -> None:
 
     result = {
         "model": args.model,
+        "shading": args.shading,
         "steps": args.steps,
         "samples": args.samples,
         "guidance_scale": args.guidance_scale,

@@ -11,14 +11,20 @@ trained on (they are trained on seed 0), through the code ``threestudio-like pre
   the true shape and colour (and whether it is exactly ``"a <colour> <shape>"``);
 - **depth**: the Pearson correlation of that run's disparity (``<name>_depth.npy``) with the true
   disparity (1 / the renderer's depth) brought into the same frame (the record's crop box), over
-  the pixels of both the output mask and the true mask's interior.
+  the pixels of both the output mask and the true mask's interior;
+- **elevation** (with ``--zero123 DIR``): the absolute error of the elevation estimated as
+  ``experiment=toy_anything3d`` estimates it (automatic segmentation, the object framed with
+  that experiment's ``prepare.preprocess.fill``,
+  :class:`~threestudio_like.preprocess.elevation.ElevationEstimator` with the toy reference
+  camera's distance and FOV), against the photo's true elevation.
 
-Targets (issue 26): IoU ≥ 0.9 (point) and ≥ 0.85 (automatic), captions ≥ 90 %, depth r ≥ 0.9.
+Targets (issue 26): IoU ≥ 0.9 (point) and ≥ 0.85 (automatic), captions ≥ 90 %, depth r ≥ 0.9,
+elevation within 10°.
 ``--single-pass`` turns off the test-time mirror averaging of SAM's prompted masks and of the
 depth (``flip_average``, on by default) to measure what it adds.
 
 Usage: ``python benchmarks/bench_toy_preprocess.py [--photos 100] [--seed 1] [--sam DIR] [--blip DIR]
-[--depth DIR] [--single-pass] [--threads 2]``.
+[--depth DIR] [--zero123 DIR] [--single-pass] [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -31,15 +37,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
+from threestudio_like.preprocess.elevation import ElevationEstimator
 from threestudio_like.preprocess.framing import Framing
 from threestudio_like.preprocess.masks import clean_mask
 from threestudio_like.preprocess.pipeline import PhotoPreprocessor
 from threestudio_like.preprocess.segment import SamSegmenter
 from threestudio_like.toyworld.photos import ToyPhoto, ToyPhotoMaker
 from threestudio_like.toyworld.priors import ASSETS
+from threestudio_like.toyworld.reference_images import REFERENCE_CAMERA
 from threestudio_like.toyworld.shapes import SHAPES
+
+TOY_ANYTHING3D = Path(__file__).resolve().parent.parent / "configs" / "experiment" / "toy_anything3d.yaml"
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,6 +79,7 @@ def main() -> None:
     parser.add_argument("--sam", default=str(ASSETS / "toy-sam"))
     parser.add_argument("--blip", default=str(ASSETS / "toy-blip"))
     parser.add_argument("--depth", default=str(ASSETS / "toy-depth"))
+    parser.add_argument("--zero123", help="also estimate the elevation with this toy Zero123 (e.g. assets/toy-zero123)")
     parser.add_argument("--single-pass", action="store_true", help="no mirror averaging (SAM's prompts, depth)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -84,6 +96,19 @@ def main() -> None:
         },
         log=lambda line: None,
     )
+    elevation_preprocessor = None
+    if args.zero123:
+        camera = {"distance": REFERENCE_CAMERA["distance"], "fovy_deg": REFERENCE_CAMERA["fovy_deg"]}
+        elevation_preprocessor = PhotoPreprocessor(
+            {
+                "fill": yaml.safe_load(TOY_ANYTHING3D.read_text())["prepare"]["preprocess"]["fill"],
+                "caption": False,
+                "depth": False,
+                "segmenter": {"model": args.sam, "device": "cpu", "flip_average": flip},
+            },
+            log=lambda line: None,
+            estimate_elevation=ElevationEstimator({"model": args.zero123, "device": "cpu", **camera}),
+        )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.photos):
@@ -96,6 +121,14 @@ def main() -> None:
             words = result.record["caption"].split()
             out_mask = np.asarray(Image.open(result.files["mask"])) > 127
             disparity = np.load(result.files["depth"])
+            elevation = {}
+            if elevation_preprocessor is not None:
+                estimate = elevation_preprocessor.run(path, Path(tmp) / "elevation").record["elevation"]
+                elevation = {
+                    "elevation": photo.elevation,
+                    "estimate": estimate,
+                    "elevation_error": abs(estimate - photo.elevation),
+                }
             rows.append(
                 {
                     "shape": photo.shape,
@@ -109,6 +142,7 @@ def main() -> None:
                     "color_right": photo.color in words,
                     "exact": result.record["caption"] == photo.caption,
                     "depth_r": depth_correlation(photo, disparity, out_mask, result.record),
+                    **elevation,
                 }
             )
 
@@ -116,6 +150,7 @@ def main() -> None:
         return round(float(np.mean([r[key] for r in subset])), 4)
 
     both = [dict(r, right=r["shape_right"] and r["color_right"]) for r in rows]
+    truths = np.array([r.get("elevation", 0.0) for r in rows])  # what answering their mean would score
     print(
         json.dumps(
             {
@@ -144,6 +179,16 @@ def main() -> None:
                     for s in SHAPES
                     if any(r["shape"] == s for r in rows)
                 },
+                **(
+                    {
+                        "zero123": args.zero123,
+                        "elevation_mae_deg": mean("elevation_error", rows),
+                        "elevation_mae_mean_guess_deg": round(float(np.mean(np.abs(truths - truths.mean()))), 2),
+                        "elevation_errors": [[r["shape"], round(r["elevation"], 1), r["estimate"]] for r in rows],
+                    }
+                    if args.zero123
+                    else {}
+                ),
                 "wrong_captions": [f"{r['caption']!r} for {r['truth']!r}" for r in rows if not r["exact"]],
                 "seconds": round(time.time() - t0, 1),
             }

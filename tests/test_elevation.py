@@ -123,24 +123,43 @@ def test_stable_zero123_draws_the_views_again_for_each_candidate():
     assert est.drawn_for == [-20.0, 0.0, 20.0, 40.0, 60.0]
 
 
-def test_views_are_drawn_by_the_pipelines_ddim_sampler():
-    """With a scheduler that does not clip, draw_views is Zero123Pipeline.__call__ (same noise)."""
+def draw_with_the_pipeline(start_from_background: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(draw_views' views, Zero123Pipeline.__call__'s from the same noise, started from pure noise
+    or from the white image noised to the first timestep: √ᾱ·1 + √(1−ᾱ)·noise)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
     from threestudio_like.guidance.zero123_pipeline import Zero123Pipeline
 
     pipe = Zero123Pipeline.from_pretrained(TINY_ZERO123)
     pipe.set_progress_bar_config(disable=True)
-    est = ElevationEstimator({"model": TINY_ZERO123, "samples": 1, "steps": 4, "guidance_scale": 3.0, "device": "cpu"})
+    est = ElevationEstimator(
+        {
+            "model": TINY_ZERO123,
+            "samples": 1,
+            "steps": 4,
+            "guidance_scale": 3.0,
+            "device": "cpu",
+            "start_from_background": start_from_background,
+        }
+    )
     image = torch.rand(1, 3, pipe.image_size, pipe.image_size, generator=torch.Generator().manual_seed(1))
     poses = torch.tensor(VIEWS)
     ours = est.draw_views(pipe, image, poses, 10.0)[0]
+    side = pipe.unet.config.sample_size
+    noise = randn_tensor((len(VIEWS), pipe.latent_channels, side, side), generator=torch.Generator().manual_seed(0))
+    pipe.scheduler.set_timesteps(4)
+    alpha_bar = pipe.scheduler.alphas_cumprod[pipe.scheduler.timesteps[0]]
+    start = alpha_bar.sqrt() * 1.0 + (1 - alpha_bar).sqrt() * noise if start_from_background else noise
     theirs = pipe(
-        image,
-        elevation=poses[:, 0],
-        azimuth=poses[:, 1],
-        num_inference_steps=4,
-        guidance_scale=3.0,
-        generator=torch.Generator().manual_seed(0),
+        image, elevation=poses[:, 0], azimuth=poses[:, 1], num_inference_steps=4, guidance_scale=3.0, latents=start
     ).images
+    return ours, theirs
+
+
+@pytest.mark.parametrize("start_from_background", [False, True])
+def test_views_are_drawn_by_the_pipelines_ddim_sampler(start_from_background):
+    """With a scheduler that does not clip, draw_views is Zero123Pipeline.__call__ (same start)."""
+    ours, theirs = draw_with_the_pipeline(start_from_background)
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 

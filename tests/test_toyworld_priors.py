@@ -11,8 +11,15 @@ import yaml
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.ops.dense_grid import DenseGridEncoding, sample_grid
 from threestudio_like.toyworld import train_sd, train_zero123
-from threestudio_like.toyworld.dataset import SD_CAMERAS, ToyDatasetConfig, caption, make_dataset, render_toy
-from threestudio_like.toyworld.priors import VOCABULARY, write_word_tokenizer
+from threestudio_like.toyworld.dataset import (
+    SD_CAMERAS,
+    ZERO123_CAMERAS,
+    ToyDatasetConfig,
+    caption,
+    make_dataset,
+    render_toy,
+)
+from threestudio_like.toyworld.priors import VOCABULARY, load_toy_zero123, write_word_tokenizer
 from threestudio_like.toyworld.train_zero123 import same_class_partner
 
 
@@ -46,6 +53,19 @@ def test_dataset_is_deterministic_and_captioned_by_the_view_rule():
     assert caption(1, 0, 10.0, 5.0, with_view=True) == "a red cube, front view"
     assert caption(1, 0, 70.0, 5.0, with_view=True) == "a red cube, overhead view"
     assert caption(4, 2, 0.0, 170.0, with_view=False) == "a blue torus"
+
+
+def test_lit_zero123_renders_are_lit_from_the_camera():
+    """A view's shading follows from its pose alone: the light sits at the camera."""
+    from threestudio_like.data.cameras import RandomCameraSampler
+
+    cams = RandomCameraSampler({**ZERO123_CAMERAS, "height": 8, "width": 8, "batch_size": 16}).sample(
+        torch.Generator().manual_seed(0)
+    )
+    assert torch.allclose(cams.light_position, cams.position, atol=1e-5)
+    cfg = ToyDatasetConfig(n_images=16, chunk=4, size=8, supersample=1, cameras=dict(ZERO123_CAMERAS), albedo_prob=0.5)
+    data = make_dataset(cfg)
+    assert data["lit"].any() and not data["lit"].all()
 
 
 def test_default_experiment_samples_the_cameras_the_prior_was_trained_on(repo_root):
@@ -159,13 +179,23 @@ def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
         "--checkpoint-every",
         "2",
     ]
-    assert train_zero123.main(args)["steps"] == 2
+    assert train_zero123.main(args + ["--lit-prob", "1", "--elevation-range", "-40", "80"])["steps"] == 2
+    data = torch.load(tmp_path / "work" / "zero123-lit1-elevation-40to80-data-48-0.pt", weights_only=True)
+    assert data["lit"].all() and data["elevation"].min() < -10 and data["elevation"].max() > 60
     guidance = Zero123Guidance({"pretrained_model_name_or_path": out})
     guidance.set_reference(torch.rand(1, 32, 32, 3), 15.0, 0.0, 1.8)
     cams = make_cameras(torch.tensor([15.0]), torch.tensor([90.0]), torch.tensor([1.8]), torch.tensor([45.0]), 32, 32)
     rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
     guidance(rgb, cams).loss.backward()
     assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+    # --init-from: no steps exports the weights it started from
+    again = str(tmp_path / "again")
+    flags = ["--work-dir", str(tmp_path / "work2"), "--out", again, "--n-images", "48", "--steps", "0"]
+    assert train_zero123.main(flags + ["--init-from", out])["steps"] == 0
+    first, second = load_toy_zero123(out), load_toy_zero123(again)
+    for name in ("unet", "image_encoder", "cc_projection"):
+        a, b = first[name].state_dict(), second[name].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_toy_unet_widths_and_training_device_are_checked():

@@ -54,7 +54,12 @@ class Frozen(Generic[M]):
         return self.module(*args, **kwargs)
 
     def to(self, device: torch.device | str, dtype: Optional[torch.dtype] = None) -> Frozen[M]:
-        self.module.to(device=device, dtype=dtype)
+        # a dtype argument, even None or the module's own, makes diffusers' models warn about
+        # float32 modules: pass one only for a cast
+        if dtype is None or all(p.dtype == dtype for p in self.module.parameters()):
+            self.module.to(device=device)
+        else:
+            self.module.to(device=device, dtype=dtype)
         return self
 
 

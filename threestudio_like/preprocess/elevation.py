@@ -7,8 +7,8 @@ therefore draws a few nearby views once and keeps the candidate ``e`` under whic
 the drawn views are most consistent geometrically (it matches features; we compare silhouettes):
 
 1. draw ``samples`` views at each relative pose ``(Δe, Δa)`` of ``views`` with the prior (DDIM,
-   ``steps`` steps, classifier-free guidance, initial noise from ``seed``), the reference being the
-   object over white;
+   ``steps`` steps, classifier-free guidance, starting from the white background noised with the
+   noise of ``seed``), the reference being the object over white;
 2. their silhouettes (:func:`~.visual_hull.object_silhouette`, averaged over the samples) and
    the input's alpha, at the prior's resolution (at most ``resolution``);
 3. for each candidate ``e`` in ``elevation_range`` every ``step_deg``, the cameras at
@@ -111,6 +111,10 @@ class ElevationEstimator(Configurable):
         """Points per ray of the visual hull."""
         seed: NonNegativeInt = 0
         """Seed of the prior's initial noise."""
+        start_from_background: bool = True
+        """Start the drawing from the white background noised to the first DDIM timestep (the
+        signal a prior trained with a schedule whose last step keeps a little of the image expects)
+        instead of from pure noise, from which a pixel-space prior draws tinted backgrounds."""
         device: str = "auto"
         """auto (CUDA when available), cpu, cuda, cuda:N."""
         dtype: WeightsDtype = "auto"
@@ -188,7 +192,8 @@ class ElevationEstimator(Configurable):
 
     def draw_views(self, pipe: Any, image: Tensor, poses: Tensor, reference_elevation: float) -> Tensor:
         """(samples,V,3,s,s) views in [0,1] of the object of ``image`` (1,3,H,W) at the relative
-        ``poses`` (V,2), drawn by DDIM from the seed's noise. Each step moves along the noise
+        ``poses`` (V,2), drawn by DDIM from the seed's noise (added to the white background, see
+        ``start_from_background``). Each step moves along the noise
         implied by the (clipped, where the scheduler clips) x̂₀, so that a pixel-space prior's clip
         of x̂₀ is consistent with its step."""
         from diffusers import DDIMScheduler
@@ -209,8 +214,12 @@ class ElevationEstimator(Configurable):
         side = pipe.unet.config.sample_size
         shape = (pose.shape[0], pipe.latent_channels, side, side)
         generator = torch.Generator().manual_seed(c.seed)  # on the CPU: the same noise on every device
-        latents = randn_tensor(shape, generator=generator, dtype=torch.float32).to(self.device)
-        latents = latents * scheduler.init_noise_sigma
+        noise = randn_tensor(shape, generator=generator, dtype=torch.float32).to(self.device)
+        if c.start_from_background:
+            white = pipe.encode_latents(torch.ones_like(image).to(pipe.dtype), generator).float()
+            latents = scheduler.add_noise(white.expand(shape), noise, scheduler.timesteps[:1])
+        else:
+            latents = noise * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(latents, t)
             noise = pipe.predict_noise(model_input, t.reshape(1), context, ref_latent, c.guidance_scale).float()

@@ -47,9 +47,12 @@ ZERO123_CAMERAS: dict[str, Any] = dict(
     camera_perturb=0.0,
     center_perturb=0.0,
     up_perturb=0.0,
+    light_distance_range=[1.8, 1.8],
+    light_position_perturb=0.0,
 )
 """The image-to-3D cameras (``configs/experiment/toy_zero123.yaml``): a fixed distance and field
-of view, looking at the origin, as Zero123's pose conditioning assumes."""
+of view, looking at the origin, as Zero123's pose conditioning assumes; lit renders are lit from
+the camera (a headlight), so that a view's shading follows from its pose alone."""
 
 
 def sd_background() -> AzimuthBackdrop:
@@ -118,7 +121,8 @@ def render_toy(
 
 def make_dataset(cfg: ToyDatasetConfig, progress: bool = False) -> dict[str, Tensor]:
     """Render the dataset. Returns ``images`` (N,H,W,3) uint8, ``alpha`` (N,H,W) uint8,
-    ``shape``/``color`` (N,) indices into ``SHAPES``/``COLORS``, ``c2w`` (N,4,4), ``elevation``,
+    ``shape``/``color`` (N,) indices into ``SHAPES``/``COLORS``, ``lit`` (N,) bool (lit, not
+    albedo), ``c2w`` (N,4,4), ``elevation``,
     ``azimuth``, ``distance`` (N,) of the (jittered) cameras."""
     shapes, colors = list(SHAPES), list(COLORS)
     classes = [(s, c) for s in shapes for c in colors]
@@ -128,7 +132,7 @@ def make_dataset(cfg: ToyDatasetConfig, progress: bool = False) -> dict[str, Ten
     meshes = {s: SHAPES[s].mesh() for s in shapes}
     background = sd_background() if cfg.backdrop else SolidBackground()
     out: dict[str, list[Tensor]] = {
-        k: [] for k in ("images", "alpha", "shape", "color", "c2w", "elevation", "azimuth", "distance")
+        k: [] for k in ("images", "alpha", "shape", "color", "lit", "c2w", "elevation", "azimuth", "distance")
     }
     n_chunks = -(-cfg.n_images // cfg.chunk)
     for i in range(n_chunks):
@@ -140,6 +144,7 @@ def make_dataset(cfg: ToyDatasetConfig, progress: bool = False) -> dict[str, Ten
         out["alpha"].append((alpha[..., 0] * 255).round().to(torch.uint8))
         out["shape"].append(torch.full((cfg.chunk,), shapes.index(s)))
         out["color"].append(torch.full((cfg.chunk,), colors.index(c)))
+        out["lit"].append(torch.full((cfg.chunk,), shading != "albedo"))
         out["c2w"].append(cams.c2w.float())
         # the view the camera actually sees (after jitter), as the systems compute it
         out["elevation"].append(cams.elevation.float())

@@ -211,3 +211,14 @@ def build_toy_zero123(seed: int = 0, attention_levels: int = 2) -> dict:
         cc_projection=CCProjection(embedding_dim=TEXT_DIM, additional_embeddings=4),
         feature_extractor=feature_extractor,
     )
+
+
+def load_toy_zero123(model_dir: str) -> dict:
+    """The trained networks of a saved toy Zero123 (to continue training it: ``train_zero123
+    --init-from``): ``unet``, ``image_encoder``, ``cc_projection``."""
+    from ..guidance.zero123_pipeline import Zero123Pipeline
+
+    if not os.path.isfile(os.path.join(model_dir, "cc_projection", "config.json")):
+        raise UserError(f"--init-from {model_dir}: not a saved toy Zero123 pipeline (no cc_projection/config.json)")
+    pipe = Zero123Pipeline.from_pretrained(model_dir)
+    return {k: getattr(pipe, k) for k in ("unet", "image_encoder", "cc_projection")}

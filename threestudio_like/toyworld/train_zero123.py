@@ -1,14 +1,16 @@
 """Train the toy view-conditioned prior: ``python -m threestudio_like.toyworld.train_zero123``.
 
-Renders the toy dataset with the image-to-3D cameras (:data:`.dataset.ZERO123_CAMERAS`, unlit
-albedo — the shading of the image-to-3D system and of its reference image), and trains the
-pixel-space Zero123 model of :func:`.priors.build_toy_zero123` on pairs of views of the same
-(shape, colour): the UNet sees ``[noisy target; reference image]`` and the context
-``cc_projection([CLIP(reference), pose(target relative to reference)])``
+Renders the toy dataset with the image-to-3D cameras (:data:`.dataset.ZERO123_CAMERAS`), a
+``--lit-prob`` share of it lit from the camera (as photos are lit: the shading tells the view's
+elevation) and the rest unlit albedo (the shading of the toy image-to-3D system and of its
+reference images), and trains the pixel-space Zero123 model of :func:`.priors.build_toy_zero123`
+on pairs of views of the same (shape, colour) and shading: the UNet sees ``[noisy target;
+reference image]`` and the context ``cc_projection([CLIP(reference), pose(target relative to reference)])``
 (:func:`~threestudio_like.guidance.zero123_pipeline.relative_pose`); ``--drop-prob`` of the pairs
 drop both (zero context, zero reference) for classifier-free guidance, exactly the unconditional
 input of :meth:`Zero123Pipeline.predict_noise`. Saves the EMA weights with ``save_pretrained``
-into ``--out`` (default: the package's ``assets/toy-zero123``).
+into ``--out`` (default: the package's ``assets/toy-zero123``); ``--init-from DIR`` starts from
+a saved toy Zero123 instead of random weights.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 
 from ..guidance.zero123_pipeline import Zero123Pipeline, relative_pose
 from .dataset import ZERO123_CAMERAS, ToyDatasetConfig, make_dataset
-from .priors import ASSETS, build_toy_zero123
+from .priors import ASSETS, build_toy_zero123, load_toy_zero123
 from .shapes import COLORS
 from .train_sd import save_pipeline_atomically
 from .training import denoising_loss, noised, prepare, train, train_parser
@@ -43,21 +45,39 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument(
         "--attention-levels", type=int, default=2, help="UNet levels with cross-attention (1: 8², 2: 16² and 8²)"
     )
+    parser.add_argument("--lit-prob", type=float, default=0.0, help="share of the renders lit from the camera")
+    parser.add_argument("--init-from", help="a saved toy Zero123 to start from (default: random weights)")
+    parser.add_argument(
+        "--elevation-range",
+        type=float,
+        nargs=2,
+        default=ZERO123_CAMERAS["elevation_range"],
+        metavar=("LOW", "HIGH"),
+        help="elevations of the rendered views, degrees (default: the image-to-3D cameras')",
+    )
     args = parser.parse_args(argv)
     cfg, data = prepare(
         args,
-        "zero123",
+        "zero123-lit{:g}-elevation{:g}to{:g}".format(args.lit_prob, *args.elevation_range),
         lambda n, seed: make_dataset(
-            ToyDatasetConfig(n_images=n, cameras=dict(ZERO123_CAMERAS), albedo_prob=1.0, seed=seed), progress=True
+            ToyDatasetConfig(
+                n_images=n,
+                cameras=dict(ZERO123_CAMERAS, elevation_range=list(args.elevation_range)),
+                albedo_prob=1.0 - args.lit_prob,
+                seed=seed,
+            ),
+            progress=True,
         ),
     )
     parts = build_toy_zero123(seed=cfg.seed, attention_levels=args.attention_levels)
+    if args.init_from:
+        parts.update(load_toy_zero123(args.init_from))
     pipe = Zero123Pipeline(**parts)
     scheduler = parts["scheduler"]
     modules = nn.ModuleDict({k: parts[k] for k in ("unet", "image_encoder", "cc_projection")})
     images, n = data["images"], data["images"].shape[0]
     dev = torch.device(cfg.device)
-    classes = data["shape"] * len(COLORS) + data["color"]
+    classes = (data["shape"] * len(COLORS) + data["color"]) * 2 + data["lit"].long()
 
     def loss_fn(gen: torch.Generator) -> Tensor:
         b = cfg.batch_size
