@@ -1,9 +1,9 @@
 """Train the toy view-conditioned prior: ``python -m threestudio_like.toyworld.train_zero123``.
 
-Renders the toy dataset with the image-to-3D cameras (:data:`.dataset.ZERO123_CAMERAS`), a
-``--lit-prob`` share of it lit from the camera (as photos are lit: the shading tells the view's
-elevation) and the rest unlit albedo (the shading of the toy image-to-3D system and of its
-reference images), and trains the pixel-space Zero123 model of :func:`.priors.build_toy_zero123`
+Renders the toy dataset with the image-to-3D cameras (:data:`.dataset.ZERO123_CAMERAS`), unlit
+albedo (the shading of the toy image-to-3D system and of its reference images) or, for a
+``--lit-prob`` share of it (default none: the shipped prior), lit from the camera as photos are
+lit, and trains the pixel-space Zero123 model of :func:`.priors.build_toy_zero123`
 on pairs of views of the same (shape, colour) and shading: the UNet sees ``[noisy target;
 reference image]`` and the context ``cc_projection([CLIP(reference), pose(target relative to reference)])``
 (:func:`~threestudio_like.guidance.zero123_pipeline.relative_pose`); ``--drop-prob`` of the pairs
