@@ -49,6 +49,20 @@ def test_third_party_projection_layouts_load(tmp_path, layout, pixel_dir):
     assert torch.equal(loaded.proj.bias, reference.proj.bias)
 
 
+def test_loading_does_not_warn_about_torchvision(monkeypatch, pixel_dir):
+    """The feature extractor is made with the PIL CLIP processor where transformers has one, without
+    naming the torchvision one (naming it warns that it falls back, once per process)."""
+    import transformers
+    from transformers.utils import import_utils
+
+    warnings = []
+    monkeypatch.setattr(import_utils.logger, "warning_once", lambda message, *a, **k: warnings.append(message))
+    pipe = Zero123Pipeline.from_pretrained(pixel_dir)
+    assert not warnings, warnings
+    pil = getattr(transformers, "CLIPImageProcessorPil", None)
+    assert pil is None or type(pipe.feature_extractor) is pil
+
+
 def test_missing_checkpoint_pieces_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="model_index.json"):
         Zero123Pipeline.from_pretrained(str(tmp_path))

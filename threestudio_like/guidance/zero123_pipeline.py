@@ -322,7 +322,9 @@ class Zero123Pipeline(DiffusionPipeline):
         processor_file = os.path.join(sub("feature_extractor"), "preprocessor_config.json")
         if present("feature_extractor") and os.path.isfile(processor_file):
             with open(processor_file) as f:
-                processor_cls = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
+                # looked up only where the Pil one is missing: naming CLIPImageProcessor without
+                # torchvision warns that it falls back
+                processor_cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
                 feature_extractor = processor_cls(
                     **{
                         k: v
