@@ -54,13 +54,19 @@ class Frozen(Generic[M]):
         return self.module(*args, **kwargs)
 
     def to(self, device: torch.device | str, dtype: Optional[torch.dtype] = None) -> Frozen[M]:
-        # a dtype argument, even None or the module's own, makes diffusers' models warn about
-        # float32 modules: pass one only for a cast
-        if dtype is None or all(p.dtype == dtype for p in self.module.parameters()):
-            self.module.to(device=device)
-        else:
-            self.module.to(device=device, dtype=dtype)
+        move_model(self.module, device, dtype)
         return self
+
+
+def move_model(model: Any, device: torch.device | str, dtype: Optional[torch.dtype] = None) -> None:
+    """``model.to(device, dtype)`` for a module or a diffusers pipeline, the dtype passed only for a
+    cast: a dtype argument, even None or the model's own, makes diffusers' models warn about
+    float32 modules."""
+    current = model.dtype if hasattr(model, "dtype") else next((p.dtype for p in model.parameters()), None)
+    if dtype is None or current == dtype:
+        model.to(device)
+    else:
+        model.to(device, dtype)
 
 
 class Guidance(Configurable, Updateable, nn.Module):

@@ -24,6 +24,7 @@ from ..core.config import Range, Schedule
 from ..core.errors import UserError
 from ..data.cameras import CameraBatch
 from ..data.image import load_image
+from .base import move_model
 from .distillation import DistillationGuidance
 from .zero123_pipeline import Zero123Pipeline, relative_pose
 
@@ -91,7 +92,7 @@ class Zero123Guidance(DistillationGuidance):
     def place(self, device: torch.device | str) -> Zero123Guidance:
         device = torch.device(device)
         half = self.cfg.half_precision and device.type == "cuda"
-        self.pipe.to(device, torch.float16 if half else torch.float32)
+        move_model(self.pipe, device, torch.float16 if half else torch.float32)
         if self._reference is not None:
             self._reference = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in self._reference.items()}
         super().place(device)
