@@ -150,7 +150,15 @@ def main() -> None:
         return round(float(np.mean([r[key] for r in subset])), 4)
 
     both = [dict(r, right=r["shape_right"] and r["color_right"]) for r in rows]
-    truths = np.array([r.get("elevation", 0.0) for r in rows])  # what answering their mean would score
+    elevation_summary = {}
+    if args.zero123:
+        truths = np.array([r["elevation"] for r in rows])
+        elevation_summary = {
+            "zero123": args.zero123,
+            "elevation_mae_deg": mean("elevation_error", rows),
+            "elevation_mae_mean_guess_deg": round(float(np.mean(np.abs(truths - truths.mean()))), 2),
+            "elevation_errors": [[r["shape"], round(r["elevation"], 1), r["estimate"]] for r in rows],
+        }
     print(
         json.dumps(
             {
@@ -179,16 +187,7 @@ def main() -> None:
                     for s in SHAPES
                     if any(r["shape"] == s for r in rows)
                 },
-                **(
-                    {
-                        "zero123": args.zero123,
-                        "elevation_mae_deg": mean("elevation_error", rows),
-                        "elevation_mae_mean_guess_deg": round(float(np.mean(np.abs(truths - truths.mean()))), 2),
-                        "elevation_errors": [[r["shape"], round(r["elevation"], 1), r["estimate"]] for r in rows],
-                    }
-                    if args.zero123
-                    else {}
-                ),
+                **elevation_summary,
                 "wrong_captions": [f"{r['caption']!r} for {r['truth']!r}" for r in rows if not r["exact"]],
                 "seconds": round(time.time() - t0, 1),
             }
