@@ -53,6 +53,7 @@ def test_experiment_smoke_end_to_end(experiment, tmp_path):
     args = _inputs(experiment, tmp_path)
     p = run_cli(f"experiment={experiment}", "debug=smoke", *args, "output_dir=run", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-4000:]
+    assert "Loading weights" not in p.stderr  # transformers' bar per loaded model
     run = tmp_path / "run"
     records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     stages = list(dict.fromkeys(r["stage"] for r in records if r["stage"] not in ("eval", "export")))

@@ -306,8 +306,10 @@ def run(cfg: DictConfig, progress: Optional[RunProgress] = None) -> Path:
     from .core.prepare import stage_inputs
     from .core.rundir import lock_run_dir
     from .core.trainer import Trainer
+    from .core.transformers_output import hide_loading_bars
 
     progress = progress if progress is not None else RunProgress()
+    hide_loading_bars()  # a bar per loaded model would break into the stages' progress lines
     with stage_inputs(cfg) as staged:  # a `prepare:` entry makes inputs (a photo → cut-out…) first
         validate(cfg)
         if cfg.get("mode", "train") == "train":

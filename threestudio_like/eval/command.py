@@ -13,6 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..core.errors import CommandParser, exit_status
+from ..core.transformers_output import quiet_transformers
 
 DESCRIPTION = """\
 Score a finished run (RUN_DIR: the directory a run wrote) and write RUN_DIR/eval.json.
@@ -103,15 +104,7 @@ def run(argv: list[str]) -> None:
         tau=args.tau,
         device=args.device,
     )
-    _quiet_transformers()
+    quiet_transformers()
     report = evaluate_run_dir(args.run_dir, options, note=lambda line: print(f"eval: {line}", file=sys.stderr))
     print(format_table(report))
     print(f"eval: wrote {args.run_dir.rstrip('/')}/{EVAL_FILE}", file=sys.stderr)
-
-
-def _quiet_transformers() -> None:
-    """No loading bars or advisory warnings from transformers between the lines."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from ..core.errors import CommandParser, exit_status
+from ..core.transformers_output import quiet_transformers
 
 DESCRIPTION = """\
 Photo → the inputs of image-to-3D, in OUT (default: the photo's folder), named after the photo:
@@ -132,7 +133,7 @@ def run(argv: list[str]) -> None:
         "captioner": {"model": args.blip, "device": args.device},
         "depth_estimator": {"model": args.depth, "device": args.device},
     }
-    _quiet_transformers()
+    quiet_transformers()
     estimator = None
     if args.zero123 is not None and args.elevation is None:
         from .elevation import ElevationEstimator
@@ -143,14 +144,6 @@ def run(argv: list[str]) -> None:
 
 def _progress(message: str) -> None:
     print(f"preprocess: {message}", file=sys.stderr, flush=True)
-
-
-def _quiet_transformers() -> None:
-    """No loading bars or advisory warnings from transformers between the progress lines."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
 
 
 def _numbers(text: str, count: int, what: str) -> tuple[float, ...]:
