@@ -178,11 +178,16 @@ def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
         "2",
         "--checkpoint-every",
         "2",
+        "--unet-channels",
+        "8",
+        "16",
+        "24",
     ]
     assert train_zero123.main(args + ["--lit-prob", "1", "--elevation-range", "-40", "80"])["steps"] == 2
     data = torch.load(tmp_path / "work" / "zero123-lit1-elevation-40to80-data-48-0.pt", weights_only=True)
     assert data["lit"].all() and data["elevation"].min() < -10 and data["elevation"].max() > 60
     guidance = Zero123Guidance({"pretrained_model_name_or_path": out})
+    assert list(guidance.pipe.unet.config.block_out_channels) == [8, 16, 24]
     guidance.set_reference(torch.rand(1, 32, 32, 3), 15.0, 0.0, 1.8)
     cams = make_cameras(torch.tensor([15.0]), torch.tensor([90.0]), torch.tensor([1.8]), torch.tensor([45.0]), 32, 32)
     rgb = torch.rand(1, 32, 32, 3, requires_grad=True)

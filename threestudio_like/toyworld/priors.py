@@ -177,16 +177,18 @@ def load_toy_sd(model_dir: str) -> dict:
     )
 
 
-def build_toy_zero123(seed: int = 0, attention_levels: int = 2) -> dict:
-    """Untrained ``Zero123Pipeline`` components (``vae=None``: pixel space); ``attention_levels``:
-    :func:`unet_config`'s (the pose reaches the UNet through cross-attention only)."""
+def build_toy_zero123(seed: int = 0, attention_levels: int = 2, channels: Sequence[int] = UNET_CHANNELS) -> dict:
+    """Untrained ``Zero123Pipeline`` components (``vae=None``: pixel space); ``attention_levels``
+    and ``channels``: :func:`unet_config`'s (the pose reaches the UNet through cross-attention only)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from ..guidance.zero123_pipeline import CCProjection
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**unet_config(6, 3, TEXT_DIM, camera=False, attention_levels=attention_levels))
+    unet = UNet2DConditionModel(
+        **unet_config(6, 3, TEXT_DIM, camera=False, channels=channels, attention_levels=attention_levels)
+    )
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=TEXT_DIM,

@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from ..prompt.views import VIEWS, view_names, view_prompt
 from .dataset import SD_CAMERAS, ToyDatasetConfig, caption, make_dataset
-from .priors import ASSETS, UNET_CHANNELS, build_toy_sd, load_toy_sd, write_word_tokenizer
+from .priors import ASSETS, build_toy_sd, load_toy_sd, write_word_tokenizer
 from .shapes import COLORS, SHAPES
-from .training import denoising_loss, noised, prepare, train, train_parser
+from .training import add_unet_channels_flag, denoising_loss, noised, prepare, train, train_parser
 
 
 def save_pipeline_atomically(pipe, out: str) -> None:
@@ -65,13 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = train_parser(__doc__.splitlines()[0], str(ASSETS / "toy-sd"), n_images=24000)
     parser.add_argument("--view-prob", type=float, default=0.5, help="captions with a view suffix")
     parser.add_argument("--drop-prob", type=float, default=0.1, help="empty captions (for CFG)")
-    parser.add_argument(
-        "--unet-channels",
-        type=int,
-        nargs=3,
-        default=list(UNET_CHANNELS),
-        help="UNet widths per level (the shipped prior: 16 32 64; ignored with --init-from)",
-    )
+    add_unet_channels_flag(parser)
     parser.add_argument(
         "--backdrop",
         action="store_true",

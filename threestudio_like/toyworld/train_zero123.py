@@ -26,7 +26,7 @@ from .dataset import ZERO123_CAMERAS, ToyDatasetConfig, make_dataset
 from .priors import ASSETS, build_toy_zero123, load_toy_zero123
 from .shapes import COLORS
 from .train_sd import save_pipeline_atomically
-from .training import denoising_loss, noised, prepare, train, train_parser
+from .training import add_unet_channels_flag, denoising_loss, noised, prepare, train, train_parser
 
 
 def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
@@ -45,6 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument(
         "--attention-levels", type=int, default=2, help="UNet levels with cross-attention (1: 8², 2: 16² and 8²)"
     )
+    add_unet_channels_flag(parser)
     parser.add_argument("--lit-prob", type=float, default=0.0, help="share of the renders lit from the camera")
     parser.add_argument("--init-from", help="a saved toy Zero123 to start from (default: random weights)")
     parser.add_argument(
@@ -69,7 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             progress=True,
         ),
     )
-    parts = build_toy_zero123(seed=cfg.seed, attention_levels=args.attention_levels)
+    parts = build_toy_zero123(seed=cfg.seed, attention_levels=args.attention_levels, channels=args.unet_channels)
     if args.init_from:
         parts.update(load_toy_zero123(args.init_from))
     pipe = Zero123Pipeline(**parts)

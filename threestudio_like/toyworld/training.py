@@ -69,6 +69,19 @@ def train_parser(description: str, out: str, n_images: int) -> argparse.Argument
     return parser
 
 
+def add_unet_channels_flag(parser: argparse.ArgumentParser) -> None:
+    """``--unet-channels A B C``: the toy UNet's widths per level (:func:`.priors.unet_config`)."""
+    from .priors import UNET_CHANNELS
+
+    parser.add_argument(
+        "--unet-channels",
+        type=int,
+        nargs=3,
+        default=list(UNET_CHANNELS),
+        help="UNet widths per level (the shipped priors: 16 32 64; ignored with --init-from)",
+    )
+
+
 def train_config(args: argparse.Namespace, **fields: Any) -> TrainConfig:
     """Set the threads and check the device of ``args``; the :class:`TrainConfig` of its common flags
     (``--steps --batch-size --lr --checkpoint-every --log-every --seed --device``) and ``fields``."""
