@@ -14,7 +14,7 @@ import argparse
 import json
 
 import torch
-from camera_gain import TIMESTEPS, camera_errors
+from camera_gain import camera_errors, mean_over_shapes
 
 from threestudio_like.guidance.pretrained import load_diffusion_prior, load_text_encoder
 from threestudio_like.toyworld.priors import ASSETS
@@ -33,17 +33,14 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     per_shape = {s: camera_errors(prior, tokenizer, text_encoder, s, args.views, generator) for s in SHAPES}
 
-    def mean(key: str) -> dict:
-        return {f"t{t}": round(sum(r[f"t{t}"][key] for r in per_shape.values()) / len(per_shape), 4) for t in TIMESTEPS}
-
     print(
         json.dumps(
             {
                 "benchmark": "toy_prior_camera",
                 "model": args.model,
                 "beta_schedule": prior.scheduler.config.beta_schedule,
-                "mean_camera_gain": mean("camera_gain"),
-                "mean_azimuth_gain": mean("azimuth_gain"),
+                "mean_camera_gain": mean_over_shapes(per_shape, "camera_gain"),
+                "mean_azimuth_gain": mean_over_shapes(per_shape, "azimuth_gain"),
                 "shapes": per_shape,
             }
         )

@@ -27,7 +27,7 @@ import argparse
 import json
 
 import torch
-from camera_gain import TIMESTEPS
+from camera_gain import TIMESTEPS, mean_over_shapes
 
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.zero123_pipeline import Zero123Pipeline, relative_pose
@@ -106,17 +106,14 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     per_shape = {s: pose_errors(pipe, s, args.pairs, generator) for s in SHAPES}
 
-    def mean(key: str) -> dict:
-        return {f"t{t}": round(sum(r[f"t{t}"][key] for r in per_shape.values()) / len(per_shape), 4) for t in TIMESTEPS}
-
     print(
         json.dumps(
             {
                 "benchmark": "toy_zero123_pose",
                 "model": args.model,
                 "pairs": args.pairs,
-                "mean_pose_gain": mean("pose_gain"),
-                "mean_elevation_gain": mean("elevation_gain"),
+                "mean_pose_gain": mean_over_shapes(per_shape, "pose_gain"),
+                "mean_elevation_gain": mean_over_shapes(per_shape, "elevation_gain"),
                 "azimuth_gain": {s: {t: r[t]["azimuth_gain"] for t in r} for s, r in per_shape.items()},
                 "shapes": per_shape,
             }

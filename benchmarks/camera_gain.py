@@ -20,6 +20,12 @@ from threestudio_like.toyworld.dataset import SD_CAMERAS, render_toy, sd_backgro
 TIMESTEPS = (200, 400, 600, 800)
 
 
+def mean_over_shapes(per_shape: dict, key: str) -> dict:
+    """``{"t<t>": mean of key}`` over the shapes of ``{shape: {"t<t>": {key: value}}}`` results (this
+    module's and ``bench_toy_zero123_pose.py``'s)."""
+    return {f"t{t}": round(sum(r[f"t{t}"][key] for r in per_shape.values()) / len(per_shape), 4) for t in TIMESTEPS}
+
+
 @torch.no_grad()
 def camera_errors(prior, tokenizer, text_encoder, shape: str, views: int, generator: torch.Generator) -> dict:
     """``{"t<t>": {"matched", "shuffled", "turned", "camera_gain", "azimuth_gain"}}`` for ``prior`` (a
