@@ -150,7 +150,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps, help="DDIM steps per drawn view")
     parser.add_argument("--samples", type=int, default=defaults.samples, help="views drawn per pose")
     parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale)
-
     parser.add_argument("--flops", action="store_true", help="also count Zero123-XL's FLOPs for one estimate")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

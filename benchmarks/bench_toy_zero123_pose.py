@@ -53,10 +53,9 @@ def pose_errors(pipe: Zero123Pipeline, shape: str, pairs: int, generator: torch.
     random pairs of views of ``shape``."""
     lo, hi = ZERO123_CAMERAS["elevation_range"]
 
-    def cameras() -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.rand(pairs, generator=generator) * (hi - lo) + lo, torch.rand(
-            pairs, generator=generator
-        ) * 360 - 180
+    def cameras() -> tuple[torch.Tensor, torch.Tensor]:  # (elevation, azimuth), degrees
+        elevation = torch.rand(pairs, generator=generator) * (hi - lo) + lo
+        return elevation, torch.rand(pairs, generator=generator) * 360 - 180
 
     (e_ref, a_ref), (e_tgt, a_tgt) = cameras(), cameras()
     reference, target = views(shape, e_ref, a_ref), views(shape, e_tgt, a_tgt)
