@@ -183,9 +183,18 @@ def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
         "16",
         "24",
     ]
-    assert train_zero123.main(args + ["--lit-prob", "1", "--elevation-range", "-40", "80"])["steps"] == 2
+    flags = ["--lit-prob", "1", "--elevation-range", "-40", "80", "--target-backdrop"]
+    assert train_zero123.main(args + flags)["steps"] == 2
     data = torch.load(tmp_path / "work" / "zero123-lit1-elevation-40to80-data-48-0.pt", weights_only=True)
     assert data["lit"].all() and data["elevation"].min() < -10 and data["elevation"].max() > 60
+    # --target-backdrop: the same views over the backdrop (0.82 ± 0.18 grey), the references' over white
+    backdrop = torch.load(tmp_path / "work" / "zero123-lit1-elevation-40to80-backdrop-data-48-0.pt", weights_only=True)
+    assert torch.equal(backdrop["c2w"], data["c2w"]) and torch.equal(backdrop["alpha"], data["alpha"])
+    inside, outside = data["alpha"] == 255, data["alpha"] == 0
+    assert torch.equal(backdrop["images"][inside], data["images"][inside])
+    assert (data["images"][outside] == 255).all()
+    grey = backdrop["images"][outside].float() / 255
+    assert grey.min() >= 0.64 - 0.01 and grey.max() <= 1.0 and grey.min() < 0.7
     guidance = Zero123Guidance({"pretrained_model_name_or_path": out})
     assert list(guidance.pipe.unet.config.block_out_channels) == [8, 16, 24]
     guidance.set_reference(torch.rand(1, 32, 32, 3), 15.0, 0.0, 1.8)

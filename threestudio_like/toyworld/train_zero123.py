@@ -10,13 +10,15 @@ reference image]`` and the context ``cc_projection([CLIP(reference), pose(target
 drop both (zero context, zero reference) for classifier-free guidance, exactly the unconditional
 input of :meth:`Zero123Pipeline.predict_noise`. Saves the EMA weights with ``save_pretrained``
 into ``--out`` (default: the package's ``assets/toy-zero123``); ``--init-from DIR`` starts from
-a saved toy Zero123 instead of random weights.
+a saved toy Zero123 instead of random weights. ``--target-backdrop`` renders the targets over
+the toy SD's azimuth backdrop (each target's background then shows its yaw, as the toy SD's
+images do) and keeps the references over white, as the image-to-3D systems give them.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +49,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     )
     add_unet_channels_flag(parser)
     parser.add_argument("--lit-prob", type=float, default=0.0, help="share of the renders lit from the camera")
+    parser.add_argument(
+        "--target-backdrop",
+        action="store_true",
+        help="render the targets over the azimuth backdrop (the toy SD's), the references over white",
+    )
     parser.add_argument("--init-from", help="a saved toy Zero123 to start from (default: random weights)")
     parser.add_argument(
         "--elevation-range",
@@ -57,19 +64,24 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         help="elevations of the rendered views, degrees (default: the image-to-3D cameras')",
     )
     args = parser.parse_args(argv)
-    cfg, data = prepare(
-        args,
-        "zero123-lit{:g}-elevation{:g}to{:g}".format(args.lit_prob, *args.elevation_range),
-        lambda n, seed: make_dataset(
+    name = "zero123-lit{:g}-elevation{:g}to{:g}".format(args.lit_prob, *args.elevation_range)
+
+    def renders(backdrop: bool) -> Callable[[int, int], dict]:
+        return lambda n, seed: make_dataset(
             ToyDatasetConfig(
                 n_images=n,
                 cameras=dict(ZERO123_CAMERAS, elevation_range=list(args.elevation_range)),
                 albedo_prob=1.0 - args.lit_prob,
                 seed=seed,
+                backdrop=backdrop,
             ),
             progress=True,
-        ),
-    )
+        )
+
+    cfg, data = prepare(args, name, renders(False))
+    targets = data["images"]
+    if args.target_backdrop:  # the same seed draws the same cameras and shading: only the background differs
+        targets = prepare(args, name + "-backdrop", renders(True))[1]["images"]
     parts = build_toy_zero123(seed=cfg.seed, attention_levels=args.attention_levels, channels=args.unet_channels)
     if args.init_from:
         parts.update(load_toy_zero123(args.init_from))
@@ -84,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         b = cfg.batch_size
         idx = torch.randint(0, n, (b,), generator=gen)
         ref = same_class_partner(classes, idx, gen)
-        target = images[idx].to(dev).permute(0, 3, 1, 2).float() / 255.0
+        target = targets[idx].to(dev).permute(0, 3, 1, 2).float() / 255.0
         reference = images[ref].to(dev).permute(0, 3, 1, 2).float() / 255.0
         pose = relative_pose(
             data["elevation"][idx],
