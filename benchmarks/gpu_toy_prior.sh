@@ -3,7 +3,7 @@
 # prior trained far longer than this 2-core CPU allows learn the azimuth? Neither shipped prior
 # does: the toy SD ignores its camera's azimuth (bench_toy_prior.py: azimuth gain < 0.4 %), which
 # leaves the text-to-3D cube's yaw to chance, and the toy Zero123 ignores the relative azimuth
-# (bench_toy_zero123_pose.py: < 0.2 %), which makes the image-to-3D cube a drum. PRIOR picks which
+# (bench_toy_zero123_pose.py: < 0.2 %), which leaves the image-to-3D cube rounded. PRIOR picks which
 # one to train. Checks CUDA training against the CPU first, trains with checkpoints (an interrupted
 # run still leaves a usable prior), then measures the gains of the result.
 #

@@ -183,8 +183,8 @@ def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
         "16",
         "24",
     ]
-    flags = ["--lit-prob", "1", "--elevation-range", "-40", "80", "--target-backdrop"]
-    assert train_zero123.main(args + flags)["steps"] == 2
+    data_flags = ["--lit-prob", "1", "--elevation-range", "-40", "80", "--target-backdrop"]
+    assert train_zero123.main(args + data_flags)["steps"] == 2
     data = torch.load(tmp_path / "work" / "zero123-lit1-elevation-40to80-data-48-0.pt", weights_only=True)
     assert data["lit"].all() and data["elevation"].min() < -10 and data["elevation"].max() > 60
     # --target-backdrop: the same views over the backdrop (0.82 ± 0.18 grey), the references' over white
