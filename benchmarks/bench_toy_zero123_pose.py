@@ -20,8 +20,11 @@ azimuth has a positive gain there.
 
 ``--face-on`` turns every reference to within 8° of a face-on azimuth (a multiple of 90°), as
 the toy reference images are seen: the target's turn from a face then says how a cube looks.
+``--target-backdrop`` renders the targets over the toy SD's azimuth backdrop (the references stay
+over white), as ``train_zero123 --target-backdrop`` trains them: the shipped prior's views.
 
-Usage: ``python benchmarks/bench_toy_zero123_pose.py [--model DIR] [--pairs 16] [--face-on] [--threads 2]``.
+Usage: ``python benchmarks/bench_toy_zero123_pose.py [--model DIR] [--pairs 16] [--face-on] [--target-backdrop]
+[--threads 2]``.
 """
 
 from __future__ import annotations
@@ -34,27 +37,33 @@ from camera_gain import TIMESTEPS, mean_over_shapes
 
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.zero123_pipeline import Zero123Pipeline, relative_pose
-from threestudio_like.toyworld.dataset import ZERO123_CAMERAS, render_toy
+from threestudio_like.toyworld.dataset import ZERO123_CAMERAS, render_toy, sd_background
 from threestudio_like.toyworld.priors import ASSETS
 from threestudio_like.toyworld.shapes import SHAPES
 
 VARIANTS = ("matched", "shuffled", "turned", "tilted")
 
 
-def views(shape: str, elevation: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
-    """(B,3,32,32) unlit renders in [0,1] (64², 2× supersampled) at the toy Zero123's distance and FOV."""
+def views(shape: str, elevation: torch.Tensor, azimuth: torch.Tensor, backdrop: bool = False) -> torch.Tensor:
+    """(B,3,32,32) unlit renders in [0,1] (64², 2× supersampled) at the toy Zero123's distance and
+    FOV, over white or the azimuth backdrop."""
     n = elevation.shape[0]
     distance = torch.full((n,), ZERO123_CAMERAS["distance_range"][0])
     fovy = torch.full((n,), ZERO123_CAMERAS["fovy_range"][0])
-    rgb, _ = render_toy(shape, "red", make_cameras(elevation, azimuth, distance, fovy, 64, 64), "albedo", supersample=2)
+    cameras = make_cameras(elevation, azimuth, distance, fovy, 64, 64)
+    background = sd_background() if backdrop else None
+    rgb, _ = render_toy(shape, "red", cameras, "albedo", supersample=2, background=background)
     return rgb.permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
-def pose_errors(pipe: Zero123Pipeline, shape: str, pairs: int, generator: torch.Generator, face_on: bool) -> dict:
+def pose_errors(
+    pipe: Zero123Pipeline, shape: str, pairs: int, generator: torch.Generator, face_on: bool, target_backdrop: bool
+) -> dict:
     """``{"t<t>": {variant: x̂₀ error, "pose_gain", "azimuth_gain", "elevation_gain"}}`` on ``pairs``
     random pairs of views of ``shape`` (with ``face_on``, references at azimuths within 8° of a
-    multiple of 90°: a cube seen face-on, as the toy reference images show it)."""
+    multiple of 90°: a cube seen face-on, as the toy reference images show it; with
+    ``target_backdrop``, the targets over the azimuth backdrop)."""
     lo, hi = ZERO123_CAMERAS["elevation_range"]
 
     def cameras() -> tuple[torch.Tensor, torch.Tensor]:  # (elevation, azimuth), degrees
@@ -64,7 +73,7 @@ def pose_errors(pipe: Zero123Pipeline, shape: str, pairs: int, generator: torch.
     (e_ref, a_ref), (e_tgt, a_tgt) = cameras(), cameras()
     if face_on:  # the reference turned to its nearest face, give or take 8°
         a_ref = torch.round(a_ref / 90.0) * 90.0 + torch.rand(pairs, generator=generator) * 16 - 8
-    reference, target = views(shape, e_ref, a_ref), views(shape, e_tgt, a_tgt)
+    reference, target = views(shape, e_ref, a_ref), views(shape, e_tgt, a_tgt, target_backdrop)
     x0 = pipe.encode_latents(target)
     embedding, ref_latent = pipe.encode_image_embedding(reference), pipe.encode_reference_latent(reference)
     distance = torch.full((pairs,), ZERO123_CAMERAS["distance_range"][0])
@@ -108,11 +117,14 @@ def main() -> None:
     parser.add_argument(
         "--face-on", action="store_true", help="references within 8° of a face-on azimuth (default: any azimuth)"
     )
+    parser.add_argument(
+        "--target-backdrop", action="store_true", help="targets over the azimuth backdrop (default: over white)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = Zero123Pipeline.from_pretrained(args.model)
     generator = torch.Generator().manual_seed(0)
-    per_shape = {s: pose_errors(pipe, s, args.pairs, generator, args.face_on) for s in SHAPES}
+    per_shape = {s: pose_errors(pipe, s, args.pairs, generator, args.face_on, args.target_backdrop) for s in SHAPES}
 
     print(
         json.dumps(
@@ -121,6 +133,7 @@ def main() -> None:
                 "model": args.model,
                 "pairs": args.pairs,
                 "face_on": args.face_on,
+                "target_backdrop": args.target_backdrop,
                 "mean_pose_gain": mean_over_shapes(per_shape, "pose_gain"),
                 "mean_elevation_gain": mean_over_shapes(per_shape, "elevation_gain"),
                 "azimuth_gain": {s: {t: r[t]["azimuth_gain"] for t in r} for s, r in per_shape.items()},

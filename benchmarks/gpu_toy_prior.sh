@@ -2,9 +2,10 @@
 # On a machine with a CUDA GPU (the `device` tool's, when a session is lent one): does a wider toy
 # prior trained far longer than this 2-core CPU allows learn the azimuth? Neither shipped prior
 # does: the toy SD ignores its camera's azimuth (bench_toy_prior.py: azimuth gain < 0.4 %), which
-# leaves the text-to-3D cube's yaw to chance, and the toy Zero123 ignores the relative azimuth
-# (bench_toy_zero123_pose.py: < 0.2 %), which leaves the image-to-3D cube rounded. PRIOR picks which
-# one to train. Checks CUDA training against the CPU first, trains with checkpoints (an interrupted
+# leaves the text-to-3D cube's yaw to the backdrop, and the toy Zero123 ignores the relative azimuth
+# (bench_toy_zero123_pose.py: < 0.2 %) and reads the cube's yaw from the backdrop too, which a cube
+# photographed at another yaw does not follow. PRIOR picks which one to train (the toy Zero123 as
+# shipped: its targets over the backdrop). Checks CUDA training against the CPU first, trains with checkpoints (an interrupted
 # run still leaves a usable prior), then measures the gains of the result.
 #
 #   bash benchmarks/gpu_toy_prior.sh [OUT_DIR]     # env: PRIOR (sd | zero123), STEPS (20000),
@@ -39,7 +40,8 @@ case $prior in
     # shellcheck disable=SC2086
     python -m threestudio_like.toyworld.train_zero123 --device "$device" --threads 8 --work-dir "$out/work" \
         --out "$out/toy-zero123" --steps "$steps" --batch-size "$batch" --unet-channels $channels \
-        --n-images "${N_IMAGES:-12000}" --checkpoint-every 2000 --log-every 500
-    python benchmarks/bench_toy_zero123_pose.py --model "$out/toy-zero123" --pairs 32 --threads 8 | tee "$out/prior.json"
+        --n-images "${N_IMAGES:-12000}" --checkpoint-every 2000 --log-every 500 --target-backdrop
+    python benchmarks/bench_toy_zero123_pose.py --model "$out/toy-zero123" --pairs 32 --threads 8 --target-backdrop \
+        | tee "$out/prior.json"
     ;;
 esac

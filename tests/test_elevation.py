@@ -17,7 +17,7 @@ from scipy.spatial import ConvexHull
 
 from threestudio_like.cli import main
 from threestudio_like.preprocess.elevation import ElevationEstimator
-from threestudio_like.preprocess.visual_hull import object_silhouette, silhouette_consistency
+from threestudio_like.preprocess.visual_hull import border_background, object_silhouette, silhouette_consistency
 from threestudio_like.toyworld.priors import ASSETS
 
 TINY_ZERO123 = str(ASSETS / "tiny-zero123")
@@ -80,6 +80,22 @@ def test_object_silhouette_is_the_distance_from_the_border_colour():
     rgb[:, :, 5:11, 5:11] = torch.tensor([0.1, 0.2, 0.9])[:, None, None]
     sil = object_silhouette(rgb)[0]
     assert sil[7:9, 7:9].min() == 1.0 and sil[:3].max() == 0.0 and sil[:, :3].max() == 0.0
+
+
+def test_object_silhouette_follows_a_shaded_backdrop():
+    """A backdrop whose brightness sweeps 0.64 → 1.0 across the view (as the toy world's azimuth
+    backdrop does) plus a vertical ramp: its own border median is ≥ 0.2 away from parts of it, and
+    the silhouette is still exactly the object."""
+    u = torch.linspace(0.0, 1.0, 24)
+    v = torch.linspace(0.0, 1.0, 20)[:, None]
+    backdrop = 0.64 + 0.36 * torch.cos(math.pi / 2 * u) ** 2 + 0.05 * v - 0.05
+    rgb = backdrop.clamp(0.0, 1.0).expand(1, 3, 20, 24).clone()
+    assert (border_background(rgb) - rgb).abs().max() < 0.01  # a sum of a row and a column profile
+    rgb[:, :, 6:14, 8:18] = torch.tensor([0.85, 0.15, 0.15])[:, None, None]
+    sil = object_silhouette(rgb)[0]
+    outside = torch.ones(20, 24, dtype=torch.bool)
+    outside[5:15, 7:19] = False  # the box blur reaches one pixel past the object
+    assert sil[7:13, 9:17].min() == 1.0 and sil[outside].max() == 0.0
 
 
 class ExactViews(ElevationEstimator):

@@ -1,5 +1,6 @@
 """Shortened toy runs through the CLI with the shipped toy priors must recover the shape: a
-text-to-3D default run the prompted torus, a toy image-to-3D run the pictured cone. Their IoU
+text-to-3D default run the prompted torus, a toy image-to-3D run the pictured cone (and, with
+Gaussians as shipped, the pictured cube). Their IoU
 against the true shape must be well above what the initial density blob scores (torus 0.26, cone
 0.30 on the 64³ scoring grid; random occupancy ≤ 0.05 — benchmarks/bench_toy_baseline.py) and
 above every other toy shape's by a margin."""
@@ -75,3 +76,17 @@ def test_shortened_toy_photo_to_3d_recovers_the_cylinder(tmp_path):
     score = next(r for r in records if r["stage"] == "eval")
     assert score["toy_shape"] == "cylinder" and score["color"] == "red"
     assert score["iou"] >= 0.6 and score["iou_margin"] >= 0.1, score
+
+
+@pytest.mark.slow
+def test_toy_gaussians_image_recovers_the_cube(tmp_path):
+    """DreamGaussian image-to-3D as shipped, on its default input (the red cube render): the toy
+    Zero123 trained over the azimuth backdrop draws the cube's corners where its yaw puts them,
+    so the cube wins over the sphere by the issue's margin (with the prior trained over white the
+    sphere won: −0.003 at density 0.15, +0.065…+0.089 at 0.5…0.7; docs/gaussians.md)."""
+    p = run_cli("experiment=toy_gaussians_image", "video.enabled=false", "output_dir=run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    score = next(r for r in records if r["stage"] == "eval")
+    assert score["toy_shape"] == "cube" and score["color"] == "red"
+    assert score["iou"] >= 0.8 and score["iou_margin"] >= 0.1, score

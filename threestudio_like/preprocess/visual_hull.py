@@ -66,23 +66,39 @@ def silhouette_consistency(
     return overlap / union.clamp(min=1e-6)
 
 
-def object_silhouette(rgb: Tensor, low: float = 0.2, high: float = 0.4) -> Tensor:
-    """(B,3,H,W) images in [0, 1] of an object on a plain background → (B,H,W) soft silhouettes.
+def border_background(rgb: Tensor, window: int = 5) -> Tensor:
+    """(B,C,H,W) images → (B,C,H,W) the background each pixel would show, interpolated from the border.
 
-    The background colour is the median of each image's 2-pixel border; a pixel's objectness is its
-    colour distance from it (after a 3×3 box blur, which quiets sampling noise) ramped linearly from
-    0 at ``low`` to 1 at ``high``.
+    Each side's 2-pixel strip is averaged across and median-filtered along (``window`` pixels:
+    a few object or noise pixels at the edge do not leak in), and the interior is their Coons
+    (transfinite) interpolation: exact for a plain background and for any background that is a
+    sum of a horizontal and a vertical profile, such as a backdrop shaded with the view's azimuth.
+    """
+    h, w = rgb.shape[-2:]
+    sides = [rgb[..., :2, :].mean(-2), rgb[..., -2:, :].mean(-2), rgb[..., :, :2].mean(-1), rgb[..., :, -2:].mean(-1)]
+    pad = window // 2
+    top, bottom, left, right = (
+        F.pad(side, (pad, pad), mode="replicate").unfold(-1, window, 1).median(dim=-1).values for side in sides
+    )
+    # 0 and 1 at the strips' centres (half a pixel in from the edges)
+    u = (torch.arange(w, device=rgb.device, dtype=rgb.dtype) - 0.5) / (w - 2)
+    v = (torch.arange(h, device=rgb.device, dtype=rgb.dtype)[:, None] - 0.5) / (h - 2)
+    corner = [(top[..., :1] + left[..., :1]) / 2, (top[..., -1:] + right[..., :1]) / 2]
+    corner += [(bottom[..., :1] + left[..., -1:]) / 2, (bottom[..., -1:] + right[..., -1:]) / 2]
+    top_left, top_right, bottom_left, bottom_right = (c[..., None] for c in corner)
+    rows = (1 - v) * top[..., None, :] + v * bottom[..., None, :]
+    columns = (1 - u) * left[..., :, None] + u * right[..., :, None]
+    bilinear = (1 - v) * ((1 - u) * top_left + u * top_right) + v * ((1 - u) * bottom_left + u * bottom_right)
+    return rows + columns - bilinear
+
+
+def object_silhouette(rgb: Tensor, low: float = 0.2, high: float = 0.4) -> Tensor:
+    """(B,3,H,W) images in [0, 1] of an object on a smooth background → (B,H,W) soft silhouettes.
+
+    The background is interpolated from each image's border (:func:`border_background`); a pixel's
+    objectness is its colour distance from it (after a 3×3 box blur, which quiets sampling noise)
+    ramped linearly from 0 at ``low`` to 1 at ``high``.
     """
     smooth = F.avg_pool2d(rgb.float(), 3, stride=1, padding=1, count_include_pad=False)
-    border = torch.cat(
-        [
-            smooth[..., :2, :].flatten(2),
-            smooth[..., -2:, :].flatten(2),
-            smooth[..., 2:-2, :2].flatten(2),
-            smooth[..., 2:-2, -2:].flatten(2),
-        ],
-        dim=-1,
-    )
-    background = border.median(dim=-1).values[..., None, None]
-    distance = (smooth - background).norm(dim=1)
+    distance = (smooth - border_background(smooth)).norm(dim=1)
     return ((distance - low) / (high - low)).clamp(0.0, 1.0)
