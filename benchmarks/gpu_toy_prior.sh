@@ -5,8 +5,8 @@
 # leaves the text-to-3D cube's yaw to the backdrop, and the toy Zero123 ignores the relative azimuth
 # (bench_toy_zero123_pose.py: < 0.2 %) and reads the cube's yaw from the backdrop too, which a cube
 # photographed at another yaw does not follow. PRIOR picks which one to train (the toy Zero123 as
-# shipped: its targets over the backdrop). Checks CUDA training against the CPU first, trains with checkpoints (an interrupted
-# run still leaves a usable prior), then measures the gains of the result.
+# shipped: its targets over the backdrop). Checks CUDA training against the CPU first, trains with
+# checkpoints (an interrupted run still leaves a usable prior), then measures the gains of the result.
 #
 #   bash benchmarks/gpu_toy_prior.sh [OUT_DIR]     # env: PRIOR (sd | zero123), STEPS (20000),
 #                                                  #      CHANNELS ("24 48 96"), BATCH (128),
