@@ -12,15 +12,18 @@ steps; the toy camera) with
 
 and the mean absolute error of each, with the error of always answering the middle of the
 candidate range for reference. ``view_iou`` compares the drawn views' silhouettes (thresholded at
-0.5) with the true ones, and ``input_iou`` the input's own silhouette with them (what copying the
-input would score): a prior whose views are no closer to the truth than its input gives the
-geometry nothing to go on. The sphere is left out: its silhouette is a disc from every elevation.
+0.5) with the true ones (with a Stable Zero123, which draws them for each candidate, those drawn
+for the candidate nearest the truth), and ``input_iou`` the input's own silhouette with them
+(what copying the input would score): a prior whose views are no closer to the truth than its
+input gives the geometry nothing to go on. The sphere is left out: its silhouette is a disc from
+every elevation.
 
 ``--flops`` also counts the FLOPs of one estimate with Zero123-XL's shapes (random weights on the
 meta device, ``benchmarks/bench_guidance.py``'s model) and projects its GPU time.
 
 Usage: ``python benchmarks/bench_elevation.py [--shapes cube torus] [--elevations 0 30] [--shading diffuse]
-[--steps 30] [--samples 2] [--guidance-scale 3] [--flops]`` (the estimator's settings default to its own).
+[--steps 30] [--samples 2] [--guidance-scale 3] [--estimator KEY=VALUE ...] [--flops]`` (the estimator's
+settings default to its own).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.zero123_pipeline import Zero123Pipeline
@@ -83,16 +87,17 @@ def measure(estimator: ElevationEstimator, pipe: Zero123Pipeline, shape: str, el
     poses = torch.tensor(estimator.cfg.views, dtype=torch.float32)
     rgba = rgba_input(shape, elevation, 2 * size, shading)
     t0 = time.perf_counter()
-    drawn: list[torch.Tensor] = []
+    drawn: dict[float, torch.Tensor] = {}  # the views drawn for each reference elevation (one, but Stable Zero123)
     draw = estimator.draw_views
-    estimator.draw_views = lambda *a: drawn.append(draw(*a)) or drawn[-1]  # keep the views to score them
+    estimator.draw_views = lambda *a: drawn.setdefault(a[-1], draw(*a))  # keep the views to score them
     toy = estimator.estimate(pipe, rgba)
     seconds = time.perf_counter() - t0
     true_rgb, true_alpha = render(shape, elevation + poses[:, 0], poses[:, 1], size, shading)
     estimator.draw_views = lambda *a: true_rgb[None]
     truth = estimator.estimate(pipe, rgba)
     estimator.draw_views = draw
-    silhouettes = object_silhouette(drawn[0].flatten(0, 1)).view(*drawn[0].shape[:2], size, size).mean(0) > 0.5
+    views = drawn[min(drawn, key=lambda e: abs(e - elevation))]  # those drawn nearest the truth
+    silhouettes = object_silhouette(views.flatten(0, 1)).view(*views.shape[:2], size, size).mean(0) > 0.5
     true_masks = true_alpha[:, 0] > 0.5
     input_alpha = render(shape, torch.tensor([elevation]), torch.zeros(1), size, shading)[1]
     input_mask = (input_alpha[:, 0] > 0.5).expand_as(true_masks)
@@ -150,8 +155,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps, help="DDIM steps per drawn view")
     parser.add_argument("--samples", type=int, default=defaults.samples, help="views drawn per pose")
     parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale)
+    parser.add_argument(
+        "--estimator",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other ElevationEstimator settings, e.g. views=[[0,90],[10,0]] elevation_range=[-10,60]",
+    )
     parser.add_argument("--flops", action="store_true", help="also count Zero123-XL's FLOPs for one estimate")
     args = parser.parse_args()
+    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.estimator))
     torch.set_num_threads(args.threads)
     c = REFERENCE_CAMERA
     estimator = ElevationEstimator(
@@ -163,6 +176,7 @@ def main() -> None:
             "steps": args.steps,
             "samples": args.samples,
             "guidance_scale": args.guidance_scale,
+            **overrides,
         }
     )
     pipe = Zero123Pipeline.from_pretrained(estimator.model_dir)
@@ -183,6 +197,8 @@ def main() -> None:
         "steps": args.steps,
         "samples": args.samples,
         "guidance_scale": args.guidance_scale,
+        "estimator": overrides,
+        "pose_embedding": estimator.pose_kind,
         "cases": len(rows),
         "mae_toy_prior_deg": mae("toy_prior"),
         "mae_true_views_deg": mae("true_views"),

@@ -24,7 +24,7 @@ elevation within 10°.
 depth (``flip_average``, on by default) to measure what it adds.
 
 Usage: ``python benchmarks/bench_toy_preprocess.py [--photos 100] [--seed 1] [--sam DIR] [--blip DIR]
-[--depth DIR] [--zero123 DIR] [--single-pass] [--threads 2]``.
+[--depth DIR] [--zero123 DIR] [--estimator KEY=VALUE ...] [--single-pass] [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 
 from threestudio_like.preprocess.elevation import ElevationEstimator
@@ -80,9 +81,17 @@ def main() -> None:
     parser.add_argument("--blip", default=str(ASSETS / "toy-blip"))
     parser.add_argument("--depth", default=str(ASSETS / "toy-depth"))
     parser.add_argument("--zero123", help="also estimate the elevation with this toy Zero123 (e.g. assets/toy-zero123)")
+    parser.add_argument(
+        "--estimator",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other ElevationEstimator settings, e.g. views=[[0,90],[10,0]] samples=1",
+    )
     parser.add_argument("--single-pass", action="store_true", help="no mirror averaging (SAM's prompts, depth)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.estimator))
     torch.set_num_threads(args.threads)
     t0 = time.time()
     maker = ToyPhotoMaker()
@@ -107,7 +116,7 @@ def main() -> None:
                 "segmenter": {"model": args.sam, "device": "cpu", "flip_average": flip},
             },
             log=lambda line: None,
-            estimate_elevation=ElevationEstimator({"model": args.zero123, "device": "cpu", **camera}),
+            estimate_elevation=ElevationEstimator({"model": args.zero123, "device": "cpu", **camera, **overrides}),
         )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,6 +164,7 @@ def main() -> None:
         truths = np.array([r["elevation"] for r in rows])
         elevation_summary = {
             "zero123": args.zero123,
+            "estimator": overrides,
             "elevation_mae_deg": mean("elevation_error", rows),
             "elevation_mae_mean_guess_deg": round(float(np.mean(np.abs(truths - truths.mean()))), 2),
             "elevation_errors": [[r["shape"], round(r["elevation"], 1), r["estimate"]] for r in rows],

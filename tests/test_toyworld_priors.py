@@ -210,6 +210,16 @@ def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
     for name in ("unet", "image_encoder", "cc_projection"):
         a, b = first[name].state_dict(), second[name].state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    # Stable Zero123's pose embedding (a reference elevation per pair), lights jittered about the camera
+    stable = str(tmp_path / "toy-stable-zero123")
+    flags = ["--work-dir", str(tmp_path / "work3"), "--out", stable, "--n-images", "48", "--batch-size", "4"]
+    flags += ["--steps", "1", "--unet-channels", "8", "16", "24", "--pose-embedding", "stable_zero123"]
+    assert train_zero123.main(flags + ["--light-jitter", "0.8"] + data_flags)["steps"] == 1
+    jittered = torch.load(tmp_path / "work3" / "zero123-lit1-elevation-40to80-light0.8-data-48-0.pt", weights_only=True)
+    assert torch.equal(jittered["c2w"], data["c2w"]) and torch.equal(jittered["alpha"], data["alpha"])
+    changed = (jittered["images"].float() - data["images"].float()).abs().amax(-1)[inside]
+    assert (changed > 8).float().mean() > 0.5  # the shading moved (a headlight lights every view head-on)
+    assert Zero123Guidance({"pretrained_model_name_or_path": stable}).pose_kind == "stable_zero123"
 
 
 def test_toy_unet_widths_and_training_device_are_checked():

@@ -34,6 +34,11 @@ def test_relative_pose_hand_values():
     pose = relative_pose(t(-20.0), t(10.0), t(9.0), 10.0, 30.0, 2.0, kind="stable_zero123")
     d = math.radians(-20.0)
     assert torch.allclose(pose[0], t(math.radians(30.0), math.sin(d), math.cos(d), math.radians(80.0)), atol=1e-12)
+    # a reference per target (training pairs): each row is that pair's pose
+    targets, references = (t(-20.0, 40.0), t(10.0, 0.0), t(9.0, 2.0)), (t(10.0, 25.0), t(30.0, 90.0), t(2.0, 2.0))
+    pose = relative_pose(*targets, *references, "stable_zero123")
+    assert torch.allclose(pose[0], t(math.radians(30.0), math.sin(d), math.cos(d), math.radians(80.0)), atol=1e-12)
+    assert torch.allclose(pose[1], t(math.radians(-15.0), -1.0, 0.0, math.radians(65.0)), atol=1e-12)
     with pytest.raises(UserError):
         relative_pose(t(0.0), t(0.0), t(1.0), 0.0, 0.0, 1.0, kind="zero124")
 

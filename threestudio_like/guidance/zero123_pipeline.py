@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import os
 from typing import Any, Optional, Union
 
@@ -54,12 +53,13 @@ def relative_pose(
     elevation_deg: Tensor,
     azimuth_deg: Tensor,
     distance: Tensor,
-    ref_elevation_deg: float,
-    ref_azimuth_deg: float,
-    ref_distance: float,
+    ref_elevation_deg: Union[float, Tensor],
+    ref_azimuth_deg: Union[float, Tensor],
+    ref_distance: Union[float, Tensor],
     kind: str = "zero123",
 ) -> Tensor:
-    """(B,) target cameras relative to the reference camera → (B,4) pose conditioning.
+    """(B,) target cameras relative to the reference camera (a number, or (B,) for a reference
+    per target) → (B,4) pose conditioning.
 
     ``zero123``: ``[deg2rad(e_ref − e), sin(a − a_ref), cos(a − a_ref), d − d_ref]`` (angles in
     degrees in, see the module doc for the polar-angle sign); ``stable_zero123``: the last
@@ -70,7 +70,8 @@ def relative_pose(
     if kind == "zero123":
         last = distance - ref_distance
     elif kind == "stable_zero123":
-        last = torch.full_like(elevation_deg, math.radians(90.0 - ref_elevation_deg))
+        ref_polar = torch.as_tensor(90.0 - ref_elevation_deg, dtype=elevation_deg.dtype, device=elevation_deg.device)
+        last = torch.deg2rad(ref_polar).expand_as(elevation_deg)
     else:
         raise UserError(f"pose_embedding must be one of {', '.join(POSE_EMBEDDINGS)}, got '{kind}'")
     return torch.stack([d_polar, torch.sin(d_azimuth), torch.cos(d_azimuth), last], dim=-1)

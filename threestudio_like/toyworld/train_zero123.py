@@ -2,8 +2,8 @@
 
 Renders the toy dataset with the image-to-3D cameras (:data:`.dataset.ZERO123_CAMERAS`), unlit
 albedo (the shading of the toy image-to-3D system and of its reference images) or, for a
-``--lit-prob`` share of it (default none: the shipped prior), lit from the camera as photos are
-lit, and trains the pixel-space Zero123 model of :func:`.priors.build_toy_zero123`
+``--lit-prob`` share of it (default none: the shipped prior), lit from the camera (or near it,
+``--light-jitter``), and trains the pixel-space Zero123 model of :func:`.priors.build_toy_zero123`
 on pairs of views of the same (shape, colour) and shading: the UNet sees ``[noisy target;
 reference image]`` and the context ``cc_projection([CLIP(reference), pose(target relative to reference)])``
 (:func:`~threestudio_like.guidance.zero123_pipeline.relative_pose`); ``--drop-prob`` of the pairs
@@ -13,6 +13,9 @@ into ``--out`` (default: the package's ``assets/toy-zero123``); ``--init-from DI
 a saved toy Zero123 instead of random weights. ``--target-backdrop`` renders the targets over
 the toy SD's azimuth backdrop (each target's background then shows its yaw, as the toy SD's
 images do) and keeps the references over white, as the image-to-3D systems give them.
+``--pose-embedding stable_zero123`` gives the pose Stable Zero123's last entry, the reference's
+polar angle, in place of Δradius; ``--light-jitter`` turns the lit renders' light about the camera
+direction, as the toy photos are lit.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..guidance.zero123_pipeline import Zero123Pipeline, relative_pose
+from ..guidance.zero123_pipeline import POSE_EMBEDDINGS, Zero123Pipeline, relative_pose
 from .dataset import ZERO123_CAMERAS, ToyDatasetConfig, make_dataset
 from .priors import ASSETS, build_toy_zero123, load_toy_zero123
 from .shapes import COLORS
@@ -48,11 +51,24 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "--attention-levels", type=int, default=2, help="UNet levels with cross-attention (1: 8², 2: 16² and 8²)"
     )
     add_unet_channels_flag(parser)
-    parser.add_argument("--lit-prob", type=float, default=0.0, help="share of the renders lit from the camera")
+    parser.add_argument("--lit-prob", type=float, default=0.0, help="share of the renders lit (see --light-jitter)")
+    parser.add_argument(
+        "--light-jitter",
+        type=float,
+        default=0.0,
+        help="std of the lit renders' light direction around the camera's (the camera sampler's "
+        "light_position_perturb; 0: a headlight, 0.8: about 24°, as the toy photos' light)",
+    )
     parser.add_argument(
         "--target-backdrop",
         action="store_true",
         help="render the targets over the azimuth backdrop (the toy SD's), the references over white",
+    )
+    parser.add_argument(
+        "--pose-embedding",
+        choices=POSE_EMBEDDINGS,
+        default="zero123",
+        help="zero123: Δradius last (the shipped prior); stable_zero123: the reference's polar angle last",
     )
     parser.add_argument("--init-from", help="a saved toy Zero123 to start from (default: random weights)")
     parser.add_argument(
@@ -65,12 +81,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     )
     args = parser.parse_args(argv)
     name = "zero123-lit{:g}-elevation{:g}to{:g}".format(args.lit_prob, *args.elevation_range)
+    if args.light_jitter:
+        name += f"-light{args.light_jitter:g}"
 
     def renders(backdrop: bool) -> Callable[[int, int], dict]:
         return lambda n, seed: make_dataset(
             ToyDatasetConfig(
                 n_images=n,
-                cameras=dict(ZERO123_CAMERAS, elevation_range=list(args.elevation_range)),
+                cameras=dict(
+                    ZERO123_CAMERAS,
+                    elevation_range=list(args.elevation_range),
+                    light_position_perturb=args.light_jitter,
+                ),
                 albedo_prob=1.0 - args.lit_prob,
                 seed=seed,
                 backdrop=backdrop,
@@ -105,6 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             data["elevation"][ref],
             data["azimuth"][ref],
             data["distance"][ref],
+            args.pose_embedding,
         ).to(dev)
         context = pipe.conditioning(pipe.encode_image_embedding(reference), pose)
         ref_latent = pipe.encode_reference_latent(reference)
