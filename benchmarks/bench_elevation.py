@@ -112,6 +112,22 @@ def measure(estimator: ElevationEstimator, pipe: Zero123Pipeline, shape: str, el
     }
 
 
+def add_estimator_flag(parser: argparse.ArgumentParser) -> None:
+    """``--estimator KEY=VALUE ...``: other :class:`ElevationEstimator` settings (see :func:`estimator_settings`)."""
+    parser.add_argument(
+        "--estimator",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other ElevationEstimator settings, e.g. views=[[0,90],[10,0]] elevation_range=[-10,60] samples=1",
+    )
+
+
+def estimator_settings(args: argparse.Namespace) -> dict:
+    """The ``--estimator`` settings as a dict (an OmegaConf dotlist: values are parsed as YAML)."""
+    return OmegaConf.to_container(OmegaConf.from_dotlist(args.estimator))
+
+
 def xl_flops(estimator: ElevationEstimator) -> dict:
     """FLOPs of one estimate's view drawing with Zero123-XL's shapes, and its projected GPU time."""
     from unittest import mock
@@ -155,16 +171,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps, help="DDIM steps per drawn view")
     parser.add_argument("--samples", type=int, default=defaults.samples, help="views drawn per pose")
     parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale)
-    parser.add_argument(
-        "--estimator",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="other ElevationEstimator settings, e.g. views=[[0,90],[10,0]] elevation_range=[-10,60]",
-    )
+    add_estimator_flag(parser)
     parser.add_argument("--flops", action="store_true", help="also count Zero123-XL's FLOPs for one estimate")
     args = parser.parse_args()
-    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.estimator))
+    overrides = estimator_settings(args)
     torch.set_num_threads(args.threads)
     c = REFERENCE_CAMERA
     estimator = ElevationEstimator(

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from omegaconf import OmegaConf
+from bench_elevation import add_estimator_flag, estimator_settings
 from PIL import Image
 
 from threestudio_like.preprocess.elevation import ElevationEstimator
@@ -81,17 +81,11 @@ def main() -> None:
     parser.add_argument("--blip", default=str(ASSETS / "toy-blip"))
     parser.add_argument("--depth", default=str(ASSETS / "toy-depth"))
     parser.add_argument("--zero123", help="also estimate the elevation with this toy Zero123 (e.g. assets/toy-zero123)")
-    parser.add_argument(
-        "--estimator",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="other ElevationEstimator settings, e.g. views=[[0,90],[10,0]] samples=1",
-    )
+    add_estimator_flag(parser)
     parser.add_argument("--single-pass", action="store_true", help="no mirror averaging (SAM's prompts, depth)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.estimator))
+    overrides = estimator_settings(args)
     torch.set_num_threads(args.threads)
     t0 = time.time()
     maker = ToyPhotoMaker()
