@@ -1,14 +1,16 @@
 """Elevation estimate of a toy render with the shipped toy Zero123 (``preprocess/elevation.py``). Prints JSON.
 
-Toy renders (RGBA over transparent, the toy image-to-3D camera: distance 1.8, FOV 45°, azimuth 0;
-``--shading albedo``: unlit, ``diffuse``: lit from the camera, as the toy Zero123's lit renders
-are) of ``--shapes`` at ``--elevations``; for each, the estimate of
+Toy renders (RGBA over transparent, the toy image-to-3D camera: distance 1.8, FOV 45°, azimuth 0
+or, ``--random-azimuth``, a random one; ``--shading albedo``: unlit, ``diffuse``: lit from the
+camera, as the toy Zero123's lit renders are; as rendered or, ``--fill F``, framed as
+``preprocess`` frames a photo: the bounding box centred, spanning F of the side) of ``--shapes``
+at ``--elevations``; for each, the estimate of
 :class:`~threestudio_like.preprocess.elevation.ElevationEstimator` (its default views, samples and
 steps; the toy camera) with
 
 * ``toy_prior``: the views drawn by ``--model`` (default: the shipped ``assets/toy-zero123``);
-* ``true_views``: the true renders at the same relative poses in place of the drawn views — the
-  geometric step alone, what a prior that draws views exactly would give;
+* ``true_views``: the true renders (as rendered) at the same relative poses in place of the drawn
+  views — the geometric step alone, what a prior that draws views exactly would give;
 
 and the mean absolute error of each, with the error of always answering the middle of the
 candidate range for reference. ``view_iou`` compares the drawn views' silhouettes (thresholded at
@@ -22,6 +24,7 @@ every elevation.
 meta device, ``benchmarks/bench_guidance.py``'s model) and projects its GPU time.
 
 Usage: ``python benchmarks/bench_elevation.py [--shapes cube torus] [--elevations 0 30] [--shading diffuse]
+[--fill 0.6] [--random-azimuth]
 [--steps 30] [--samples 2] [--guidance-scale 3] [--estimator KEY=VALUE ...] [--flops]`` (the estimator's
 settings default to its own).
 """
@@ -42,6 +45,7 @@ from omegaconf import OmegaConf
 from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.zero123_pipeline import Zero123Pipeline
 from threestudio_like.preprocess.elevation import ElevationEstimator
+from threestudio_like.preprocess.framing import frame_object
 from threestudio_like.preprocess.visual_hull import object_silhouette
 from threestudio_like.toyworld.dataset import render_toy
 from threestudio_like.toyworld.priors import ASSETS
@@ -71,39 +75,62 @@ def render(
     return rgb.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2)
 
 
-def rgba_input(shape: str, elevation: float, size: int, shading: str) -> np.ndarray:
-    """(size,size,4) straight-alpha RGBA of the toy shape at ``elevation``, as a cut-out photo."""
-    rgb, alpha = render(shape, torch.tensor([elevation]), torch.zeros(1), size, shading)
+def rgba_input(shape: str, elevation: float, azimuth: float, size: int, shading: str, fill: float) -> np.ndarray:
+    """(size,size,4) straight-alpha RGBA of the toy shape at (``elevation``, ``azimuth``), as a
+    cut-out photo: as rendered, or (``fill`` > 0) framed as ``preprocess`` frames a photo."""
+    rgb, alpha = render(shape, torch.tensor([elevation]), torch.tensor([azimuth]), size, shading)
     fg = ((rgb - (1 - alpha)) / alpha.clamp(min=1e-6)).clamp(0, 1) * (alpha > 0)
-    return torch.cat([fg, alpha], 1)[0].permute(1, 2, 0).numpy()
+    rgba = torch.cat([fg, alpha], 1)[0].permute(1, 2, 0).numpy()
+    if not fill:
+        return rgba
+    ys, xs = np.nonzero(rgba[..., 3] >= 0.5)
+    framing = frame_object((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), fill, size)
+    framed = [framing.apply(rgba[..., :3], "lanczos"), framing.apply(rgba[..., 3:], "bilinear")]
+    return np.clip(np.concatenate(framed, -1), 0.0, 1.0)
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum() / (a | b).sum().clamp(min=1))
 
 
-def measure(estimator: ElevationEstimator, pipe: Zero123Pipeline, shape: str, elevation: float, shading: str) -> dict:
+def measure(
+    estimator: ElevationEstimator,
+    pipe: Zero123Pipeline,
+    shape: str,
+    elevation: float,
+    azimuth: float,
+    shading: str,
+    fill: float,
+) -> dict:
     size = pipe.image_size
     poses = torch.tensor(estimator.cfg.views, dtype=torch.float32)
-    rgba = rgba_input(shape, elevation, 2 * size, shading)
+    rgba = rgba_input(shape, elevation, azimuth, 2 * size, shading, fill)
     t0 = time.perf_counter()
     drawn: dict[float, torch.Tensor] = {}  # the views drawn for each reference elevation (one, but Stable Zero123)
     draw = estimator.draw_views
-    estimator.draw_views = lambda *a: drawn.setdefault(a[-1], draw(*a))  # keep the views to score them
+
+    def keep(*a: object) -> torch.Tensor:  # keep the views to score them: the last drawn for an elevation
+        drawn[a[-1]] = draw(*a)  # (with align_input the input's own view is drawn first)
+        return drawn[a[-1]]
+
+    estimator.draw_views = keep
     toy = estimator.estimate(pipe, rgba)
     seconds = time.perf_counter() - t0
-    true_rgb, true_alpha = render(shape, elevation + poses[:, 0], poses[:, 1], size, shading)
-    estimator.draw_views = lambda *a: true_rgb[None]
+    true_rgb, true_alpha = render(shape, elevation + poses[:, 0], azimuth + poses[:, 1], size, shading)
+    own_rgb = render(shape, torch.tensor([elevation]), torch.tensor([azimuth]), size, shading)[0]
+    # the input's own view first when the estimator asks for it (align_input)
+    estimator.draw_views = lambda pipe, image, p, e: (own_rgb if len(p) == 1 else true_rgb)[None]
     truth = estimator.estimate(pipe, rgba)
     estimator.draw_views = draw
     views = drawn[min(drawn, key=lambda e: abs(e - elevation))]  # those drawn nearest the truth
     silhouettes = object_silhouette(views.flatten(0, 1)).view(*views.shape[:2], size, size).mean(0) > 0.5
     true_masks = true_alpha[:, 0] > 0.5
-    input_alpha = render(shape, torch.tensor([elevation]), torch.zeros(1), size, shading)[1]
+    input_alpha = render(shape, torch.tensor([elevation]), torch.tensor([azimuth]), size, shading)[1]
     input_mask = (input_alpha[:, 0] > 0.5).expand_as(true_masks)
     return {
         "shape": shape,
         "elevation": elevation,
+        "azimuth": round(azimuth, 1),
         "toy_prior": toy.elevation_deg,
         "true_views": truth.elevation_deg,
         "view_iou": round(iou(silhouettes, true_masks), 3),
@@ -166,6 +193,12 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--elevations", nargs="+", type=float, default=[0.0, 15.0, 30.0, 45.0])
     parser.add_argument("--shading", default="albedo", choices=["albedo", "diffuse"], help="the inputs' shading")
+    parser.add_argument(
+        "--fill", type=float, default=0.0, help="frame the inputs as preprocess frames a photo (default: as rendered)"
+    )
+    parser.add_argument(
+        "--random-azimuth", action="store_true", help="each input seen from a random azimuth (default: 0)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     defaults = ElevationEstimator.Config()
     parser.add_argument("--steps", type=int, default=defaults.steps, help="DDIM steps per drawn view")
@@ -192,9 +225,11 @@ def main() -> None:
     pipe = Zero123Pipeline.from_pretrained(estimator.model_dir)
     pipe.set_progress_bar_config(disable=True)
     rows = []
+    rng = np.random.default_rng(0)
     for shape in args.shapes:
         for elevation in args.elevations:
-            rows.append(measure(estimator, pipe, shape, elevation, args.shading))
+            azimuth = float(rng.uniform(-180.0, 180.0)) if args.random_azimuth else 0.0
+            rows.append(measure(estimator, pipe, shape, elevation, azimuth, args.shading, args.fill))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     middle = (estimator.candidates[0] + estimator.candidates[-1]) / 2
 
@@ -204,6 +239,8 @@ def main() -> None:
     result = {
         "model": args.model,
         "shading": args.shading,
+        "fill": args.fill,
+        "random_azimuth": args.random_azimuth,
         "steps": args.steps,
         "samples": args.samples,
         "guidance_scale": args.guidance_scale,

@@ -17,7 +17,13 @@ from scipy.spatial import ConvexHull
 
 from threestudio_like.cli import main
 from threestudio_like.preprocess.elevation import ElevationEstimator
-from threestudio_like.preprocess.visual_hull import border_background, object_silhouette, silhouette_consistency
+from threestudio_like.preprocess.visual_hull import (
+    border_background,
+    moment_transform,
+    object_silhouette,
+    silhouette_consistency,
+    warp,
+)
 from threestudio_like.toyworld.priors import ASSETS
 
 TINY_ZERO123 = str(ASSETS / "tiny-zero123")
@@ -98,6 +104,31 @@ def test_object_silhouette_follows_a_shaded_backdrop():
     assert sil[7:13, 9:17].min() == 1.0 and sil[outside].max() == 0.0
 
 
+def disc(cx: float, cy: float, r: float, size: int = 32, supersample: int = 8) -> torch.Tensor:
+    """(size,size) coverage of a disc centred at pixel coordinates (cx, cy) (pixel i spans [i, i+1))."""
+    t = (torch.arange(size * supersample) + 0.5) / supersample
+    inside = ((t[None, :] - cx) ** 2 + (t[:, None] - cy) ** 2 <= r**2).float()
+    return inside.view(size, supersample, size, supersample).mean((1, 3))
+
+
+def test_moment_transform_moves_and_scales_onto_the_target_at_any_resolution():
+    """A disc of radius 4 at (10, 12) of a 32² frame onto one of radius 6 at (17.5, 15): the map,
+    applied to the source at 32² or to the same disc at 64², gives the target's disc (its edge
+    blurred by the resampling: compared at 0.5); an empty side gives the identity."""
+    source, target = disc(10.0, 12.0, 4.0), disc(17.5, 15.0, 6.0)
+    theta = moment_transform(source, target)
+    moved = warp(source[None, None], theta)[0, 0]
+    assert torch.equal(moved > 0.5, target > 0.5)
+    moved_64 = warp(disc(20.0, 24.0, 8.0, size=64)[None, None], theta)[0, 0]  # the source's disc at 64²
+    for moved, (cx, cy, r) in [(moved, (17.5, 15.0, 6.0)), (moved_64, (35.0, 30.0, 12.0))]:
+        xs = torch.arange(moved.shape[0]) + 0.5
+        assert abs(float((moved.sum(0) * xs).sum() / moved.sum()) - cx) < 0.05
+        assert abs(float((moved.sum(1) * xs).sum() / moved.sum()) - cy) < 0.05
+        assert abs(float(moved.sum()) / (math.pi * r * r) - 1) < 0.02
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    assert torch.equal(moment_transform(source, torch.zeros(32, 32)), identity)
+
+
 class ExactViews(ElevationEstimator):
     """A stand-in prior that draws the true views of the box seen at ``truth``: the elevation whose
     views agree with the input is known."""
@@ -130,6 +161,31 @@ def test_exact_views_give_the_true_elevation(truth):
     record = result.record()
     assert record["candidates_deg"] == [-20.0 + 10 * i for i in range(9)] and len(record["consistency"]) == 9
     assert float(result) == truth
+
+
+@pytest.mark.parametrize("truth", [0.0, 20.0, 40.0])
+def test_align_input_undoes_the_photo_framing(truth):
+    """The box framed as ``preprocess`` frames a photo (its bounding box centred, filling 0.45 of
+    the frame where its render fills about 0.6): the views (exact, as rendered) fit it worse at
+    the truth (from 40°, better at 25°); moved onto the drawn view of itself (pose [0, 0], drawn
+    first) the input fits them at the truth, and the estimate is the truth."""
+    from threestudio_like.preprocess.framing import frame_object
+
+    rgba = box_rgba(truth, 64)
+    ys, xs = np.nonzero(rgba[..., 3] >= 0.5)
+    framing = frame_object((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), 0.45, 64)
+    framed = np.concatenate([framing.apply(rgba[..., :3], "bilinear"), framing.apply(rgba[..., 3:], "bilinear")], -1)
+    settings = {"model": TINY_ZERO123, "distance": DISTANCE, "fovy_deg": FOVY, "device": "cpu"}
+    est = ExactViews(settings)
+    est.truth = truth
+    unaligned = est.estimate(FakePipe(), framed)
+    est = ExactViews({**settings, "align_input": True})
+    est.truth, est.drawn_for = truth, []
+    aligned = est.estimate(FakePipe(), framed)
+    assert aligned.elevation_deg == truth, aligned
+    at_truth = aligned.candidates_deg.index(truth)
+    assert aligned.consistency[at_truth] > unaligned.consistency[at_truth] + 0.02, (aligned, unaligned)
+    assert est.drawn_for == [-20.0, -20.0] and aligned.record()["align_input"] is True
 
 
 def test_stable_zero123_draws_the_views_again_for_each_candidate():

@@ -214,12 +214,27 @@ def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
     stable = str(tmp_path / "toy-stable-zero123")
     flags = ["--work-dir", str(tmp_path / "work3"), "--out", stable, "--n-images", "48", "--batch-size", "4"]
     flags += ["--steps", "1", "--unet-channels", "8", "16", "24", "--pose-embedding", "stable_zero123"]
+    flags += ["--reference-fill", "0.6", "--own-view-prob", "0.5"]
     assert train_zero123.main(flags + ["--light-jitter", "0.8"] + data_flags)["steps"] == 1
     jittered = torch.load(tmp_path / "work3" / "zero123-lit1-elevation-40to80-light0.8-data-48-0.pt", weights_only=True)
     assert torch.equal(jittered["c2w"], data["c2w"]) and torch.equal(jittered["alpha"], data["alpha"])
     changed = (jittered["images"].float() - data["images"].float()).abs().amax(-1)[inside]
     assert (changed > 8).float().mean() > 0.5  # the shading moved (a headlight lights every view head-on)
     assert Zero123Guidance({"pretrained_model_name_or_path": stable}).pose_kind == "stable_zero123"
+
+
+def test_references_are_framed_as_preprocess_frames_a_photo():
+    """A red 10×16 rectangle at x 4…14, y 10…26 of a white 32² render, framed at fill 0.5: its
+    box centred, 16 px tall (0.5 of the side) and 10 px wide, white around it."""
+    image = torch.full((1, 32, 32, 3), 255, dtype=torch.uint8)
+    alpha = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    image[0, 10:26, 4:14] = torch.tensor([220, 30, 30], dtype=torch.uint8)
+    alpha[0, 10:26, 4:14] = 255
+    framed = train_zero123.framed_references(image, alpha, 0.5)[0].float()
+    red = (framed[..., 1] < 128).nonzero()
+    assert red[:, 0].min() == 8 and red[:, 0].max() == 23  # rows: 16 px, centred (8 + 23 + 1 = 32)
+    assert red[:, 1].min() == 11 and red[:, 1].max() == 20  # columns: 10 px, centred
+    assert (framed[:6] == 255).all() and (framed[:, :9] >= 250).all()
 
 
 def test_toy_unet_widths_and_training_device_are_checked():

@@ -17,7 +17,9 @@ the drawn views are most consistent geometrically (it matches features; we compa
 4. the candidate with the best consistency.
 
 Stable Zero123's pose embedding holds the input's absolute polar angle, so with it the views are
-drawn again for each candidate. The estimate is deterministic given the seed (on one device).
+drawn again for each candidate. With ``align_input`` the prior first draws the input's own view, and
+the input is moved and scaled onto it before the views are drawn from it (see the setting). The
+estimate is deterministic given the seed (on one device).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..core.config import Configurable, NonNegativeInt, PositiveFloat, PositiveI
 from ..core.errors import UserError
 from ..guidance.pretrained import PRETRAINED_KINDS, pretrained_kind_of
 from .models import WeightsDtype, model_dir, torch_device, torch_dtype
-from .visual_hull import object_silhouette, silhouette_consistency
+from .visual_hull import moment_transform, object_silhouette, silhouette_consistency, warp
 
 NEARBY_VIEWS = [
     [0.0, 45.0],
@@ -95,6 +97,12 @@ class ElevationEstimator(Configurable):
         """Spacing of the candidate elevations, in degrees."""
         views: list[list[float]] = field(default_factory=lambda: [list(v) for v in NEARBY_VIEWS])
         """Relative poses ``[Δelevation, Δazimuth]`` (degrees) of the views the prior draws."""
+        align_input: bool = False
+        """First draw the input's own view (pose ``[0, 0]``) and move and scale the input onto it
+        (:func:`~.visual_hull.moment_transform`), then draw the views from the input so framed and
+        score its silhouette: for a prior that draws its views in its training framing whatever
+        the input's (the toy priors: natural size, the object's origin at the centre) where the
+        photo is framed by its bounding box at ``fill``. With Stable Zero123, for each candidate."""
         samples: PositiveInt = 2
         """Views drawn per pose (their silhouettes are averaged)."""
         steps: PositiveInt = 30
@@ -157,10 +165,17 @@ class ElevationEstimator(Configurable):
     def estimate(self, pipe: Any, rgba: np.ndarray) -> ElevationEstimate:
         """The estimate with a loaded :class:`~..guidance.zero123_pipeline.Zero123Pipeline`."""
         c = self.cfg
-        x = torch.as_tensor(np.asarray(rgba, dtype=np.float32)).permute(2, 0, 1)[None]  # (1,4,S,S)
-        image = (x[:, :3] * x[:, 3:] + (1.0 - x[:, 3:])).to(self.device)  # over white
+        x = torch.as_tensor(np.asarray(rgba, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)  # (1,4,S,S)
+        premultiplied = torch.cat([x[:, :3] * x[:, 3:], x[:, 3:]], 1)
         size = min(pipe.image_size, c.resolution)
-        reference = F.interpolate(x[:, 3:], size=(size, size), mode="area")[:, 0].to(self.device)
+
+        def framed(theta: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+            """(the input over white (1,3,S,S), its silhouette (1,size,size)), moved by ``theta``."""
+            p = premultiplied if theta is None else warp(premultiplied, theta)
+            return p[:, :3] + (1.0 - p[:, 3:]), F.interpolate(p[:, 3:], size=(size, size), mode="area")[:, 0]
+
+        as_given = framed()
+        image, reference = as_given
         poses = torch.tensor(c.views, dtype=torch.float32)
         tilts = torch.cat([torch.zeros(1), poses[:, 0]])  # the photo's camera first: (0, 0)
         azimuths = torch.cat([torch.zeros(1), poses[:, 1]])
@@ -168,10 +183,11 @@ class ElevationEstimator(Configurable):
         scores = []
         for e in self.candidates:
             if views is None or self.pose_kind == "stable_zero123":
-                drawn = self.draw_views(pipe, image, poses, e)  # (samples,V,3,s,s)
-                silhouettes = object_silhouette(drawn.flatten(0, 1).float()).view(*drawn.shape[:2], *drawn.shape[-2:])
-                views = F.interpolate(silhouettes.mean(0)[:, None], size=(size, size), mode="area")[:, 0]
-            all_views = torch.cat([reference, views.to(reference)])
+                if c.align_input:  # the input in the framing the prior draws its own view of it in
+                    own = self.silhouettes(self.draw_views(pipe, as_given[0], torch.zeros(1, 2), e), size)
+                    image, reference = framed(moment_transform(as_given[1][0], own[0]))
+                views = self.silhouettes(self.draw_views(pipe, image, poses, e), size).to(reference)
+            all_views = torch.cat([reference, views])
             consistency = silhouette_consistency(
                 all_views, e + tilts, azimuths, c.distance, c.fovy_deg, c.ray_samples
             ).mean()
@@ -181,6 +197,7 @@ class ElevationEstimator(Configurable):
             "model": c.model,
             "pose_embedding": self.pose_kind,
             "views": c.views,
+            "align_input": c.align_input,
             "samples": c.samples,
             "steps": c.steps,
             "guidance_scale": c.guidance_scale,
@@ -189,6 +206,12 @@ class ElevationEstimator(Configurable):
             "seed": c.seed,
         }
         return ElevationEstimate(self.candidates[best], list(self.candidates), scores, settings)
+
+    @staticmethod
+    def silhouettes(drawn: Tensor, size: int) -> Tensor:
+        """(samples,V,3,s,s) drawn views → (V,size,size) their silhouettes, averaged over the samples."""
+        silhouettes = object_silhouette(drawn.flatten(0, 1).float()).view(*drawn.shape[:2], *drawn.shape[-2:])
+        return F.interpolate(silhouettes.mean(0)[:, None], size=(size, size), mode="area")[:, 0]
 
     def draw_views(self, pipe: Any, image: Tensor, poses: Tensor, reference_elevation: float) -> Tensor:
         """(samples,V,3,s,s) views in [0,1] of the object of ``image`` (1,3,H,W) at the relative

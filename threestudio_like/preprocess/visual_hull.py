@@ -102,3 +102,32 @@ def object_silhouette(rgb: Tensor, low: float = 0.2, high: float = 0.4) -> Tenso
     smooth = F.avg_pool2d(rgb.float(), 3, stride=1, padding=1, count_include_pad=False)
     distance = (smooth - border_background(smooth)).norm(dim=1)
     return ((distance - low) / (high - low)).clamp(0.0, 1.0)
+
+
+def moment_transform(source: Tensor, target: Tensor) -> Tensor:
+    """(1,2,3) the affine map (``F.affine_grid``'s ``theta``: output → input, normalised coordinates)
+    that moves and scales the (H,W) soft silhouette ``source`` about its centroid onto ``target``'s
+    (H',W') centroid and area (the identity where either is empty). The coordinates are normalised,
+    so the map applies at any resolution of a square frame."""
+    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], device=source.device)
+    area_s, area_t = float(source.sum()) / source.numel(), float(target.sum()) / target.numel()
+    if area_s <= 0 or area_t <= 0:
+        return theta
+
+    def centroid(s: Tensor) -> Tensor:
+        h, w = s.shape
+        s = s.to(theta)
+        xs = (2 * torch.arange(w, device=s.device, dtype=s.dtype) + 1) / w - 1  # pixel centres (align_corners=False)
+        ys = (2 * torch.arange(h, device=s.device, dtype=s.dtype) + 1) / h - 1
+        return torch.stack([(s.sum(0) * xs).sum(), (s.sum(1) * ys).sum()]) / s.sum()
+
+    inv = math.sqrt(area_s / area_t)  # 1 / scale: sample the source at c_s + (p - c_t) / scale
+    theta[0, 0, 0] = theta[0, 1, 1] = inv
+    theta[0, :, 2] = centroid(source) - centroid(target) * inv
+    return theta
+
+
+def warp(images: Tensor, theta: Tensor) -> Tensor:
+    """(B,C,H,W) images resampled (bilinear, zeros outside) through ``theta`` (1,2,3) (see :func:`moment_transform`)."""
+    grid = F.affine_grid(theta.to(images).expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")

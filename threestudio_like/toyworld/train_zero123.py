@@ -15,7 +15,9 @@ the toy SD's azimuth backdrop (each target's background then shows its yaw, as t
 images do) and keeps the references over white, as the image-to-3D systems give them.
 ``--pose-embedding stable_zero123`` gives the pose Stable Zero123's last entry, the reference's
 polar angle, in place of Δradius; ``--light-jitter`` turns the lit renders' light about the camera
-direction, as the toy photos are lit.
+direction, as the toy photos are lit. ``--reference-fill`` frames the references as ``preprocess``
+frames a photo (the targets stay as rendered), and ``--own-view-prob`` makes that share of the
+targets the reference's own view.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -42,6 +45,23 @@ def same_class_partner(classes: Tensor, idx: Tensor, gen: torch.Generator) -> Te
     k = classes[idx]
     offset = (torch.rand(idx.shape[0], generator=gen) * counts[k]).long().clamp(max=counts[k] - 1)
     return order[starts[k] + offset]
+
+
+def framed_references(images: Tensor, alpha: Tensor, fill: float) -> Tensor:
+    """(N,H,W,3) uint8 renders over white, (N,H,W) uint8 alpha → the renders framed as
+    ``preprocess`` frames a photo (:func:`~threestudio_like.preprocess.framing.frame_object`:
+    the bounding box of alpha ≥ 0.5 centred, its longer side ``fill`` of the frame; Lanczos,
+    the border's white beyond the render)."""
+    from ..preprocess.framing import frame_object
+
+    out = torch.empty_like(images)
+    size = images.shape[1]
+    for i in range(images.shape[0]):
+        ys, xs = torch.nonzero(alpha[i] >= 128, as_tuple=True)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        framed = frame_object(box, fill, size).apply(images[i].numpy() / 255.0, "lanczos", pad="edge")
+        out[i] = torch.from_numpy(np.round(np.clip(framed, 0.0, 1.0) * 255.0).astype(np.uint8))
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -69,6 +89,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         choices=POSE_EMBEDDINGS,
         default="zero123",
         help="zero123: Δradius last (the shipped prior); stable_zero123: the reference's polar angle last",
+    )
+    parser.add_argument(
+        "--reference-fill",
+        type=float,
+        default=0.0,
+        help="frame the references as preprocess frames a photo: centred on their bounding box, "
+        "spanning this fraction of the side (default 0: as rendered); the targets stay as rendered",
+    )
+    parser.add_argument(
+        "--own-view-prob",
+        type=float,
+        default=0.0,
+        help="share of the pairs whose target is the reference's own view (with --reference-fill: "
+        "the reference as rendered, which the elevation estimator's align_input draws)",
     )
     parser.add_argument("--init-from", help="a saved toy Zero123 to start from (default: random weights)")
     parser.add_argument(
@@ -111,6 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     scheduler = parts["scheduler"]
     modules = nn.ModuleDict({k: parts[k] for k in ("unet", "image_encoder", "cc_projection")})
     images, n = data["images"], data["images"].shape[0]
+    references = framed_references(images, data["alpha"], args.reference_fill) if args.reference_fill else images
     dev = torch.device(cfg.device)
     classes = (data["shape"] * len(COLORS) + data["color"]) * 2 + data["lit"].long()
 
@@ -118,8 +153,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         b = cfg.batch_size
         idx = torch.randint(0, n, (b,), generator=gen)
         ref = same_class_partner(classes, idx, gen)
+        ref = torch.where(torch.rand(b, generator=gen) < args.own_view_prob, idx, ref)
         target = targets[idx].to(dev).permute(0, 3, 1, 2).float() / 255.0
-        reference = images[ref].to(dev).permute(0, 3, 1, 2).float() / 255.0
+        reference = references[ref].to(dev).permute(0, 3, 1, 2).float() / 255.0
         pose = relative_pose(
             data["elevation"][idx],
             data["azimuth"][idx],
