@@ -120,11 +120,11 @@ def test_moment_transform_moves_and_scales_onto_the_target_at_any_resolution():
     moved = warp(source[None, None], theta)[0, 0]
     assert torch.equal(moved > 0.5, target > 0.5)
     moved_64 = warp(disc(20.0, 24.0, 8.0, size=64)[None, None], theta)[0, 0]  # the source's disc at 64²
-    for moved, (cx, cy, r) in [(moved, (17.5, 15.0, 6.0)), (moved_64, (35.0, 30.0, 12.0))]:
-        xs = torch.arange(moved.shape[0]) + 0.5
-        assert abs(float((moved.sum(0) * xs).sum() / moved.sum()) - cx) < 0.05
-        assert abs(float((moved.sum(1) * xs).sum() / moved.sum()) - cy) < 0.05
-        assert abs(float(moved.sum()) / (math.pi * r * r) - 1) < 0.02
+    for image, (cx, cy, r) in [(moved, (17.5, 15.0, 6.0)), (moved_64, (35.0, 30.0, 12.0))]:
+        xs = torch.arange(image.shape[0]) + 0.5
+        assert abs(float((image.sum(0) * xs).sum() / image.sum()) - cx) < 0.05
+        assert abs(float((image.sum(1) * xs).sum() / image.sum()) - cy) < 0.05
+        assert abs(float(image.sum()) / (math.pi * r * r) - 1) < 0.02
     identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
     assert torch.equal(moment_transform(source, torch.zeros(32, 32)), identity)
 
