@@ -117,15 +117,14 @@ def measure(
     toy = estimator.estimate(pipe, rgba)
     seconds = time.perf_counter() - t0
     true_rgb, true_alpha = render(shape, elevation + poses[:, 0], azimuth + poses[:, 1], size, shading)
-    own_rgb = render(shape, torch.tensor([elevation]), torch.tensor([azimuth]), size, shading)[0]
-    # the input's own view first when the estimator asks for it (align_input)
-    estimator.draw_views = lambda pipe, image, p, e: (own_rgb if len(p) == 1 else true_rgb)[None]
+    own_rgb, input_alpha = render(shape, torch.tensor([elevation]), torch.tensor([azimuth]), size, shading)
+    own_pose = torch.zeros(1, 2)  # align_input draws the input's own view first
+    estimator.draw_views = lambda pipe, image, p, e: (own_rgb if torch.equal(p, own_pose) else true_rgb)[None]
     truth = estimator.estimate(pipe, rgba)
     estimator.draw_views = draw
     views = drawn[min(drawn, key=lambda e: abs(e - elevation))]  # those drawn nearest the truth
     silhouettes = object_silhouette(views.flatten(0, 1)).view(*views.shape[:2], size, size).mean(0) > 0.5
     true_masks = true_alpha[:, 0] > 0.5
-    input_alpha = render(shape, torch.tensor([elevation]), torch.tensor([azimuth]), size, shading)[1]
     input_mask = (input_alpha[:, 0] > 0.5).expand_as(true_masks)
     return {
         "shape": shape,
