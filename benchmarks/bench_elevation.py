@@ -46,6 +46,7 @@ from threestudio_like.data.cameras import make_cameras
 from threestudio_like.guidance.zero123_pipeline import Zero123Pipeline
 from threestudio_like.preprocess.elevation import ElevationEstimator
 from threestudio_like.preprocess.framing import frame_object
+from threestudio_like.preprocess.masks import bounding_box
 from threestudio_like.preprocess.visual_hull import object_silhouette
 from threestudio_like.toyworld.dataset import render_toy
 from threestudio_like.toyworld.priors import ASSETS
@@ -83,8 +84,7 @@ def rgba_input(shape: str, elevation: float, azimuth: float, size: int, shading:
     rgba = torch.cat([fg, alpha], 1)[0].permute(1, 2, 0).numpy()
     if not fill:
         return rgba
-    ys, xs = np.nonzero(rgba[..., 3] >= 0.5)
-    framing = frame_object((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), fill, size)
+    framing = frame_object(bounding_box(rgba[..., 3] >= 0.5), fill, size)
     framed = [framing.apply(rgba[..., :3], "lanczos"), framing.apply(rgba[..., 3:], "bilinear")]
     return np.clip(np.concatenate(framed, -1), 0.0, 1.0)
 

@@ -53,13 +53,13 @@ def framed_references(images: Tensor, alpha: Tensor, fill: float) -> Tensor:
     the bounding box of alpha ≥ 0.5 centred, its longer side ``fill`` of the frame; Lanczos,
     the border's white beyond the render)."""
     from ..preprocess.framing import frame_object
+    from ..preprocess.masks import bounding_box
 
     out = torch.empty_like(images)
     size = images.shape[1]
     for i in range(images.shape[0]):
-        ys, xs = torch.nonzero(alpha[i] >= 128, as_tuple=True)
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        framed = frame_object(box, fill, size).apply(images[i].numpy() / 255.0, "lanczos", pad="edge")
+        framing = frame_object(bounding_box(alpha[i].numpy() >= 128), fill, size)
+        framed = framing.apply(images[i].numpy() / 255.0, "lanczos", pad="edge")
         out[i] = torch.from_numpy(np.round(np.clip(framed, 0.0, 1.0) * 255.0).astype(np.uint8))
     return out
 
@@ -153,7 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         b = cfg.batch_size
         idx = torch.randint(0, n, (b,), generator=gen)
         ref = same_class_partner(classes, idx, gen)
-        ref = torch.where(torch.rand(b, generator=gen) < args.own_view_prob, idx, ref)
+        if args.own_view_prob:  # (drawn only then: the other recipes' batches stay as they were)
+            ref = torch.where(torch.rand(b, generator=gen) < args.own_view_prob, idx, ref)
         target = targets[idx].to(dev).permute(0, 3, 1, 2).float() / 255.0
         reference = references[ref].to(dev).permute(0, 3, 1, 2).float() / 255.0
         pose = relative_pose(
