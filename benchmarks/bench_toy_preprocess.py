@@ -16,7 +16,9 @@ trained on (they are trained on seed 0), through the code ``threestudio-like pre
   ``experiment=toy_anything3d`` estimates it (automatic segmentation, the object framed with
   that experiment's ``prepare.preprocess.fill``,
   :class:`~threestudio_like.preprocess.elevation.ElevationEstimator` with the toy reference
-  camera's distance and FOV), against the photo's true elevation.
+  camera's distance and FOV), against the photo's true elevation; and how far the estimates
+  follow the truth: their least-squares slope on it (1: unbiased, 0: a constant) and their
+  Pearson correlation with it.
 
 Targets (issue 26): IoU ≥ 0.9 (point) and ≥ 0.85 (automatic), captions ≥ 90 %, depth r ≥ 0.9,
 elevation within 10°.
@@ -156,11 +158,15 @@ def main() -> None:
     elevation_summary = {}
     if args.zero123:
         truths = np.array([r["elevation"] for r in rows])
+        estimates = np.array([r["estimate"] for r in rows], dtype=float)
         elevation_summary = {
             "zero123": args.zero123,
             "estimator": overrides,
             "elevation_mae_deg": mean("elevation_error", rows),
             "elevation_mae_mean_guess_deg": round(float(np.mean(np.abs(truths - truths.mean()))), 2),
+            # how much of the truth's spread the estimates follow: slope 1 unbiased, 0 a constant guess
+            "elevation_slope": round(float(np.polyfit(truths, estimates, 1)[0]), 3),
+            "elevation_pearson": round(float(np.corrcoef(truths, estimates)[0, 1]), 3),
             "elevation_errors": [[r["shape"], round(r["elevation"], 1), r["estimate"]] for r in rows],
         }
     print(
