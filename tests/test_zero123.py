@@ -91,6 +91,21 @@ def test_save_pretrained_round_trip_identical(tmp_path, which, pixel_dir, latent
     assert (again.vae is None) == (which == "pixel")
 
 
+def test_a_float16_checkpoint_loads_in_float32_or_as_asked(tmp_path, pixel_dir):
+    """Checkpoints stored in float16 (as hub copies often are) load every part in float32 by
+    default — not the image encoder in float16 beside a float32 UNet — with the same weights, and
+    in the dtype asked for."""
+    pipe = Zero123Pipeline.from_pretrained(pixel_dir)
+    pipe.to(torch.float16).save_pretrained(str(tmp_path / "half"))
+    for dtype in (None, torch.float32, torch.float16):
+        loaded = Zero123Pipeline.from_pretrained(str(tmp_path / "half"), torch_dtype=dtype)
+        for name in ("unet", "image_encoder", "cc_projection"):
+            params = dict(getattr(loaded, name).named_parameters())
+            assert {p.dtype for p in params.values()} == {dtype or torch.float32}, name
+            for key, value in getattr(pipe, name).named_parameters():
+                assert torch.equal(params[key].half(), value.detach().half()), (name, key)
+
+
 def test_sampling_matches_hand_written_ddim_loop(pixel_dir):
     pipe = Zero123Pipeline.from_pretrained(pixel_dir)
     pipe.set_progress_bar_config(disable=True)

@@ -107,7 +107,9 @@ class CCProjection(ModelMixin, ConfigMixin):
         out_dim, in_dim = renamed["weight"].shape
         module = cls(embedding_dim=out_dim, additional_embeddings=in_dim - out_dim)
         module.proj.load_state_dict(renamed)
-        return module.to(torch_dtype) if torch_dtype is not None else module
+        if torch_dtype is not None:
+            module.proj.to(torch_dtype)  # (the Linear: ModelMixin.to warns about casting)
+        return module
 
 
 def _read_weights(folder: str) -> dict[str, Tensor]:
@@ -291,9 +293,12 @@ class Zero123Pipeline(DiffusionPipeline):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str, torch_dtype: Optional[torch.dtype] = None, **kwargs: Any
     ) -> Zero123Pipeline:
-        """Load a Zero123 checkpoint directory (or cached hub id) in any supported layout."""
+        """Load a Zero123 checkpoint directory (or cached hub id) in any supported layout, every
+        part in ``torch_dtype`` (default float32, whatever dtype the checkpoint stores)."""
         import diffusers
         import transformers
+
+        torch_dtype = torch_dtype or torch.float32
 
         path = resolve_pretrained_dir(str(pretrained_model_name_or_path))
         index_file = os.path.join(path, "model_index.json")

@@ -155,9 +155,7 @@ class ElevationEstimator(Configurable):
         """(S,S,4) float RGBA in [0,1], the object centred → the estimate."""
         from ..guidance.zero123_pipeline import Zero123Pipeline
 
-        # weights load as float32: cast only to another dtype (a cast warns about float32 modules)
-        dtype = None if self.dtype == torch.float32 else self.dtype
-        pipe = Zero123Pipeline.from_pretrained(self.model_dir, torch_dtype=dtype).to(self.device)
+        pipe = Zero123Pipeline.from_pretrained(self.model_dir, torch_dtype=self.dtype).to(self.device)
         pipe.set_progress_bar_config(disable=True)
         return self.estimate(pipe, rgba)
 
