@@ -12,13 +12,14 @@ trained on (they are trained on seed 0), through the code ``threestudio-like pre
 - **depth**: the Pearson correlation of that run's disparity (``<name>_depth.npy``) with the true
   disparity (1 / the renderer's depth) brought into the same frame (the record's crop box), over
   the pixels of both the output mask and the true mask's interior;
-- **elevation** (with ``--zero123 DIR``): the absolute error of the elevation estimated as
+- **elevation** (with ``--elevation``): the absolute error of the elevation estimated as
   ``experiment=toy_anything3d`` estimates it (automatic segmentation, the object framed with
   that experiment's ``prepare.preprocess.fill``,
-  :class:`~threestudio_like.preprocess.elevation.ElevationEstimator` with the toy reference
-  camera's distance and FOV), against the photo's true elevation; and how far the estimates
-  follow the truth: their least-squares slope on it (1: unbiased, 0: a constant) and their
-  Pearson correlation with it.
+  :class:`~threestudio_like.preprocess.elevation.ElevationEstimator` with that experiment's
+  ``prepare.elevation`` settings and the toy reference camera's distance and FOV; ``--zero123
+  DIR`` another prior, ``--estimator`` other settings), against the photo's true elevation; and
+  how far the estimates follow the truth: their least-squares slope on it (1: unbiased, 0: a
+  constant) and their Pearson correlation with it.
 
 Targets (issue 26): IoU ≥ 0.9 (point) and ≥ 0.85 (automatic), captions ≥ 90 %, depth r ≥ 0.9,
 elevation within 10°.
@@ -26,13 +27,14 @@ elevation within 10°.
 depth (``flip_average``, on by default) to measure what it adds.
 
 Usage: ``python benchmarks/bench_toy_preprocess.py [--photos 100] [--seed 1] [--sam DIR] [--blip DIR]
-[--depth DIR] [--zero123 DIR] [--estimator KEY=VALUE ...] [--single-pass] [--threads 2]``.
+[--depth DIR] [--elevation] [--zero123 DIR] [--estimator KEY=VALUE ...] [--single-pass] [--threads 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +56,14 @@ from threestudio_like.toyworld.reference_images import REFERENCE_CAMERA
 from threestudio_like.toyworld.shapes import SHAPES
 
 TOY_ANYTHING3D = Path(__file__).resolve().parent.parent / "configs" / "experiment" / "toy_anything3d.yaml"
+
+
+def experiment_estimator(settings: dict, model: str | None) -> dict:
+    """The experiment's ``prepare.elevation`` settings (its ``${asset:NAME}`` model resolved to
+    the package's asset), the model replaced by ``model`` where given."""
+    asset = re.fullmatch(r"\$\{asset:(.+)\}", settings["model"])
+    resolved = str(ASSETS / asset.group(1)) if asset else settings["model"]
+    return dict(settings, model=model or resolved)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,7 +92,10 @@ def main() -> None:
     parser.add_argument("--sam", default=str(ASSETS / "toy-sam"))
     parser.add_argument("--blip", default=str(ASSETS / "toy-blip"))
     parser.add_argument("--depth", default=str(ASSETS / "toy-depth"))
-    parser.add_argument("--zero123", help="also estimate the elevation with this toy Zero123 (e.g. assets/toy-zero123)")
+    parser.add_argument(
+        "--elevation", action="store_true", help="also estimate the elevation as experiment=toy_anything3d does"
+    )
+    parser.add_argument("--zero123", help="estimate the elevation with this toy Zero123 instead (implies --elevation)")
     add_estimator_flag(parser)
     parser.add_argument("--single-pass", action="store_true", help="no mirror averaging (SAM's prompts, depth)")
     parser.add_argument("--threads", type=int, default=2)
@@ -101,18 +114,20 @@ def main() -> None:
         },
         log=lambda line: None,
     )
-    elevation_preprocessor = None
-    if args.zero123:
+    elevation_preprocessor, estimator = None, {}
+    if args.elevation or args.zero123:
+        prepare = yaml.safe_load(TOY_ANYTHING3D.read_text())["prepare"]
+        estimator = experiment_estimator(prepare["elevation"], args.zero123) | overrides
         camera = {"distance": REFERENCE_CAMERA["distance"], "fovy_deg": REFERENCE_CAMERA["fovy_deg"]}
         elevation_preprocessor = PhotoPreprocessor(
             {
-                "fill": yaml.safe_load(TOY_ANYTHING3D.read_text())["prepare"]["preprocess"]["fill"],
+                "fill": prepare["preprocess"]["fill"],
                 "caption": False,
                 "depth": False,
                 "segmenter": {"model": args.sam, "device": "cpu", "flip_average": flip},
             },
             log=lambda line: None,
-            estimate_elevation=ElevationEstimator({"model": args.zero123, "device": "cpu", **camera, **overrides}),
+            estimate_elevation=ElevationEstimator({"device": "cpu", **camera, **estimator}),
         )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,12 +171,11 @@ def main() -> None:
 
     both = [dict(r, right=r["shape_right"] and r["color_right"]) for r in rows]
     elevation_summary = {}
-    if args.zero123:
+    if elevation_preprocessor is not None:
         truths = np.array([r["elevation"] for r in rows])
         estimates = np.array([r["estimate"] for r in rows], dtype=float)
         elevation_summary = {
-            "zero123": args.zero123,
-            "estimator": overrides,
+            "estimator": estimator,
             "elevation_mae_deg": mean("elevation_error", rows),
             "elevation_mae_mean_guess_deg": round(float(np.mean(np.abs(truths - truths.mean()))), 2),
             # how much of the truth's spread the estimates follow: slope 1 unbiased, 0 a constant guess

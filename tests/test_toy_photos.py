@@ -126,6 +126,14 @@ def documented_command() -> list[str]:
     raise AssertionError("docs/toy-world.md gives no preprocess command with the toy models")
 
 
+def test_the_shipped_assets_fit_the_budget():
+    """Issue 26: every shipped asset together within 20 MB; each photo model within 3 MB."""
+    size = lambda folder: sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())  # noqa: E731
+    assert size(ASSETS) <= 20e6
+    for model in ("toy-sam", "toy-blip", "toy-depth"):
+        assert size(ASSETS / model) <= 3 * 2**20, model
+
+
 def test_the_shipped_photos_are_the_generators():
     truths = json.loads((PHOTOS / "truth.json").read_text())
     assert 3 <= len(truths) <= 5

@@ -9,6 +9,7 @@ by ``save_pretrained`` into ``--out``, atomically.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -91,11 +92,12 @@ def save_dir_atomically(out: str, write: Callable[[str], None]) -> None:
     os.replace(partial, out)
 
 
-def save_model_and_processor(model: Any, processor: Any, out: str) -> None:
-    """``save_pretrained`` of a model and its processor into ``out``, atomically."""
+def save_model_and_processor(model: Any, processor: Any, out: str, half: bool = False) -> None:
+    """``save_pretrained`` of a model (its weights in float16 with ``half``) and its processor into
+    ``out``, atomically."""
 
     def write(directory: str) -> None:
-        model.save_pretrained(directory)
+        (copy.deepcopy(model).half() if half else model).save_pretrained(directory)
         processor.save_pretrained(directory)
 
     save_dir_atomically(out, write)

@@ -9,9 +9,10 @@ included, through the DPT image processor. The target
 is the renderer's truth as a disparity, 1 / depth, on the object; the loss is 1 − the Pearson
 correlation of the prediction with it over the object's pixels — the measure Make-It-3D's depth
 loss uses, blind to the map's scale and shift. Images are flipped left-right at random. The EMA
-weights are saved with the image processor into ``--out`` (default: the package's
-``assets/toy-depth``), where ``threestudio-like preprocess --depth DIR`` loads them. ``--init-from
-DIR`` continues from a saved toy depth model's weights (a new warm-up and cosine decay from ``--lr``).
+weights are saved in float16 (half the size: the asset budget) with the image processor into
+``--out`` (default: the package's ``assets/toy-depth``), where ``threestudio-like preprocess
+--depth DIR`` loads them. ``--init-from DIR`` continues from a saved toy depth model's weights
+(a new warm-up and cosine decay from ``--lr``).
 """
 
 from __future__ import annotations
@@ -149,9 +150,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         predicted = modules["depth"](pixel_values=x.to(dev)).predicted_depth
         return pearson_loss(predicted, t.to(dev), v.to(dev))
 
-    summary = train(
-        modules, loss_fn, cfg, args.work_dir, lambda ema: save_model_and_processor(ema["depth"], processor, args.out)
-    )
+    def export(ema: nn.ModuleDict) -> None:
+        save_model_and_processor(ema["depth"], processor, args.out, half=True)
+
+    summary = train(modules, loss_fn, cfg, args.work_dir, export)
     summary.update(out=args.out, n_photos=n)
     print(json.dumps(summary), flush=True)
     return summary

@@ -9,10 +9,11 @@ reference image]`` and the context ``cc_projection([CLIP(reference), pose(target
 (:func:`~threestudio_like.guidance.zero123_pipeline.relative_pose`); ``--drop-prob`` of the pairs
 drop both (zero context, zero reference) for classifier-free guidance, exactly the unconditional
 input of :meth:`Zero123Pipeline.predict_noise`. Saves the EMA weights with ``save_pretrained``
-into ``--out`` (default: the package's ``assets/toy-zero123``); ``--init-from DIR`` starts from
-a saved toy Zero123 instead of random weights. ``--target-backdrop`` renders the targets over
-the toy SD's azimuth backdrop (each target's background then shows its yaw, as the toy SD's
-images do) and keeps the references over white, as the image-to-3D systems give them.
+into ``--out`` (default: the package's ``assets/toy-zero123``; ``--half``: in float16);
+``--init-from DIR`` starts from a saved toy Zero123 instead of random weights.
+``--target-backdrop`` renders the targets over the toy SD's azimuth backdrop (each target's
+background then shows its yaw, as the toy SD's images do) and keeps the references over white,
+as the image-to-3D systems give them.
 ``--pose-embedding stable_zero123`` gives the pose Stable Zero123's last entry, the reference's
 polar angle, in place of Δradius; ``--light-jitter`` turns the lit renders' light about the camera
 direction, as the toy photos are lit. ``--reference-fill`` frames the references as ``preprocess``
@@ -22,6 +23,7 @@ targets the reference's own view.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Callable, Optional, Sequence
 
@@ -104,6 +106,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         help="share of the pairs whose target is the reference's own view (with --reference-fill: "
         "the reference as rendered, which the elevation estimator's align_input draws)",
     )
+    parser.add_argument(
+        "--half", action="store_true", help="save the weights in float16 (half the size; they load in float32)"
+    )
     parser.add_argument("--init-from", help="a saved toy Zero123 to start from (default: random weights)")
     parser.add_argument(
         "--elevation-range",
@@ -175,6 +180,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         return denoising_loss(eps, noise, t, scheduler, cfg.snr_gamma)
 
     def export(ema: nn.ModuleDict) -> None:
+        if args.half:
+            ema = copy.deepcopy(ema).half()
         out = Zero123Pipeline(
             vae=None,
             image_encoder=ema["image_encoder"],
