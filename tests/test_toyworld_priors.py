@@ -214,13 +214,19 @@ def test_train_zero123_few_steps_loads_in_the_zero123_guidance(tmp_path):
     stable = str(tmp_path / "toy-stable-zero123")
     flags = ["--work-dir", str(tmp_path / "work3"), "--out", stable, "--n-images", "48", "--batch-size", "4"]
     flags += ["--steps", "1", "--unet-channels", "8", "16", "24", "--pose-embedding", "stable_zero123"]
-    flags += ["--reference-fill", "0.6", "--own-view-prob", "0.5"]
+    flags += ["--reference-fill", "0.6", "--own-view-prob", "0.5", "--half"]
     assert train_zero123.main(flags + ["--light-jitter", "0.8"] + data_flags)["steps"] == 1
     jittered = torch.load(tmp_path / "work3" / "zero123-lit1-elevation-40to80-light0.8-data-48-0.pt", weights_only=True)
     assert torch.equal(jittered["c2w"], data["c2w"]) and torch.equal(jittered["alpha"], data["alpha"])
     changed = (jittered["images"].float() - data["images"].float()).abs().amax(-1)[inside]
     assert (changed > 8).float().mean() > 0.5  # the shading moved (a headlight lights every view head-on)
     assert Zero123Guidance({"pretrained_model_name_or_path": stable}).pose_kind == "stable_zero123"
+    # --half: float16 weights, loaded in float32
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "toy-stable-zero123" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert {v.dtype for v in saved.values()} == {torch.float16}
+    assert {p.dtype for p in load_toy_zero123(stable)["unet"].parameters()} == {torch.float32}
 
 
 def test_references_are_framed_as_preprocess_frames_a_photo():
