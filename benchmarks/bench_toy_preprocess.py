@@ -16,7 +16,7 @@ trained on (they are trained on seed 0), through the code ``threestudio-like pre
   ``experiment=toy_anything3d`` estimates it (automatic segmentation, the object framed with
   that experiment's ``prepare.preprocess.fill``,
   :class:`~threestudio_like.preprocess.elevation.ElevationEstimator` with that experiment's
-  ``prepare.elevation`` settings and the toy reference camera's distance and FOV; ``--zero123
+  ``prepare.elevation`` settings, its reference camera's distance and FOV included; ``--zero123
   DIR`` another prior, ``--estimator`` other settings), against the photo's true elevation; and
   how far the estimates follow the truth: their least-squares slope on it (1: unbiased, 0: a
   constant) and their Pearson correlation with it.
@@ -34,17 +34,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from bench_elevation import add_estimator_flag, estimator_settings
+from omegaconf import OmegaConf
 from PIL import Image
 
+from threestudio_like.cli import compose_config
 from threestudio_like.preprocess.elevation import ElevationEstimator
 from threestudio_like.preprocess.framing import Framing
 from threestudio_like.preprocess.masks import clean_mask
@@ -52,18 +52,7 @@ from threestudio_like.preprocess.pipeline import PhotoPreprocessor
 from threestudio_like.preprocess.segment import SamSegmenter
 from threestudio_like.toyworld.photos import ToyPhoto, ToyPhotoMaker
 from threestudio_like.toyworld.priors import ASSETS
-from threestudio_like.toyworld.reference_images import REFERENCE_CAMERA
 from threestudio_like.toyworld.shapes import SHAPES
-
-TOY_ANYTHING3D = Path(__file__).resolve().parent.parent / "configs" / "experiment" / "toy_anything3d.yaml"
-
-
-def experiment_estimator(settings: dict, model: str | None) -> dict:
-    """The experiment's ``prepare.elevation`` settings (its ``${asset:NAME}`` model resolved to
-    the package's asset), the model replaced by ``model`` where given."""
-    asset = re.fullmatch(r"\$\{asset:(.+)\}", settings["model"])
-    resolved = str(ASSETS / asset.group(1)) if asset else settings["model"]
-    return dict(settings, model=model or resolved)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,18 +105,19 @@ def main() -> None:
     )
     elevation_preprocessor, estimator = None, {}
     if args.elevation or args.zero123:
-        prepare = yaml.safe_load(TOY_ANYTHING3D.read_text())["prepare"]
-        estimator = experiment_estimator(prepare["elevation"], args.zero123) | overrides
-        camera = {"distance": REFERENCE_CAMERA["distance"], "fovy_deg": REFERENCE_CAMERA["fovy_deg"]}
+        prepare = compose_config(["experiment=toy_anything3d"]).prepare
+        estimator = OmegaConf.to_container(prepare.elevation, resolve=True) | {"device": "cpu"} | overrides
+        if args.zero123:
+            estimator["model"] = args.zero123
         elevation_preprocessor = PhotoPreprocessor(
             {
-                "fill": prepare["preprocess"]["fill"],
+                "fill": prepare.preprocess.fill,
                 "caption": False,
                 "depth": False,
                 "segmenter": {"model": args.sam, "device": "cpu", "flip_average": flip},
             },
             log=lambda line: None,
-            estimate_elevation=ElevationEstimator({"device": "cpu", **camera, **estimator}),
+            estimate_elevation=ElevationEstimator(estimator),
         )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
