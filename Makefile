@@ -17,8 +17,9 @@ $(STAMP): setup.py requirements.txt
 demo: $(STAMP)
 	$(BIN)/python launch.py $(ARGS)
 
+# --durations: the CI log lists the slowest tests (the whole suite aims at ~20 min on 2 cores).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=30 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
