@@ -109,6 +109,22 @@ def smoke(tmp_path, *overrides):
     return compose_config(["experiment=anything3d", "debug=smoke", *overrides])
 
 
+def test_the_elevation_prior_is_its_own_model_key():
+    """``models.elevation`` chooses the estimator's prior: ``models.zero123`` unless set, the toy
+    Stable Zero123 in ``toy_anything3d``, and under ``debug=smoke`` the tiny Zero123 like every
+    other model."""
+    assets = ROOT / "threestudio_like" / "assets"
+
+    def prior(*overrides):
+        return compose_config(list(overrides)).prepare.elevation.model
+
+    assert prior("experiment=anything3d") == "kxic/zero123-xl-diffusers"
+    assert prior("experiment=anything3d", "models.zero123=/z") == "/z"
+    assert prior("experiment=anything3d", "models.zero123=/z", "models.elevation=/stable") == "/stable"
+    assert prior("experiment=toy_anything3d") == str(assets / "toy-stable-zero123")
+    assert prior("experiment=toy_anything3d", "debug=smoke") == str(assets / "tiny-zero123")
+
+
 def test_the_caption_and_the_estimate_fill_the_config(tmp_path):
     photo = write_photo(tmp_path / "photo.png")
     cfg = smoke(tmp_path, f"image={photo}")
