@@ -119,10 +119,12 @@ def measure(
     true_rgb, true_alpha = render(shape, elevation + poses[:, 0], azimuth + poses[:, 1], size, shading)
     own_rgb, input_alpha = render(shape, torch.tensor([elevation]), torch.tensor([azimuth]), size, shading)
     own_pose = torch.zeros(1, 2)  # align_input draws the input's own view first
-    estimator.draw_views = lambda pipe, image, p, e: (own_rgb if torch.equal(p, own_pose) else true_rgb)[None]
+    estimator.draw_views = lambda pipe, image, p, e: (own_rgb if torch.equal(p, own_pose) else true_rgb)[None].to(
+        estimator.device
+    )
     truth = estimator.estimate(pipe, rgba)
     estimator.draw_views = draw
-    views = drawn[min(drawn, key=lambda e: abs(e - elevation))]  # those drawn nearest the truth
+    views = drawn[min(drawn, key=lambda e: abs(e - elevation))].cpu()  # those drawn nearest the truth
     silhouettes = object_silhouette(views.flatten(0, 1)).view(*views.shape[:2], size, size).mean(0) > 0.5
     true_masks = true_alpha[:, 0] > 0.5
     input_mask = (input_alpha[:, 0] > 0.5).expand_as(true_masks)
@@ -221,7 +223,7 @@ def main() -> None:
             **overrides,
         }
     )
-    pipe = Zero123Pipeline.from_pretrained(estimator.model_dir)
+    pipe = Zero123Pipeline.from_pretrained(estimator.model_dir, torch_dtype=estimator.dtype).to(estimator.device)
     pipe.set_progress_bar_config(disable=True)
     rows = []
     rng = np.random.default_rng(0)
