@@ -8,8 +8,9 @@
 # shipped: its targets over the backdrop). PRIOR=stable_zero123 trains a wider toy Stable Zero123
 # (the shipped one's recipe, `assets/toy-stable-zero123`): does a bigger prior put toy photos'
 # elevation within 10°, where the shipped one is 14° off? It measures the estimate on renders
-# here; the held-out photos are measured back on a CPU (the line printed at the end). Checks CUDA training against the CPU first, trains with
-# checkpoints (an interrupted run still leaves a usable prior), then measures the gains of the result.
+# here; the held-out photos are measured back on a CPU (the line printed at the end). Checks CUDA
+# training against the CPU first, trains with checkpoints (an interrupted run still leaves a usable
+# prior), then measures the gains of the result.
 #
 #   bash benchmarks/gpu_toy_prior.sh [OUT_DIR]     # env: PRIOR (sd | zero123 | stable_zero123),
 #                                                  #      STEPS (20000), CHANNELS ("24 48 96"), BATCH (128),
