@@ -105,10 +105,9 @@ def main() -> None:
     )
     elevation_preprocessor, estimator = None, {}
     if args.elevation or args.zero123:
-        prepare = compose_config(["experiment=toy_anything3d"]).prepare
-        estimator = OmegaConf.to_container(prepare.elevation, resolve=True) | {"device": "cpu"} | overrides
-        if args.zero123:
-            estimator["model"] = args.zero123
+        prior = [f"models.elevation={args.zero123}"] if args.zero123 else []
+        prepare = compose_config(["experiment=toy_anything3d", "trainer.device=cpu", *prior]).prepare
+        estimator = OmegaConf.to_container(prepare.elevation, resolve=True) | overrides
         elevation_preprocessor = PhotoPreprocessor(
             {
                 "fill": prepare.preprocess.fill,
