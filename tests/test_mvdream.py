@@ -352,7 +352,8 @@ def test_sds_over_four_views_matches_threestudio_mvdream(models, weighting, resc
 
     torch.testing.assert_close(out.grad_norm, grad_z.norm(), rtol=1e-4, atol=0)
     torch.testing.assert_close(out.loss, 0.5 * grad_z.pow(2).sum() / (2 * V), rtol=1e-4, atol=0)
-    torch.testing.assert_close(rgb.grad, x.grad, rtol=1e-4, atol=1e-7)
+    # float32 rounding at the gradient's scale: guidance 50 sums terms up to ~50× the result
+    torch.testing.assert_close(rgb.grad, x.grad, rtol=1e-4, atol=1e-6 * float(x.grad.abs().max()))
     assert torch.equal(out.timesteps, t)
     (sample, timestep, hidden, labels) = fake.calls[-1]
     assert torch.equal(timestep, torch.cat([t, t])) and torch.allclose(labels, torch.cat([camera, camera]))
