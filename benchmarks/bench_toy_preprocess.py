@@ -26,7 +26,7 @@ elevation within 10°.
 ``--single-pass`` turns off the test-time mirror averaging of SAM's prompted masks and of the
 depth (``flip_average``, on by default) to measure what it adds.
 
-Usage: ``python benchmarks/bench_toy_preprocess.py [--photos 100] [--seed 1] [--sam DIR] [--blip DIR]
+Usage: ``python benchmarks/bench_toy_preprocess.py [--photos 100] [--first 0] [--seed 1] [--sam DIR] [--blip DIR]
 [--depth DIR] [--elevation] [--zero123 DIR] [--estimator KEY=VALUE ...] [--single-pass] [--threads 2]``.
 """
 
@@ -77,6 +77,9 @@ def depth_correlation(photo: ToyPhoto, disparity: np.ndarray, mask: np.ndarray, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=100)
+    parser.add_argument(
+        "--first", type=int, default=0, help="index of the first photo (to split a run across processes)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="photo i is drawn from seed·1,000,000 + i (training: 0)")
     parser.add_argument("--sam", default=str(ASSETS / "toy-sam"))
     parser.add_argument("--blip", default=str(ASSETS / "toy-blip"))
@@ -120,7 +123,7 @@ def main() -> None:
         )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.photos):
+        for i in range(args.first, args.first + args.photos):
             photo = maker.photo(args.seed * 1_000_000 + i)
             point = [(float(photo.point[0]), float(photo.point[1]))]
             point_raw, auto_raw = segmenter.segment(photo.rgb, point).mask, segmenter.segment(photo.rgb).mask
@@ -177,6 +180,7 @@ def main() -> None:
             {
                 "benchmark": "toy_preprocess",
                 "photos": args.photos,
+                "first": args.first,
                 "seed": args.seed,
                 "models": {"sam": args.sam, "blip": args.blip, "depth": args.depth},
                 "flip_average": flip,
