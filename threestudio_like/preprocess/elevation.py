@@ -18,9 +18,8 @@ the drawn views are most consistent geometrically (it matches features; we compa
 
 Stable Zero123's pose embedding holds the input's absolute polar angle, so with it the views are
 drawn again for each candidate. With ``align_input`` the prior first draws the input's own view, and
-the input is moved and scaled onto it before the views are drawn from it, and (``score_own_view``)
-that own view is scored with the others (see the settings). The estimate is deterministic given
-the seed (on one device).
+the input is moved and scaled onto it before the views are drawn from it (see the setting). The
+estimate is deterministic given the seed (on one device).
 """
 
 from __future__ import annotations
@@ -104,11 +103,6 @@ class ElevationEstimator(Configurable):
         score its silhouette: for a prior that draws its views in its training framing whatever
         the input's (the toy priors: natural size, the object's origin at the centre) where the
         photo is framed by its bounding box at ``fill``. With Stable Zero123, for each candidate."""
-        score_own_view: bool = True
-        """With ``align_input``: the input's own view the prior drew joins the scored views at the
-        input's camera, so that a candidate under which the prior redraws the input in another
-        shape scores lower (with Stable Zero123, whose own view depends on the candidate, the
-        prior's reading of the input's elevation)."""
         samples: PositiveInt = 2
         """Views drawn per pose (their silhouettes are averaged)."""
         steps: PositiveInt = 30
@@ -183,9 +177,6 @@ class ElevationEstimator(Configurable):
         poses = torch.tensor(c.views, dtype=torch.float32)
         tilts = torch.cat([torch.zeros(1), poses[:, 0]])  # the photo's camera first: (0, 0)
         azimuths = torch.cat([torch.zeros(1), poses[:, 1]])
-        own_scored = c.align_input and c.score_own_view
-        if own_scored:  # the own view: a second view from the input's camera
-            tilts, azimuths = torch.cat([torch.zeros(1), tilts]), torch.cat([torch.zeros(1), azimuths])
         views: Optional[Tensor] = None
         scores = []
         for e in self.candidates:
@@ -194,8 +185,6 @@ class ElevationEstimator(Configurable):
                     own = self.silhouettes(self.draw_views(pipe, as_given[0], torch.zeros(1, 2), e), size)
                     image, reference = framed(moment_transform(as_given[1][0], own[0]))
                 views = self.silhouettes(self.draw_views(pipe, image, poses, e), size).to(reference)
-                if own_scored:
-                    views = torch.cat([own.to(reference), views])
             all_views = torch.cat([reference, views])
             consistency = silhouette_consistency(
                 all_views, e + tilts, azimuths, c.distance, c.fovy_deg, c.ray_samples
@@ -207,7 +196,6 @@ class ElevationEstimator(Configurable):
             "pose_embedding": self.pose_kind,
             "views": c.views,
             "align_input": c.align_input,
-            "score_own_view": own_scored,
             "samples": c.samples,
             "steps": c.steps,
             "guidance_scale": c.guidance_scale,
