@@ -26,8 +26,9 @@ elevation within 10°.
 ``--single-pass`` turns off the test-time mirror averaging of SAM's prompted masks and of the
 depth (``flip_average``, on by default) to measure what it adds.
 
-Usage: ``python benchmarks/bench_toy_preprocess.py [--photos 100] [--first 0] [--seed 1] [--sam DIR] [--blip DIR]
-[--depth DIR] [--elevation] [--zero123 DIR] [--estimator KEY=VALUE ...] [--single-pass] [--threads 2]``.
+Usage: ``python benchmarks/bench_toy_preprocess.py [--photos 100] [--first 0] [--seed 1] [--sam DIR]
+[--blip DIR] [--depth DIR] [--elevation] [--zero123 DIR] [--estimator KEY=VALUE ...] [--single-pass]
+[--threads 2]``.
 """
 
 from __future__ import annotations
